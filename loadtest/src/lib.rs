@@ -1,0 +1,1 @@
+//! Memento load-test harness and Azure OpenAI mock (library part).

@@ -1,0 +1,4 @@
+//! The LLM client actor and its handle (being written).
+
+pub mod offline;
+pub mod types;

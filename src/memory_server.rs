@@ -1,0 +1,1 @@
+//! The memory MCP server (being written).

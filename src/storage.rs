@@ -1,0 +1,705 @@
+//! Where memories live: the [`MemoryStore`] trait and its SQLite engine.
+//!
+//! The tool layer (`memory_server`) only sees the trait, so another engine (PostgreSQL) can
+//! be added without touching it. The SQLite engine keeps every call off the async threads:
+//!
+//! - one **writer thread** owns the only read-write connection. It takes jobs from a
+//!   channel, runs everything that queued up meanwhile in one transaction (each job in its
+//!   own savepoint, so one failure never undoes another) and commits once: concurrent stores
+//!   share one fsync (group commit). A store is acknowledged only after that commit, with
+//!   `synchronous=FULL` in WAL mode, so it survives `kill -9` and a power cut.
+//! - a small pool of **reader threads**, each with a read-only connection, serves queries
+//!   concurrently (WAL lets readers run beside the writer).
+//!
+//! Full-text search uses an FTS5 table over content, description, filename and tags,
+//! ranked by bm25. Each row also carries an `owner` token derived from its user id, and every
+//! query is `owner AND (terms)`, so a search only ever touches the caller's rows (and the SQL
+//! checks `user_id` once more).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread;
+
+use chrono::{DateTime, TimeZone, Utc};
+use futures::future::BoxFuture;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params_from_iter, types::Value};
+use serde::Serialize;
+use tokio::sync::oneshot;
+
+use crate::domain::{MemoryId, SearchTerms, UserId};
+
+mod migrations;
+
+/// Characters of content shown in a search result's `preview`.
+pub const PREVIEW_CHARS: usize = 300;
+
+/// A storage failure. Input problems never get here: they are rejected by `domain` first.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// SQLite reported an error.
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The data directory could not be created or opened.
+    #[error("cannot use data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// The database was written by a newer Memento.
+    #[error("database schema version {found} is newer than this build supports ({supported})")]
+    SchemaTooNew {
+        /// Version found on disk.
+        found: i64,
+        /// Newest version this build knows.
+        supported: i64,
+    },
+    /// The storage threads are gone (shutting down, or one of them crashed).
+    #[error("storage is shut down")]
+    Closed,
+    /// A stored row could not be decoded.
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+/// A memory to store, already validated and normalised by the tool layer.
+#[derive(Debug, Clone)]
+pub struct NewMemory {
+    /// Owner.
+    pub user: UserId,
+    /// The text to remember.
+    pub content: String,
+    /// Sanitised filename.
+    pub filename: String,
+    /// Short description ("" when none).
+    pub description: String,
+    /// Normalised tags.
+    pub tags: Vec<String>,
+}
+
+/// A stored memory, whole.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Memory {
+    /// Its id.
+    pub id: MemoryId,
+    /// Its sanitised filename.
+    pub filename: String,
+    /// The seed's `YYYYmmdd_HHMMSS_filename` name.
+    pub stored_as: String,
+    /// Description ("" when none).
+    pub description: String,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// When it was stored (UTC).
+    pub created_at: DateTime<Utc>,
+    /// Size of `content` in bytes.
+    pub size_bytes: u64,
+    /// The content.
+    pub content: String,
+}
+
+/// A search hit: a memory without its full content.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MemorySummary {
+    /// Its id.
+    pub id: MemoryId,
+    /// Its sanitised filename.
+    pub filename: String,
+    /// The seed's `YYYYmmdd_HHMMSS_filename` name.
+    pub stored_as: String,
+    /// Description.
+    pub description: String,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// When it was stored (UTC).
+    pub created_at: DateTime<Utc>,
+    /// Size of the full content in bytes.
+    pub size_bytes: u64,
+    /// The first [`PREVIEW_CHARS`] characters of the content.
+    pub preview: String,
+}
+
+/// What to search for. Always scoped to one user.
+#[derive(Debug, Clone)]
+pub struct SearchQuery {
+    /// Whose memories.
+    pub user: UserId,
+    /// Full-text terms; `None` lists newest first.
+    pub terms: Option<SearchTerms>,
+    /// Keep memories having any of these (normalised) tags; empty = no tag filter.
+    pub tags: Vec<String>,
+    /// Stored at or after.
+    pub since: Option<DateTime<Utc>>,
+    /// Stored strictly before.
+    pub until: Option<DateTime<Utc>>,
+    /// Page size.
+    pub limit: u32,
+    /// Rows to skip.
+    pub offset: u32,
+}
+
+/// A tag and how many of the user's memories carry it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TagCount {
+    /// The tag.
+    pub tag: String,
+    /// Memories with it.
+    pub count: u64,
+}
+
+/// Counters for metrics and benchmarks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct StorageStats {
+    /// Write jobs committed.
+    pub writes: u64,
+    /// Transactions (fsyncs) that committed them; `writes / commits` is the group-commit
+    /// factor.
+    pub commits: u64,
+    /// Read queries served.
+    pub reads: u64,
+}
+
+/// The storage engine behind the memory tools.
+pub trait MemoryStore: Send + Sync + 'static {
+    /// Stores a memory durably and returns it as stored.
+    fn store(&self, memory: NewMemory) -> BoxFuture<'static, Result<Memory, StorageError>>;
+    /// Searches one user's memories.
+    fn search(&self, query: SearchQuery)
+    -> BoxFuture<'static, Result<Vec<MemorySummary>, StorageError>>;
+    /// One memory of `user`, or `None` (also when the id belongs to someone else).
+    fn get(
+        &self,
+        user: UserId,
+        id: MemoryId,
+    ) -> BoxFuture<'static, Result<Option<Memory>, StorageError>>;
+    /// Deletes one memory of `user`; returns what was deleted, or `None`.
+    fn delete(
+        &self,
+        user: UserId,
+        id: MemoryId,
+    ) -> BoxFuture<'static, Result<Option<MemorySummary>, StorageError>>;
+    /// The user's tags with counts, most used first.
+    fn list_tags(&self, user: UserId) -> BoxFuture<'static, Result<Vec<TagCount>, StorageError>>;
+    /// Counters.
+    fn stats(&self) -> StorageStats;
+}
+
+/// Tuning of the SQLite engine.
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    /// Reader threads (and read connections).
+    pub readers: usize,
+    /// Most write jobs in one transaction.
+    pub max_batch: usize,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        SqliteOptions {
+            readers: 4,
+            max_batch: 512,
+        }
+    }
+}
+
+// === impl SqliteStore ===
+
+type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
+/// A write job runs inside its own savepoint and returns whether it succeeded, plus what to
+/// do once the transaction's fate is known (send the reply, or the commit error).
+/// It gets `None` when the transaction could not even begin: it must then not run.
+type WriteJob = Box<dyn FnOnce(Option<&Connection>) -> (bool, Finish) + Send>;
+type Finish = Box<dyn FnOnce(Result<(), String>) + Send>;
+
+/// The SQLite engine. Cheap to clone; the threads stop when the last clone is dropped.
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    writer: crossbeam_channel::Sender<WriteJob>,
+    readers: crossbeam_channel::Sender<ReadJob>,
+    counters: Arc<Counters>,
+    path: PathBuf,
+}
+
+#[derive(Default)]
+struct Counters {
+    writes: AtomicU64,
+    commits: AtomicU64,
+    reads: AtomicU64,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) `memento.db` in `data_dir`, runs migrations and starts the
+    /// writer and reader threads.
+    pub fn open(data_dir: &Path, options: &SqliteOptions) -> Result<SqliteStore, StorageError> {
+        std::fs::create_dir_all(data_dir).map_err(|source| StorageError::DataDir {
+            path: data_dir.to_owned(),
+            source,
+        })?;
+        let path = data_dir.join("memento.db");
+        let writer_conn = Connection::open(&path)?;
+        configure(&writer_conn)?;
+        migrations::run(&writer_conn)?;
+
+        let counters = Arc::new(Counters::default());
+        let (writer_tx, writer_rx) = crossbeam_channel::bounded::<WriteJob>(4096);
+        let writer_counters = counters.clone();
+        let max_batch = options.max_batch.max(1);
+        thread::Builder::new()
+            .name("memento-sqlite-writer".into())
+            .spawn(move || writer_loop(writer_conn, writer_rx, max_batch, writer_counters))
+            .map_err(|source| StorageError::DataDir {
+                path: data_dir.to_owned(),
+                source,
+            })?;
+
+        let (reader_tx, reader_rx) = crossbeam_channel::bounded::<ReadJob>(4096);
+        for n in 0..options.readers.max(1) {
+            let conn = Connection::open_with_flags(
+                &path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?;
+            configure_reader(&conn)?;
+            let rx = reader_rx.clone();
+            thread::Builder::new()
+                .name(format!("memento-sqlite-reader-{n}"))
+                .spawn(move || {
+                    while let Ok(job) = rx.recv() {
+                        job(&conn);
+                    }
+                })
+                .map_err(|source| StorageError::DataDir {
+                    path: data_dir.to_owned(),
+                    source,
+                })?;
+        }
+        Ok(SqliteStore {
+            inner: Arc::new(Inner {
+                writer: writer_tx,
+                readers: reader_tx,
+                counters,
+                path,
+            }),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Runs `f` on a reader thread.
+    fn read<T, F>(&self, f: F) -> BoxFuture<'static, Result<T, StorageError>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StorageError> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let counters = self.inner.counters.clone();
+        let job: ReadJob = Box::new(move |conn| {
+            counters.reads.fetch_add(1, Ordering::Relaxed);
+            // The caller may have given up (deadline, disconnect); nothing to do then.
+            let _ = tx.send(f(conn));
+        });
+        let sent = self.inner.readers.send(job);
+        Box::pin(async move {
+            sent.map_err(|_| StorageError::Closed)?;
+            rx.await.map_err(|_| StorageError::Closed)?
+        })
+    }
+
+    /// Runs `f` on the writer thread inside the next group commit; resolves after the commit.
+    fn write<T, F>(&self, f: F) -> BoxFuture<'static, Result<T, StorageError>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StorageError> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job: WriteJob = Box::new(move |conn| {
+            let result = match conn {
+                Some(conn) => f(conn),
+                None => Err(StorageError::Closed),
+            };
+            let ok = result.is_ok();
+            let finish: Finish = Box::new(move |commit| {
+                let reply = match commit {
+                    Ok(()) => result,
+                    Err(message) => Err(StorageError::Corrupt(format!("commit failed: {message}"))),
+                };
+                let _ = tx.send(reply);
+            });
+            (ok, finish)
+        });
+        let sent = self.inner.writer.send(job);
+        Box::pin(async move {
+            sent.map_err(|_| StorageError::Closed)?;
+            rx.await.map_err(|_| StorageError::Closed)?
+        })
+    }
+}
+
+fn configure(conn: &Connection) -> Result<(), StorageError> {
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |row| row.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StorageError::Corrupt(format!(
+            "could not switch to WAL (journal_mode={mode})"
+        )));
+    }
+    // FULL: every commit fsyncs the WAL, so an acknowledged store survives a power cut.
+    conn.execute_batch(
+        "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA temp_store=MEMORY;",
+    )?;
+    Ok(())
+}
+
+fn configure_reader(conn: &Connection) -> Result<(), StorageError> {
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.execute_batch("PRAGMA query_only=ON; PRAGMA cache_size=-8000;")?;
+    Ok(())
+}
+
+fn writer_loop(
+    conn: Connection,
+    rx: crossbeam_channel::Receiver<WriteJob>,
+    max_batch: usize,
+    counters: Arc<Counters>,
+) {
+    let mut batch: Vec<WriteJob> = Vec::with_capacity(max_batch);
+    while let Ok(first) = rx.recv() {
+        batch.push(first);
+        while batch.len() < max_batch {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let jobs = batch.len() as u64;
+        let mut finishes: Vec<Finish> = Vec::with_capacity(batch.len());
+        let begun = conn.execute_batch("BEGIN IMMEDIATE");
+        if let Err(e) = begun {
+            let message = e.to_string();
+            tracing::error!(error = %message, "cannot begin a write transaction");
+            for job in batch.drain(..) {
+                // Run nothing; tell every caller the batch could not start.
+                let (_, finish) = job(None);
+                finish(Err(message.clone()));
+            }
+            continue;
+        }
+        for job in batch.drain(..) {
+            let savepoint = conn.execute_batch("SAVEPOINT job");
+            let (ok, finish) = job(Some(&conn));
+            if savepoint.is_ok() {
+                let end = if ok {
+                    conn.execute_batch("RELEASE job")
+                } else {
+                    conn.execute_batch("ROLLBACK TO job; RELEASE job")
+                };
+                if let Err(e) = end {
+                    tracing::error!(error = %e, "savepoint cleanup failed");
+                }
+            }
+            finishes.push(finish);
+        }
+        let commit = conn.execute_batch("COMMIT").map_err(|e| e.to_string());
+        if commit.is_err() {
+            let _ = conn.execute_batch("ROLLBACK");
+        } else {
+            counters.writes.fetch_add(jobs, Ordering::Relaxed);
+            counters.commits.fetch_add(1, Ordering::Relaxed);
+        }
+        for finish in finishes {
+            finish(commit.clone());
+        }
+    }
+    // All senders are gone: a clean shutdown. Fold the WAL back into the database.
+    let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
+}
+
+// === impl MemoryStore for SqliteStore ===
+
+impl MemoryStore for SqliteStore {
+    fn store(&self, memory: NewMemory) -> BoxFuture<'static, Result<Memory, StorageError>> {
+        self.write(move |conn| insert_memory(conn, memory))
+    }
+
+    fn search(
+        &self,
+        query: SearchQuery,
+    ) -> BoxFuture<'static, Result<Vec<MemorySummary>, StorageError>> {
+        self.read(move |conn| search(conn, &query))
+    }
+
+    fn get(
+        &self,
+        user: UserId,
+        id: MemoryId,
+    ) -> BoxFuture<'static, Result<Option<Memory>, StorageError>> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, filename, stored_as, description, tags, created_at, size_bytes, content \
+                 FROM memories WHERE user_id = ?1 AND id = ?2",
+            )?;
+            // Column 7 is the whole content here, decoded into `preview` and moved out.
+            let row = stmt
+                .query_row((user.as_str(), id.to_string()), summary_from_row)
+                .optional()?;
+            row.map(|summary| summary.map(MemorySummary::into_memory))
+                .transpose()
+        })
+    }
+
+    fn delete(
+        &self,
+        user: UserId,
+        id: MemoryId,
+    ) -> BoxFuture<'static, Result<Option<MemorySummary>, StorageError>> {
+        self.write(move |conn| {
+            let found = conn
+                .prepare_cached(
+                    "SELECT id, filename, stored_as, description, tags, created_at, size_bytes, \
+                     substr(content, 1, ?3), rowid FROM memories WHERE user_id = ?1 AND id = ?2",
+                )?
+                .query_row((user.as_str(), id.to_string(), PREVIEW_CHARS as i64), |row| {
+                    Ok((summary_from_row(row)?, row.get::<_, i64>(8)?))
+                })
+                .optional()?;
+            let Some((summary, rowid)) = found else {
+                return Ok(None);
+            };
+            conn.prepare_cached("DELETE FROM memories_fts WHERE rowid = ?1")?
+                .execute([rowid])?;
+            conn.prepare_cached("DELETE FROM memory_tags WHERE memory_rowid = ?1")?
+                .execute([rowid])?;
+            conn.prepare_cached("DELETE FROM memories WHERE rowid = ?1")?
+                .execute([rowid])?;
+            summary.map(Some)
+        })
+    }
+
+    fn list_tags(&self, user: UserId) -> BoxFuture<'static, Result<Vec<TagCount>, StorageError>> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT tag, count(*) AS n FROM memory_tags WHERE user_id = ?1 \
+                 GROUP BY tag ORDER BY n DESC, tag ASC",
+            )?;
+            let rows = stmt.query_map([user.as_str()], |row| {
+                Ok(TagCount {
+                    tag: row.get(0)?,
+                    count: row.get::<_, i64>(1)?.max(0) as u64,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    fn stats(&self) -> StorageStats {
+        let counters = &self.inner.counters;
+        StorageStats {
+            writes: counters.writes.load(Ordering::Relaxed),
+            commits: counters.commits.load(Ordering::Relaxed),
+            reads: counters.reads.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The FTS token that marks a row's owner: each byte of the user id as three decimal digits.
+/// Digits pass every tokenizer unchanged and cannot be produced by a sanitised query column
+/// filter, and the encoding is injective, so two users never share a token.
+fn owner_token(user: &UserId) -> String {
+    user.as_str().bytes().map(|b| format!("{b:03}")).collect()
+}
+
+fn insert_memory(conn: &Connection, memory: NewMemory) -> Result<Memory, StorageError> {
+    let id = MemoryId::new();
+    let created_at = Utc::now();
+    let created_micros = created_at.timestamp_micros();
+    // Round-trip through micros so the returned value equals what a later read returns.
+    let created_at = micros_to_datetime(created_micros)?;
+    let stored_as = format!("{}_{}", created_at.format("%Y%m%d_%H%M%S"), memory.filename);
+    let tags_text = memory.tags.join(",");
+    let size_bytes = memory.content.len() as u64;
+    conn.prepare_cached(
+        "INSERT INTO memories (id, user_id, filename, stored_as, description, tags, content, \
+         size_bytes, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?
+    .execute(rusqlite::params![
+        id.to_string(),
+        memory.user.as_str(),
+        memory.filename,
+        stored_as,
+        memory.description,
+        tags_text,
+        memory.content,
+        size_bytes as i64,
+        created_micros,
+    ])?;
+    let rowid = conn.last_insert_rowid();
+    {
+        let mut tag_stmt = conn.prepare_cached(
+            "INSERT OR IGNORE INTO memory_tags (user_id, tag, memory_rowid) VALUES (?1, ?2, ?3)",
+        )?;
+        for tag in &memory.tags {
+            tag_stmt.execute((memory.user.as_str(), tag, rowid))?;
+        }
+    }
+    conn.prepare_cached(
+        "INSERT INTO memories_fts (rowid, content, description, filename, tags, owner) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(rusqlite::params![
+        rowid,
+        memory.content,
+        memory.description,
+        memory.filename.replace(['_', '.', '-'], " "),
+        memory.tags.join(" "),
+        owner_token(&memory.user),
+    ])?;
+    Ok(Memory {
+        id,
+        filename: memory.filename,
+        stored_as,
+        description: memory.description,
+        tags: memory.tags,
+        created_at,
+        size_bytes,
+        content: memory.content,
+    })
+}
+
+fn search(conn: &Connection, query: &SearchQuery) -> Result<Vec<MemorySummary>, StorageError> {
+    let mut sql = String::new();
+    let mut args: Vec<Value> = Vec::new();
+    let ranked = match &query.terms {
+        Some(terms) if !terms.is_empty() => {
+            sql.push_str(
+                "SELECT m.id, m.filename, m.stored_as, m.description, m.tags, m.created_at, \
+                 m.size_bytes, substr(m.content, 1, ?1) \
+                 FROM memories_fts JOIN memories m ON m.rowid = memories_fts.rowid \
+                 WHERE memories_fts MATCH ?2 AND m.user_id = ?3",
+            );
+            args.push(Value::Integer(PREVIEW_CHARS as i64));
+            args.push(Value::Text(format!(
+                "owner : \"{}\" AND {{content description filename tags}} : ({})",
+                owner_token(&query.user),
+                terms.to_fts5()
+            )));
+            true
+        }
+        // A query with no searchable word matches nothing (it must not match everything).
+        Some(_) => return Ok(Vec::new()),
+        None => {
+            sql.push_str(
+                "SELECT m.id, m.filename, m.stored_as, m.description, m.tags, m.created_at, \
+                 m.size_bytes, substr(m.content, 1, ?1) FROM memories m WHERE m.user_id = ?2",
+            );
+            args.push(Value::Integer(PREVIEW_CHARS as i64));
+            false
+        }
+    };
+    args.push(Value::Text(query.user.as_str().to_owned()));
+    if let Some(since) = query.since {
+        args.push(Value::Integer(since.timestamp_micros()));
+        sql.push_str(&format!(" AND m.created_at >= ?{}", args.len()));
+    }
+    if let Some(until) = query.until {
+        args.push(Value::Integer(until.timestamp_micros()));
+        sql.push_str(&format!(" AND m.created_at < ?{}", args.len()));
+    }
+    if !query.tags.is_empty() {
+        args.push(Value::Text(query.user.as_str().to_owned()));
+        let user_arg = args.len();
+        let mut placeholders = Vec::new();
+        for tag in &query.tags {
+            args.push(Value::Text(tag.clone()));
+            placeholders.push(format!("?{}", args.len()));
+        }
+        sql.push_str(&format!(
+            " AND m.rowid IN (SELECT memory_rowid FROM memory_tags WHERE user_id = ?{user_arg} \
+             AND tag IN ({}))",
+            placeholders.join(", ")
+        ));
+    }
+    if ranked {
+        // Weights: content 1, description 2, filename 3, tags 2, owner 0.
+        sql.push_str(" ORDER BY bm25(memories_fts, 1.0, 2.0, 3.0, 2.0, 0.0), m.created_at DESC");
+    } else {
+        sql.push_str(" ORDER BY m.created_at DESC, m.rowid DESC");
+    }
+    args.push(Value::Integer(i64::from(query.limit)));
+    args.push(Value::Integer(i64::from(query.offset)));
+    sql.push_str(&format!(" LIMIT ?{} OFFSET ?{}", args.len() - 1, args.len()));
+
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(params_from_iter(args), |row| summary_from_row(row))?;
+    let mut out = Vec::new();
+    for row in rows {
+        out.push(row??);
+    }
+    Ok(out)
+}
+
+/// Decodes the first eight columns (id, filename, stored_as, description, tags, created_at,
+/// size_bytes, preview). The outer `Result` is SQLite's, the inner one decoding's.
+fn summary_from_row(
+    row: &rusqlite::Row<'_>,
+) -> rusqlite::Result<Result<MemorySummary, StorageError>> {
+    let id: String = row.get(0)?;
+    let tags: String = row.get(4)?;
+    let created: i64 = row.get(5)?;
+    let size: i64 = row.get(6)?;
+    let filename: String = row.get(1)?;
+    let stored_as: String = row.get(2)?;
+    let description: String = row.get(3)?;
+    let preview: String = row.get(7)?;
+    Ok((|| {
+        Ok(MemorySummary {
+            id: MemoryId::parse(&id).map_err(|e| StorageError::Corrupt(e.to_string()))?,
+            filename,
+            stored_as,
+            description,
+            tags: split_tags(&tags),
+            created_at: micros_to_datetime(created)?,
+            size_bytes: size.max(0) as u64,
+            preview,
+        })
+    })())
+}
+
+fn split_tags(text: &str) -> Vec<String> {
+    text.split(',')
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn micros_to_datetime(micros: i64) -> Result<DateTime<Utc>, StorageError> {
+    Utc.timestamp_micros(micros)
+        .single()
+        .ok_or_else(|| StorageError::Corrupt(format!("timestamp {micros} out of range")))
+}
+
+impl MemorySummary {
+    /// Turns a row whose `preview` holds the whole content into a [`Memory`].
+    fn into_memory(self) -> Memory {
+        Memory {
+            id: self.id,
+            filename: self.filename,
+            stored_as: self.stored_as,
+            description: self.description,
+            tags: self.tags,
+            created_at: self.created_at,
+            size_bytes: self.size_bytes,
+            content: self.preview,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,59 @@
+//! Versioned schema migrations, tracked in `PRAGMA user_version`.
+//!
+//! Each entry of [`MIGRATIONS`] moves the schema from version `i` to `i + 1` and runs in one
+//! transaction with the version bump, so a crash mid-migration leaves the old version intact.
+//! Never edit a released migration: append a new one.
+
+use rusqlite::Connection;
+
+use super::StorageError;
+
+/// Migration `i` upgrades from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[
+    // 1: memories, their tags, and the full-text index.
+    "CREATE TABLE memories (
+        rowid INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        user_id TEXT NOT NULL,
+        filename TEXT NOT NULL,
+        stored_as TEXT NOT NULL,
+        description TEXT NOT NULL DEFAULT '',
+        tags TEXT NOT NULL DEFAULT '',
+        content TEXT NOT NULL,
+        size_bytes INTEGER NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE INDEX memories_by_user_time ON memories (user_id, created_at);
+    CREATE TABLE memory_tags (
+        user_id TEXT NOT NULL,
+        tag TEXT NOT NULL,
+        memory_rowid INTEGER NOT NULL REFERENCES memories (rowid) ON DELETE CASCADE,
+        PRIMARY KEY (user_id, tag, memory_rowid)
+    ) WITHOUT ROWID;
+    CREATE INDEX memory_tags_by_memory ON memory_tags (memory_rowid);
+    CREATE VIRTUAL TABLE memories_fts USING fts5 (
+        content, description, filename, tags, owner,
+        content = '', contentless_delete = 1,
+        tokenize = 'porter unicode61 remove_diacritics 2'
+    );",
+];
+
+/// Brings the schema up to date.
+pub(super) fn run(conn: &Connection) -> Result<(), StorageError> {
+    let supported = MIGRATIONS.len() as i64;
+    let found: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    if found > supported {
+        return Err(StorageError::SchemaTooNew { found, supported });
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(found.max(0) as usize) {
+        let next = index as i64 + 1;
+        conn.execute_batch(&format!(
+            "BEGIN IMMEDIATE; {sql}; PRAGMA user_version = {next}; COMMIT;"
+        ))
+        .inspect_err(|_| {
+            let _ = conn.execute_batch("ROLLBACK");
+        })?;
+        tracing::info!(version = next, "database schema migrated");
+    }
+    Ok(())
+}

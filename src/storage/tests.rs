@@ -1,0 +1,207 @@
+use super::*;
+
+fn user(name: &str) -> UserId {
+    UserId::parse(name).unwrap()
+}
+
+fn new_memory(owner: &str, content: &str, filename: &str, tags: &[&str]) -> NewMemory {
+    NewMemory {
+        user: user(owner),
+        content: content.to_owned(),
+        filename: filename.to_owned(),
+        description: String::new(),
+        tags: tags.iter().map(|t| t.to_string()).collect(),
+    }
+}
+
+fn query(owner: &str, text: Option<&str>) -> SearchQuery {
+    SearchQuery {
+        user: user(owner),
+        terms: text.map(|t| SearchTerms::parse(t).unwrap()),
+        tags: Vec::new(),
+        since: None,
+        until: None,
+        limit: 10,
+        offset: 0,
+    }
+}
+
+fn open() -> (tempfile::TempDir, SqliteStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path(), &SqliteOptions::default()).unwrap();
+    (dir, store)
+}
+
+#[tokio::test]
+async fn store_then_get_and_search() {
+    let (_dir, store) = open();
+    let stored = store
+        .store(new_memory(
+            "alice",
+            "Q4 planning: ship the rewrite",
+            "q4_plan.txt",
+            &["work", "planning"],
+        ))
+        .await
+        .unwrap();
+    assert!(stored.stored_as.ends_with("_q4_plan.txt"));
+    let got = store.get(user("alice"), stored.id).await.unwrap().unwrap();
+    assert_eq!(got, stored);
+    let hits = store.search(query("alice", Some("the Q4 plan"))).await.unwrap();
+    assert_eq!(hits.len(), 1);
+    assert_eq!(hits[0].id, stored.id);
+    // Stemming: "plans" finds "planning".
+    let hits = store.search(query("alice", Some("plans"))).await.unwrap();
+    assert_eq!(hits.len(), 1);
+}
+
+#[tokio::test]
+async fn users_are_isolated_whatever_the_query() {
+    let (_dir, store) = open();
+    let bob = store
+        .store(new_memory("bob", "bob secret launch codes", "secret.txt", &["secret"]))
+        .await
+        .unwrap();
+    store
+        .store(new_memory("alice", "alice grocery list", "groceries.txt", &["home"]))
+        .await
+        .unwrap();
+    for text in [
+        "secret",
+        "bob",
+        "launch codes",
+        "owner",
+        "098111098",
+        "secret OR 1=1",
+        "*",
+    ] {
+        let hits = store.search(query("alice", Some(text))).await.unwrap();
+        assert!(hits.iter().all(|h| h.id != bob.id), "query {text:?} leaked");
+    }
+    let mut tagged = query("alice", None);
+    tagged.tags = vec!["secret".into()];
+    assert!(store.search(tagged).await.unwrap().is_empty());
+    assert!(store.get(user("alice"), bob.id).await.unwrap().is_none());
+    assert!(store.delete(user("alice"), bob.id).await.unwrap().is_none());
+    assert!(store.get(user("bob"), bob.id).await.unwrap().is_some());
+    let tags = store.list_tags(user("alice")).await.unwrap();
+    assert_eq!(tags, vec![TagCount { tag: "home".into(), count: 1 }]);
+}
+
+#[tokio::test]
+async fn hostile_queries_neither_error_nor_match_everything() {
+    let (_dir, store) = open();
+    for i in 0..5 {
+        store
+            .store(new_memory("carol", &format!("note number {i} about apples"), "n.txt", &[]))
+            .await
+            .unwrap();
+    }
+    for text in ["\"", "*", "NEAR(", "-apples", "(((", "apples\"", "a:b", "^", "AND", "OR"] {
+        let terms = SearchTerms::parse(text).unwrap();
+        let hits = store.search(query("carol", Some(text))).await;
+        let hits = hits.unwrap_or_else(|e| panic!("query {text:?} errored: {e}"));
+        if terms.is_empty() {
+            assert!(hits.is_empty(), "query {text:?} matched everything");
+        }
+    }
+    let hits = store.search(query("carol", Some("-apples"))).await.unwrap();
+    assert_eq!(hits.len(), 5, "-apples is the word apples, not a negation");
+}
+
+#[tokio::test]
+async fn newest_first_without_query_and_paging() {
+    let (_dir, store) = open();
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let m = store
+            .store(new_memory("dave", &format!("entry {i}"), "e.txt", &[]))
+            .await
+            .unwrap();
+        ids.push(m.id);
+    }
+    let mut q = query("dave", None);
+    q.limit = 2;
+    let page1 = store.search(q.clone()).await.unwrap();
+    q.offset = 2;
+    let page2 = store.search(q).await.unwrap();
+    let got: Vec<_> = page1.iter().chain(&page2).map(|m| m.id).collect();
+    let want: Vec<_> = ids.iter().rev().take(4).copied().collect();
+    assert_eq!(got, want);
+}
+
+#[tokio::test]
+async fn since_until_and_tags_filter() {
+    let (_dir, store) = open();
+    let a = store
+        .store(new_memory("erin", "alpha", "a.txt", &["x"]))
+        .await
+        .unwrap();
+    let b = store
+        .store(new_memory("erin", "beta", "b.txt", &["y"]))
+        .await
+        .unwrap();
+    let mut q = query("erin", None);
+    q.since = Some(b.created_at);
+    let hits = store.search(q).await.unwrap();
+    assert!(hits.iter().any(|h| h.id == b.id));
+    let mut q = query("erin", None);
+    q.until = Some(b.created_at);
+    assert!(store.search(q).await.unwrap().iter().all(|h| h.id != b.id));
+    let mut q = query("erin", None);
+    q.tags = vec!["x".into()];
+    let hits = store.search(q).await.unwrap();
+    assert_eq!(hits.iter().map(|h| h.id).collect::<Vec<_>>(), vec![a.id]);
+}
+
+#[tokio::test]
+async fn delete_removes_from_index_and_tags() {
+    let (_dir, store) = open();
+    let m = store
+        .store(new_memory("fay", "delete me please", "d.txt", &["tmp"]))
+        .await
+        .unwrap();
+    let deleted = store.delete(user("fay"), m.id).await.unwrap().unwrap();
+    assert_eq!(deleted.id, m.id);
+    assert!(store.search(query("fay", Some("delete"))).await.unwrap().is_empty());
+    assert!(store.list_tags(user("fay")).await.unwrap().is_empty());
+    assert!(store.delete(user("fay"), m.id).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn concurrent_stores_share_commits() {
+    let (_dir, store) = open();
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .store(new_memory("gus", &format!("memory {i}"), "m.txt", &[]))
+                .await
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    let stats = store.stats();
+    assert_eq!(stats.writes, 200);
+    assert!(stats.commits <= 200);
+    let mut q = query("gus", None);
+    q.limit = 100;
+    assert_eq!(store.search(q).await.unwrap().len(), 100);
+}
+
+#[tokio::test]
+async fn reopen_keeps_data_and_schema_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = {
+        let store = SqliteStore::open(dir.path(), &SqliteOptions::default()).unwrap();
+        store
+            .store(new_memory("hal", "persist me", "p.txt", &[]))
+            .await
+            .unwrap()
+            .id
+    };
+    let store = SqliteStore::open(dir.path(), &SqliteOptions::default()).unwrap();
+    assert!(store.get(user("hal"), id).await.unwrap().is_some());
+}
