@@ -1,1 +1,127 @@
-fn main() {}
+//! The `memento` binary: parse the command line, load the configuration, start logging and
+//! run one subcommand. No logic lives here.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+
+use memento::config::{self, Config, ProcessEnv};
+use memento::storage::{SqliteOptions, SqliteStore};
+
+mod cli;
+mod signal;
+
+use cli::{Cli, Command, CommonArgs};
+
+/// `EX_USAGE`: invalid command line or configuration.
+const EXIT_USAGE: u8 = 64;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let config = match load_config(&cli) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("memento: {error:#}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("memento: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli, config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("memento: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Defaults < file < environment < flags, then validation, all before any port is bound.
+fn load_config(cli: &Cli) -> anyhow::Result<Config> {
+    let common = match &cli.command {
+        Command::McpServer(args) => &args.common,
+    };
+    let mut config = config::load(common.config.as_deref(), &ProcessEnv)?;
+    apply_common(&mut config, common);
+    match &cli.command {
+        Command::McpServer(args) => {
+            let server = &mut config.mcp_server;
+            if let Some(host) = args.host {
+                server.host = host;
+            }
+            if let Some(port) = args.port {
+                server.port = port;
+            }
+            if let Some(token) = args.token.clone().filter(|t| !t.is_empty()) {
+                server.token = Some(token);
+            }
+            server.insecure |= args.insecure;
+            server.allowed_hosts.extend(args.allowed_hosts.iter().cloned());
+        }
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+fn apply_common(config: &mut Config, common: &CommonArgs) {
+    if let Some(dir) = &common.data_dir {
+        config.storage.data_dir = dir.clone();
+    }
+}
+
+async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
+    match cli.command {
+        Command::McpServer(_) => run_mcp_server(config).await,
+    }
+}
+
+async fn run_mcp_server(config: Config) -> anyhow::Result<()> {
+    let store = open_store(&config)?;
+    let shutdown = CancellationToken::new();
+    if config.mcp_server.token.is_none() {
+        tracing::warn!("no MCP token set: any local process can use this server (set --token or MEMENTO_MCP_TOKEN)");
+    }
+    if !config.mcp_server.host.is_loopback() && config.mcp_server.allowed_hosts.is_empty() {
+        tracing::warn!(
+            "bound to {} but mcp_server.allowed_hosts is empty: only Host headers naming loopback are accepted",
+            config.mcp_server.host
+        );
+    }
+    let server = memento::memory_server::start(&config.mcp_server, store, shutdown.clone()).await?;
+    println!("memento mcp-server listening on {}", server.url());
+    println!("  Streamable HTTP: {}/mcp", server.url());
+    println!("  legacy SSE:      {}/sse", server.url());
+    tokio::select! {
+        () = signal::shutdown() => tracing::info!("shutting down"),
+        () = shutdown.cancelled() => {}
+    }
+    server.shutdown().await;
+    Ok(())
+}
+
+fn open_store(config: &Config) -> anyhow::Result<Arc<SqliteStore>> {
+    let options = SqliteOptions {
+        readers: config.storage.readers,
+        max_batch: config.storage.max_batch,
+    };
+    let store = SqliteStore::open(&config.storage.data_dir, &options)?;
+    tracing::info!(path = %store.path().display(), "memory database open");
+    Ok(Arc::new(store))
+}

@@ -1,1 +1,259 @@
-//! The memory MCP server (being written).
+//! The memory MCP server: `memento mcp-server`, also embedded in `memento serve`.
+//!
+//! One axum router serves
+//! - `/mcp`: Streamable HTTP (rmcp's `StreamableHttpService`), the current MCP transport;
+//! - `/sse` + `/messages`: the legacy HTTP+SSE transport of MCP 2024-11-05 (our own adapter
+//!   in [`sse`], since rmcp 3 dropped its SSE server);
+//! - `/healthz` and `/stats` (session counts, storage counters).
+//!
+//! Every request of both transports passes [`guard`]: bearer token (when configured), then
+//! `Host` and `Origin` validation against DNS rebinding. The tools themselves live in
+//! `tools`; this file only adapts them to rmcp's `ServerHandler`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::get;
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, ErrorData, Implementation, InitializeResult,
+    ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+};
+use rmcp::service::RequestContext;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use rmcp::{RoleServer, ServerHandler};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::McpServerConfig;
+use crate::storage::MemoryStore;
+
+pub mod guard;
+pub mod sse;
+mod tools;
+
+/// Server name announced in `initialize`.
+pub const SERVER_NAME: &str = "memento-memory";
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum MemoryServerError {
+    /// Binding the listen address failed.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+// === impl MemoryServer ===
+
+/// The MCP service: the memory tools over a [`MemoryStore`]. Cheap to clone (one per
+/// session).
+#[derive(Clone)]
+pub struct MemoryServer {
+    store: Arc<dyn MemoryStore>,
+    tools: Arc<Vec<Tool>>,
+    limits: tools::Limits,
+}
+
+impl MemoryServer {
+    /// A server over `store` with the limits of `config`.
+    pub fn new(store: Arc<dyn MemoryStore>, config: &McpServerConfig) -> MemoryServer {
+        MemoryServer {
+            store,
+            tools: Arc::new(tools::tool_list()),
+            limits: tools::Limits {
+                max_content_bytes: config.max_content_bytes,
+            },
+        }
+    }
+}
+
+impl ServerHandler for MemoryServer {
+    fn get_info(&self) -> ServerConfig {
+        InitializeResult::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new(SERVER_NAME, env!("CARGO_PKG_VERSION")))
+            .with_instructions(
+                "Memento's memory store. Every tool acts for the user named in `user_id`: \
+                 store_memory keeps a note, retrieve_memories searches, get_memory and \
+                 delete_memory act on one memory by id, list_tags lists tags.",
+            )
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        Ok(ListToolsResult::with_all_items(self.tools.as_ref().clone()))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let name = request.name.clone();
+        let arguments = request.arguments.unwrap_or_default();
+        let call = tools::call(self.store.as_ref(), self.limits, &name, arguments);
+        // A cancelled request (client gone, `notifications/cancelled`) stops its work.
+        let result = tokio::select! {
+            result = call => result,
+            () = context.ct.cancelled() => {
+                return Err(ErrorData::internal_error("request cancelled", None));
+            }
+        };
+        match result {
+            Some(result) => Ok(result.into()),
+            None => Err(ErrorData::invalid_params(
+                format!(
+                    "unknown tool {name:?}; available tools: {}",
+                    self.tools
+                        .iter()
+                        .map(|t| t.name.as_ref())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                None,
+            )),
+        }
+    }
+}
+
+// === Serving ===
+
+/// A running memory MCP server.
+pub struct RunningMemoryServer {
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+    task: JoinHandle<()>,
+    sse: sse::SseSessions,
+    streamable: Arc<LocalSessionManager>,
+}
+
+impl RunningMemoryServer {
+    /// The bound address (useful with port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Base URL, e.g. `http://127.0.0.1:8000`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Live legacy SSE sessions.
+    pub fn sse_sessions(&self) -> usize {
+        self.sse.len()
+    }
+
+    /// Live Streamable HTTP sessions.
+    pub async fn streamable_sessions(&self) -> usize {
+        self.streamable.sessions.read().await.len()
+    }
+
+    /// Stops accepting, ends every session and waits for the server task.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        let _ = self.task.await;
+    }
+
+    /// Resolves when the server stops (after `shutdown` or when its token is cancelled).
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+}
+
+/// Binds `config.host:config.port` and serves until `shutdown` is cancelled.
+pub async fn start(
+    config: &McpServerConfig,
+    store: Arc<dyn MemoryStore>,
+    shutdown: CancellationToken,
+) -> Result<RunningMemoryServer, MemoryServerError> {
+    let addr = SocketAddr::new(config.host, config.port);
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| MemoryServerError::Bind { addr, source })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| MemoryServerError::Bind { addr, source })?;
+    let server = MemoryServer::new(store.clone(), config);
+
+    let mut session_manager = LocalSessionManager::default();
+    session_manager.session_config.keep_alive = Some(config.session_idle_timeout);
+    let session_manager = Arc::new(session_manager);
+    let allowed_hosts = guard::allowed_host_names(config);
+    let mut http_config = StreamableHttpServerConfig::default()
+        .with_cancellation_token(shutdown.child_token())
+        .with_sse_keep_alive(Some(config.sse_keep_alive))
+        .with_max_request_body_bytes(config.max_request_bytes);
+    // `guard` already checked Host; rmcp's own check is kept as a second line with the same
+    // list (or off when any host is allowed).
+    http_config = match &allowed_hosts {
+        Some(hosts) => http_config.with_allowed_hosts(hosts.clone()),
+        None => http_config.disable_allowed_hosts(),
+    };
+    let factory_server = server.clone();
+    let streamable = StreamableHttpService::new(
+        move || Ok(factory_server.clone()),
+        session_manager.clone(),
+        http_config,
+    );
+
+    let sse_sessions = sse::SseSessions::default();
+    let sse_state = sse::SseState {
+        server: server.clone(),
+        sessions: sse_sessions.clone(),
+        shutdown: shutdown.child_token(),
+        keep_alive: config.sse_keep_alive,
+        idle_timeout: config.session_idle_timeout,
+    };
+    let guard_state = Arc::new(guard::Guard::new(config));
+    let stats_store = store.clone();
+    let stats_sse = sse_sessions.clone();
+    let stats_streamable = session_manager.clone();
+    let app = Router::new()
+        .nest_service("/mcp", streamable)
+        .merge(sse::router(sse_state, config.max_request_bytes))
+        .route(
+            "/stats",
+            get(move || {
+                let store = stats_store.clone();
+                let sse = stats_sse.clone();
+                let streamable = stats_streamable.clone();
+                async move {
+                    axum::Json(json!({
+                        "sse_sessions": sse.len(),
+                        "streamable_sessions": streamable.sessions.read().await.len(),
+                        "storage": store.stats(),
+                    }))
+                }
+            }),
+        )
+        .layer(axum::middleware::from_fn_with_state(guard_state, guard::check))
+        .route("/healthz", get(|| async { "ok" }));
+
+    let serve_shutdown = shutdown.clone();
+    let task = tokio::spawn(async move {
+        let result = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { serve_shutdown.cancelled().await })
+            .await;
+        if let Err(error) = result {
+            tracing::error!(%error, "memory MCP server stopped with an error");
+        }
+    });
+    tracing::info!(%addr, "memory MCP server listening (Streamable HTTP at /mcp, legacy SSE at /sse)");
+    Ok(RunningMemoryServer {
+        addr,
+        shutdown,
+        task,
+        sse: sse_sessions,
+        streamable: session_manager,
+    })
+}

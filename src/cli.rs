@@ -1,0 +1,57 @@
+//! The command line: `memento serve | mcp-server | chat`. Parsing only; `main.rs` runs it.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Memento: a memory assistant daemon. Tell it in plain language what to remember, ask it
+/// later; memories live in an MCP server, one private store per user.
+#[derive(Debug, Parser)]
+#[command(name = "memento", version, propagate_version = true)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Run the memory MCP server alone (Streamable HTTP at /mcp, legacy HTTP+SSE at /sse and
+    /// /messages). Default address 127.0.0.1:8000.
+    McpServer(McpServerArgs),
+}
+
+/// Flags shared by every server subcommand.
+#[derive(Debug, Args)]
+pub(crate) struct CommonArgs {
+    /// Config file [default: config/memento.toml if present].
+    #[arg(long, env = "MEMENTO_CONFIG", value_name = "PATH")]
+    pub(crate) config: Option<PathBuf>,
+    /// Data directory (SQLite database) [config: storage.data_dir; default ./data].
+    #[arg(long, value_name = "DIR")]
+    pub(crate) data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct McpServerArgs {
+    #[command(flatten)]
+    pub(crate) common: CommonArgs,
+    /// Address to bind [config: mcp_server.host; default 127.0.0.1]. A non-loopback address
+    /// needs --token (or --insecure).
+    #[arg(long)]
+    pub(crate) host: Option<IpAddr>,
+    /// Port to bind, 0 for any free port [config: mcp_server.port; default 8000].
+    #[arg(long)]
+    pub(crate) port: Option<u16>,
+    /// Bearer token required on every request of both transports
+    /// [config: mcp_server.token].
+    #[arg(long, env = "MEMENTO_MCP_TOKEN", hide_env_values = true)]
+    pub(crate) token: Option<String>,
+    /// Allow a non-loopback bind without a token.
+    #[arg(long)]
+    pub(crate) insecure: bool,
+    /// Extra accepted Host names (repeatable) besides loopback
+    /// [config: mcp_server.allowed_hosts].
+    #[arg(long = "allowed-host", value_name = "NAME")]
+    pub(crate) allowed_hosts: Vec<String>,
+}
