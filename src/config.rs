@@ -205,10 +205,11 @@ fn read_file(path: &Path) -> Result<toml::Table, ConfigError> {
         path: path.to_owned(),
         source,
     })?;
-    text.parse::<toml::Table>().map_err(|e| ConfigError::Syntax {
-        path: path.to_owned(),
-        message: e.to_string(),
-    })
+    text.parse::<toml::Table>()
+        .map_err(|e| ConfigError::Syntax {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
 }
 
 /// Overlays `MEMENTO_<SECTION>__<KEY>=value` variables onto the file's table.
@@ -286,7 +287,9 @@ impl Config {
             ));
         }
         if self.storage.max_batch == 0 {
-            return Err(ConfigError::Invalid("storage.max_batch must be at least 1".into()));
+            return Err(ConfigError::Invalid(
+                "storage.max_batch must be at least 1".into(),
+            ));
         }
         Ok(())
     }

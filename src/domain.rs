@@ -33,7 +33,9 @@ pub enum ValidationError {
     )]
     UserId(String),
     /// The memory id is not an id Memento issued.
-    #[error("invalid memory id {0:?}: pass an `id` exactly as returned by store_memory or retrieve_memories")]
+    #[error(
+        "invalid memory id {0:?}: pass an `id` exactly as returned by store_memory or retrieve_memories"
+    )]
     MemoryId(String),
     /// A tag is too long or there are too many.
     #[error("{0}")]
@@ -226,8 +228,8 @@ fn truncate_keeping_extension(name: &str, max: usize) -> String {
 /// Words that carry no meaning in a memory search ("what did I store about the Q4 plan").
 const STOP_WORDS: &[&str] = &[
     "a", "about", "all", "an", "and", "any", "are", "as", "at", "be", "by", "did", "do", "for",
-    "from", "have", "i", "in", "is", "it", "me", "my", "of", "on", "or", "our", "store", "stored", "that",
-    "the", "this", "to", "was", "we", "what", "with", "you", "your",
+    "from", "have", "i", "in", "is", "it", "me", "my", "of", "on", "or", "our", "store", "stored",
+    "that", "the", "this", "to", "was", "we", "what", "with", "you", "your",
 ];
 
 /// A full-text query reduced to plain search terms. The raw text never reaches the FTS
@@ -254,7 +256,11 @@ impl SearchTerms {
             .filter(|w| !STOP_WORDS.contains(&w.as_str()))
             .cloned()
             .collect();
-        let mut terms = if meaningful.is_empty() { words } else { meaningful };
+        let mut terms = if meaningful.is_empty() {
+            words
+        } else {
+            meaningful
+        };
         let mut seen = std::collections::HashSet::new();
         terms.retain(|t| seen.insert(t.clone()));
         terms.truncate(MAX_QUERY_TERMS);

@@ -16,6 +16,8 @@
 pub mod config;
 pub mod domain;
 pub mod llm;
+pub mod mcp;
 pub mod memory_server;
 pub mod retry;
+pub mod sse;
 pub mod storage;

@@ -28,7 +28,10 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("memento: cannot start the async runtime: {error}");
@@ -73,7 +76,9 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
                 server.token = Some(token);
             }
             server.insecure |= args.insecure;
-            server.allowed_hosts.extend(args.allowed_hosts.iter().cloned());
+            server
+                .allowed_hosts
+                .extend(args.allowed_hosts.iter().cloned());
         }
     }
     config.validate()?;
@@ -96,7 +101,9 @@ async fn run_mcp_server(config: Config) -> anyhow::Result<()> {
     let store = open_store(&config)?;
     let shutdown = CancellationToken::new();
     if config.mcp_server.token.is_none() {
-        tracing::warn!("no MCP token set: any local process can use this server (set --token or MEMENTO_MCP_TOKEN)");
+        tracing::warn!(
+            "no MCP token set: any local process can use this server (set --token or MEMENTO_MCP_TOKEN)"
+        );
     }
     if !config.mcp_server.host.is_loopback() && config.mcp_server.allowed_hosts.is_empty() {
         tracing::warn!(

@@ -236,7 +236,10 @@ pub async fn start(
                 }
             }),
         )
-        .layer(axum::middleware::from_fn_with_state(guard_state, guard::check))
+        .layer(axum::middleware::from_fn_with_state(
+            guard_state,
+            guard::check,
+        ))
         .route("/healthz", get(|| async { "ok" }));
 
     let serve_shutdown = shutdown.clone();

@@ -166,8 +166,10 @@ pub trait MemoryStore: Send + Sync + 'static {
     /// Stores a memory durably and returns it as stored.
     fn store(&self, memory: NewMemory) -> BoxFuture<'static, Result<Memory, StorageError>>;
     /// Searches one user's memories.
-    fn search(&self, query: SearchQuery)
-    -> BoxFuture<'static, Result<Vec<MemorySummary>, StorageError>>;
+    fn search(
+        &self,
+        query: SearchQuery,
+    ) -> BoxFuture<'static, Result<Vec<MemorySummary>, StorageError>>;
     /// One memory of `user`, or `None` (also when the id belongs to someone else).
     fn get(
         &self,
@@ -466,9 +468,10 @@ impl MemoryStore for SqliteStore {
                     "SELECT id, filename, stored_as, description, tags, created_at, size_bytes, \
                      substr(content, 1, ?3), rowid FROM memories WHERE user_id = ?1 AND id = ?2",
                 )?
-                .query_row((user.as_str(), id.to_string(), PREVIEW_CHARS as i64), |row| {
-                    Ok((summary_from_row(row)?, row.get::<_, i64>(8)?))
-                })
+                .query_row(
+                    (user.as_str(), id.to_string(), PREVIEW_CHARS as i64),
+                    |row| Ok((summary_from_row(row)?, row.get::<_, i64>(8)?)),
+                )
                 .optional()?;
             let Some((summary, rowid)) = found else {
                 return Ok(None);
@@ -634,7 +637,11 @@ fn search(conn: &Connection, query: &SearchQuery) -> Result<Vec<MemorySummary>, 
     }
     args.push(Value::Integer(i64::from(query.limit)));
     args.push(Value::Integer(i64::from(query.offset)));
-    sql.push_str(&format!(" LIMIT ?{} OFFSET ?{}", args.len() - 1, args.len()));
+    sql.push_str(&format!(
+        " LIMIT ?{} OFFSET ?{}",
+        args.len() - 1,
+        args.len()
+    ));
 
     let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt.query_map(params_from_iter(args), |row| summary_from_row(row))?;

@@ -23,7 +23,10 @@ fn env_overrides_file_and_parses_types() {
         Some(&shipped_file()),
         &env(&[
             ("MEMENTO_MCP_SERVER__PORT", "9001"),
-            ("MEMENTO_MCP_SERVER__ALLOWED_HOSTS", "[\"memento.internal\"]"),
+            (
+                "MEMENTO_MCP_SERVER__ALLOWED_HOSTS",
+                "[\"memento.internal\"]",
+            ),
             ("MEMENTO_STORAGE__DATA_DIR", "/tmp/memento data"),
             ("MEMENTO_MCP_SERVER__SESSION_IDLE_TIMEOUT", "90s"),
             ("UNRELATED", "x"),
@@ -33,7 +36,10 @@ fn env_overrides_file_and_parses_types() {
     assert_eq!(config.mcp_server.port, 9001);
     assert_eq!(config.mcp_server.allowed_hosts, vec!["memento.internal"]);
     assert_eq!(config.storage.data_dir, PathBuf::from("/tmp/memento data"));
-    assert_eq!(config.mcp_server.session_idle_timeout, Duration::from_secs(90));
+    assert_eq!(
+        config.mcp_server.session_idle_timeout,
+        Duration::from_secs(90)
+    );
 }
 
 #[test]

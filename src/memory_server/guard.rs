@@ -59,8 +59,15 @@ impl Guard {
             }
         }
         if let Some(origin) = headers.get(header::ORIGIN) {
-            let origin = origin.to_str().unwrap_or("").trim_end_matches('/').to_ascii_lowercase();
-            if !(self.any_origin || is_loopback_origin(&origin) || self.allowed_origins.contains(&origin)) {
+            let origin = origin
+                .to_str()
+                .unwrap_or("")
+                .trim_end_matches('/')
+                .to_ascii_lowercase();
+            if !(self.any_origin
+                || is_loopback_origin(&origin)
+                || self.allowed_origins.contains(&origin))
+            {
                 return Err(reject(
                     StatusCode::FORBIDDEN,
                     "forbidden_origin",
@@ -82,9 +89,10 @@ impl Guard {
                     "unauthorized",
                     "missing or wrong bearer token",
                 );
-                response
-                    .headers_mut()
-                    .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    header::HeaderValue::from_static("Bearer"),
+                );
                 return Err(response);
             }
         }
@@ -168,7 +176,10 @@ mod tests {
             &[(header::HOST, "127.0.0.1:8000")],
             &[(header::HOST, "localhost")],
             &[(header::HOST, "[::1]:8000")],
-            &[(header::HOST, "localhost:8000"), (header::ORIGIN, "http://localhost:6274")],
+            &[
+                (header::HOST, "localhost:8000"),
+                (header::ORIGIN, "http://localhost:6274"),
+            ],
         ];
         for case in ok {
             assert!(guard.check_headers(&headers(case)).is_ok(), "{case:?}");
@@ -177,7 +188,10 @@ mod tests {
             &[],
             &[(header::HOST, "evil.example:8000")],
             &[(header::HOST, "127.0.0.1.evil.example")],
-            &[(header::HOST, "localhost:8000"), (header::ORIGIN, "http://evil.example")],
+            &[
+                (header::HOST, "localhost:8000"),
+                (header::ORIGIN, "http://evil.example"),
+            ],
             &[(header::HOST, "localhost:8000"), (header::ORIGIN, "null")],
         ];
         for case in bad {
@@ -194,12 +208,14 @@ mod tests {
             ..McpServerConfig::default()
         };
         let guard = Guard::new(&config);
-        assert!(guard
-            .check_headers(&headers(&[
-                (header::HOST, "memento.internal:8000"),
-                (header::ORIGIN, "https://app.example.com/"),
-            ]))
-            .is_ok());
+        assert!(
+            guard
+                .check_headers(&headers(&[
+                    (header::HOST, "memento.internal:8000"),
+                    (header::ORIGIN, "https://app.example.com/"),
+                ]))
+                .is_ok()
+        );
     }
 
     #[test]
@@ -218,8 +234,13 @@ mod tests {
             let response = guard.check_headers(&headers(&case)).unwrap_err();
             assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{presented:?}");
         }
-        assert!(guard
-            .check_headers(&headers(&[host, (header::AUTHORIZATION, "Bearer s3cret-token")]))
-            .is_ok());
+        assert!(
+            guard
+                .check_headers(&headers(&[
+                    host,
+                    (header::AUTHORIZATION, "Bearer s3cret-token")
+                ]))
+                .is_ok()
+        );
     }
 }

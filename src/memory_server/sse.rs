@@ -162,7 +162,11 @@ async fn deliver(
     body: Bytes,
 ) -> Response {
     let Some(id) = params.session_id.or(params.session_id_camel) else {
-        return error(StatusCode::BAD_REQUEST, "missing_session", "missing session_id query parameter");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "missing_session",
+            "missing session_id query parameter",
+        );
     };
     let Some(sender) = state.sessions.0.get(&id).map(|s| s.clone()) else {
         return error(

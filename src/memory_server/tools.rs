@@ -263,13 +263,22 @@ async fn store_memory(
         ))
         .into());
     }
-    let tags = args.tags.as_ref().map(TagsArg::normalize).transpose()?.unwrap_or_default();
+    let tags = args
+        .tags
+        .as_ref()
+        .map(TagsArg::normalize)
+        .transpose()?
+        .unwrap_or_default();
     let filename = args
         .filename
         .as_deref()
         .and_then(sanitize_filename)
         .unwrap_or_else(|| {
-            filename_from_text(if description.is_empty() { &args.content } else { &description })
+            filename_from_text(if description.is_empty() {
+                &args.content
+            } else {
+                &description
+            })
         });
     let memory = store
         .store(NewMemory {
@@ -324,7 +333,12 @@ async fn retrieve_memories(
         .transpose()?;
     let since = parse_time("since", args.since.as_deref())?;
     let until = parse_time("until", args.until.as_deref())?;
-    let tags = args.tags.as_ref().map(TagsArg::normalize).transpose()?.unwrap_or_default();
+    let tags = args
+        .tags
+        .as_ref()
+        .map(TagsArg::normalize)
+        .transpose()?
+        .unwrap_or_default();
     let memories = store
         .search(SearchQuery {
             user,
@@ -336,7 +350,9 @@ async fn retrieve_memories(
             offset,
         })
         .await?;
-    Ok(json_result(json!({ "memories": memories, "count": memories.len() })))
+    Ok(json_result(
+        json!({ "memories": memories, "count": memories.len() }),
+    ))
 }
 
 async fn get_memory(
@@ -357,7 +373,10 @@ async fn delete_memory(
     let args: IdArgs = parse("delete_memory", arguments)?;
     let user = UserId::parse(&args.user_id)?;
     let id = MemoryId::parse(&args.id)?;
-    let deleted = store.delete(user, id).await?.ok_or(ToolError::NotFound(id))?;
+    let deleted = store
+        .delete(user, id)
+        .await?
+        .ok_or(ToolError::NotFound(id))?;
     Ok(structured(
         format!("Deleted memory {} ('{}')", deleted.id, deleted.filename),
         json!({ "deleted": true, "id": deleted.id, "filename": deleted.filename }),

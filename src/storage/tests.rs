@@ -47,7 +47,10 @@ async fn store_then_get_and_search() {
     assert!(stored.stored_as.ends_with("_q4_plan.txt"));
     let got = store.get(user("alice"), stored.id).await.unwrap().unwrap();
     assert_eq!(got, stored);
-    let hits = store.search(query("alice", Some("the Q4 plan"))).await.unwrap();
+    let hits = store
+        .search(query("alice", Some("the Q4 plan")))
+        .await
+        .unwrap();
     assert_eq!(hits.len(), 1);
     assert_eq!(hits[0].id, stored.id);
     // Stemming: "plans" finds "planning".
@@ -59,11 +62,21 @@ async fn store_then_get_and_search() {
 async fn users_are_isolated_whatever_the_query() {
     let (_dir, store) = open();
     let bob = store
-        .store(new_memory("bob", "bob secret launch codes", "secret.txt", &["secret"]))
+        .store(new_memory(
+            "bob",
+            "bob secret launch codes",
+            "secret.txt",
+            &["secret"],
+        ))
         .await
         .unwrap();
     store
-        .store(new_memory("alice", "alice grocery list", "groceries.txt", &["home"]))
+        .store(new_memory(
+            "alice",
+            "alice grocery list",
+            "groceries.txt",
+            &["home"],
+        ))
         .await
         .unwrap();
     for text in [
@@ -85,7 +98,13 @@ async fn users_are_isolated_whatever_the_query() {
     assert!(store.delete(user("alice"), bob.id).await.unwrap().is_none());
     assert!(store.get(user("bob"), bob.id).await.unwrap().is_some());
     let tags = store.list_tags(user("alice")).await.unwrap();
-    assert_eq!(tags, vec![TagCount { tag: "home".into(), count: 1 }]);
+    assert_eq!(
+        tags,
+        vec![TagCount {
+            tag: "home".into(),
+            count: 1
+        }]
+    );
 }
 
 #[tokio::test]
@@ -93,11 +112,18 @@ async fn hostile_queries_neither_error_nor_match_everything() {
     let (_dir, store) = open();
     for i in 0..5 {
         store
-            .store(new_memory("carol", &format!("note number {i} about apples"), "n.txt", &[]))
+            .store(new_memory(
+                "carol",
+                &format!("note number {i} about apples"),
+                "n.txt",
+                &[],
+            ))
             .await
             .unwrap();
     }
-    for text in ["\"", "*", "NEAR(", "-apples", "(((", "apples\"", "a:b", "^", "AND", "OR"] {
+    for text in [
+        "\"", "*", "NEAR(", "-apples", "(((", "apples\"", "a:b", "^", "AND", "OR",
+    ] {
         let terms = SearchTerms::parse(text).unwrap();
         let hits = store.search(query("carol", Some(text))).await;
         let hits = hits.unwrap_or_else(|e| panic!("query {text:?} errored: {e}"));
@@ -163,7 +189,13 @@ async fn delete_removes_from_index_and_tags() {
         .unwrap();
     let deleted = store.delete(user("fay"), m.id).await.unwrap().unwrap();
     assert_eq!(deleted.id, m.id);
-    assert!(store.search(query("fay", Some("delete"))).await.unwrap().is_empty());
+    assert!(
+        store
+            .search(query("fay", Some("delete")))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert!(store.list_tags(user("fay")).await.unwrap().is_empty());
     assert!(store.delete(user("fay"), m.id).await.unwrap().is_none());
 }

@@ -1,0 +1,7 @@
+//! Memento's one integration-test binary: real servers on 127.0.0.1:0, real HTTP and MCP.
+
+mod support;
+
+mod durability;
+mod memory_server;
+mod python_interop;

@@ -1,0 +1,586 @@
+//! The memory MCP server over both transports: every tool, isolation, input rules, security
+//! and session cleanup.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::{
+    BOTH, McpFixture, Transport, call, connect, eventually, is_error, retrieve_ids, store, text,
+    try_call, try_connect,
+};
+
+#[tokio::test]
+async fn every_tool_works_over_both_transports() {
+    let fixture = McpFixture::start().await;
+    for transport in BOTH {
+        let client = connect(&fixture.url(), transport, None).await;
+        let tools = client.peer().list_all_tools().await.expect("list tools");
+        let mut names: Vec<_> = tools.iter().map(|t| t.name.to_string()).collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "delete_memory",
+                "get_memory",
+                "list_tags",
+                "retrieve_memories",
+                "store_memory"
+            ]
+        );
+        for tool in &tools {
+            let schema = Value::Object(tool.input_schema.as_ref().clone());
+            assert_eq!(schema["type"], "object", "{}", tool.name);
+            assert!(
+                schema["required"]
+                    .as_array()
+                    .is_some_and(|r| r.contains(&json!("user_id"))),
+                "{} must require user_id",
+                tool.name
+            );
+            assert!(tool.description.as_ref().is_some_and(|d| d.len() > 40));
+        }
+
+        let user = format!("alice_{transport:?}");
+        let stored = call(
+            &client,
+            "store_memory",
+            json!({
+                "user_id": user,
+                "content": "Q4 planning meeting: ship the rewrite by December",
+                "filename": "meeting_summary.txt",
+                "description": "Team meeting notes",
+                "tags": ["Work", "meeting", "work"],
+            }),
+        )
+        .await;
+        assert!(!is_error(&stored), "{}", text(&stored));
+        let sentence = text(&stored);
+        assert!(
+            sentence.starts_with(&format!(
+                "Successfully stored 'meeting_summary.txt' for user {user} as "
+            )),
+            "{sentence}"
+        );
+        assert!(sentence.ends_with("_meeting_summary.txt"), "{sentence}");
+        let structured = stored
+            .structured_content
+            .clone()
+            .expect("structured content");
+        let id = structured["id"].as_str().expect("id").to_owned();
+        assert_eq!(structured["tags"], json!(["work", "meeting"]));
+        assert_eq!(structured["filename"], "meeting_summary.txt");
+        assert!(structured["created_at"].is_string());
+        assert!(sentence.ends_with(structured["stored_as"].as_str().expect("stored_as")));
+
+        let ids = retrieve_ids(&client, json!({ "user_id": user, "query": "Q4 plan" })).await;
+        assert_eq!(ids, vec![id.clone()]);
+        let ids = retrieve_ids(&client, json!({ "user_id": user, "tags": "meeting" })).await;
+        assert_eq!(ids, vec![id.clone()]);
+
+        let got = call(&client, "get_memory", json!({ "user_id": user, "id": id })).await;
+        assert!(!is_error(&got));
+        assert_eq!(
+            got.structured_content.as_ref().expect("structured")["content"],
+            "Q4 planning meeting: ship the rewrite by December"
+        );
+
+        let tags = call(&client, "list_tags", json!({ "user_id": user })).await;
+        assert_eq!(
+            tags.structured_content.expect("structured")["tags"],
+            json!([{"tag": "meeting", "count": 1}, {"tag": "work", "count": 1}])
+        );
+
+        let deleted = call(
+            &client,
+            "delete_memory",
+            json!({ "user_id": user, "id": id }),
+        )
+        .await;
+        assert!(!is_error(&deleted));
+        assert!(text(&deleted).contains(&id));
+        let again = call(&client, "get_memory", json!({ "user_id": user, "id": id })).await;
+        assert!(is_error(&again));
+        client.cancel().await.expect("close client");
+    }
+}
+
+#[tokio::test]
+async fn alice_never_sees_bobs_memories() {
+    let fixture = McpFixture::start().await;
+    for transport in BOTH {
+        let client = connect(&fixture.url(), transport, None).await;
+        let bob = format!("bob-{transport:?}");
+        let alice = format!("alice-{transport:?}");
+        let secret = store(
+            &client,
+            &bob,
+            "bob's secret: the launch code is 4711",
+            "secret,bob",
+        )
+        .await;
+        store(&client, &alice, "alice's grocery list", "home").await;
+
+        for query in [
+            json!({ "user_id": alice, "query": "secret launch code" }),
+            json!({ "user_id": alice, "query": "bob" }),
+            json!({ "user_id": alice, "query": "4711" }),
+            json!({ "user_id": alice, "query": "* OR secret" }),
+            json!({ "user_id": alice, "tags": "secret" }),
+            json!({ "user_id": alice, "tags": ["bob", "secret"] }),
+            json!({ "user_id": alice, "limit": 100 }),
+        ] {
+            let ids = retrieve_ids(&client, query.clone()).await;
+            assert!(!ids.contains(&secret), "{query} leaked bob's memory");
+        }
+        let get = call(
+            &client,
+            "get_memory",
+            json!({ "user_id": alice, "id": secret }),
+        )
+        .await;
+        assert!(is_error(&get));
+        assert!(!text(&get).contains("4711"));
+        let delete = call(
+            &client,
+            "delete_memory",
+            json!({ "user_id": alice, "id": secret }),
+        )
+        .await;
+        assert!(is_error(&delete));
+        let tags = call(&client, "list_tags", json!({ "user_id": alice })).await;
+        assert!(!text(&tags).contains("secret"));
+        // Bob still has it.
+        let get = call(
+            &client,
+            "get_memory",
+            json!({ "user_id": bob, "id": secret }),
+        )
+        .await;
+        assert!(!is_error(&get));
+        client.cancel().await.expect("close client");
+    }
+}
+
+/// Every input rule: the call is rejected (or sanitised) with a clear message, and the
+/// session keeps working afterwards.
+#[tokio::test]
+async fn input_rules_table() {
+    let fixture = McpFixture::start_with(|c| c.max_content_bytes = 1000).await;
+    let client = connect(&fixture.url(), Transport::Streamable, None).await;
+    let id = store(&client, "rules", "a memory for the id tests", "").await;
+    let long_tag = "t".repeat(65);
+    let many_tags: Vec<String> = (0..40).map(|i| format!("t{i}")).collect();
+
+    // (tool, arguments, expected error fragment or None for success)
+    let cases: Vec<(&str, Value, Option<&str>)> = vec![
+        (
+            "store_memory",
+            json!({"user_id": "", "content": "x"}),
+            Some("invalid user_id"),
+        ),
+        (
+            "store_memory",
+            json!({"user_id": "../bob", "content": "x"}),
+            Some("invalid user_id"),
+        ),
+        (
+            "store_memory",
+            json!({"user_id": "%2e%2e", "content": "x"}),
+            Some("invalid user_id"),
+        ),
+        (
+            "store_memory",
+            json!({"user_id": ".hidden", "content": "x"}),
+            Some("invalid user_id"),
+        ),
+        (
+            "store_memory",
+            json!({"user_id": "x".repeat(65), "content": "x"}),
+            Some("invalid user_id"),
+        ),
+        (
+            "store_memory",
+            json!({"user_id": "émile", "content": "x"}),
+            Some("invalid user_id"),
+        ),
+        (
+            "store_memory",
+            json!({"user_id": 42, "content": "x"}),
+            Some("invalid arguments"),
+        ),
+        ("store_memory", json!({"content": "x"}), Some("user_id")),
+        ("store_memory", json!({"user_id": "rules"}), Some("content")),
+        (
+            "store_memory",
+            json!({"user_id": "rules", "content": "   "}),
+            Some("content is empty"),
+        ),
+        (
+            "store_memory",
+            json!({"user_id": "rules", "content": "x".repeat(1001)}),
+            Some("maximum is 1000 bytes"),
+        ),
+        (
+            "store_memory",
+            json!({"user_id": "rules", "content": "x".repeat(1000)}),
+            None,
+        ),
+        (
+            "store_memory",
+            json!({"user_id": "rules", "content": "x", "tags": long_tag}),
+            Some("longer than 64"),
+        ),
+        (
+            "store_memory",
+            json!({"user_id": "rules", "content": "x", "tags": many_tags}),
+            Some("at most 32"),
+        ),
+        (
+            "store_memory",
+            json!({"user_id": "rules", "content": "x", "tags": 7}),
+            Some("invalid arguments"),
+        ),
+        (
+            "store_memory",
+            json!({"user_id": "rules", "content": "x", "description": "d".repeat(1025)}),
+            Some("description"),
+        ),
+        (
+            "retrieve_memories",
+            json!({"user_id": "rules", "limit": 0}),
+            Some("limit must be between 1 and 100"),
+        ),
+        (
+            "retrieve_memories",
+            json!({"user_id": "rules", "limit": 101}),
+            Some("limit must be between 1 and 100"),
+        ),
+        (
+            "retrieve_memories",
+            json!({"user_id": "rules", "limit": -1}),
+            Some("invalid arguments"),
+        ),
+        (
+            "retrieve_memories",
+            json!({"user_id": "rules", "offset": 100_001}),
+            Some("offset"),
+        ),
+        (
+            "retrieve_memories",
+            json!({"user_id": "rules", "since": "yesterday"}),
+            Some("RFC 3339"),
+        ),
+        (
+            "retrieve_memories",
+            json!({"user_id": "rules", "until": "2024-13-01"}),
+            Some("RFC 3339"),
+        ),
+        (
+            "retrieve_memories",
+            json!({"user_id": "rules", "since": "2024-07-15T00:00:00+02:00"}),
+            None,
+        ),
+        (
+            "retrieve_memories",
+            json!({"user_id": "rules", "query": "\"unbalanced ((( NEAR * -x"}),
+            None,
+        ),
+        (
+            "retrieve_memories",
+            json!({"user_id": "rules", "query": "x ".repeat(600)}),
+            Some("longer than 1024"),
+        ),
+        (
+            "get_memory",
+            json!({"user_id": "rules", "id": "../../etc/passwd"}),
+            Some("invalid memory id"),
+        ),
+        (
+            "get_memory",
+            json!({"user_id": "rules", "id": "' OR 1=1 --"}),
+            Some("invalid memory id"),
+        ),
+        (
+            "get_memory",
+            json!({"user_id": "rules", "id": "0190c2a4-0000-7000-8000-000000000000"}),
+            Some("no memory with id"),
+        ),
+        ("get_memory", json!({"user_id": "rules", "id": id}), None),
+        ("delete_memory", json!({"user_id": "rules"}), Some("id")),
+        (
+            "list_tags",
+            json!({"user_id": "a/b"}),
+            Some("invalid user_id"),
+        ),
+        ("list_tags", json!({}), Some("user_id")),
+    ];
+    for (tool, args, expected) in cases {
+        let result = call(&client, tool, args.clone()).await;
+        let message = text(&result);
+        match expected {
+            Some(fragment) => {
+                assert!(
+                    is_error(&result),
+                    "{tool} {args} should fail, got {message}"
+                );
+                assert!(
+                    message.contains(fragment),
+                    "{tool} {args}: {message:?} lacks {fragment:?}"
+                );
+            }
+            None => assert!(!is_error(&result), "{tool} {args} failed: {message}"),
+        }
+    }
+    // Query operators never match everything.
+    let ids = retrieve_ids(&client, json!({"user_id": "rules", "query": "*"})).await;
+    assert!(ids.is_empty());
+    // Unknown tools are protocol errors, and the session survives all of the above.
+    assert!(try_call(&client, "drop_table", json!({})).await.is_err());
+    let ids = retrieve_ids(
+        &client,
+        json!({"user_id": "rules", "query": "memory id tests"}),
+    )
+    .await;
+    assert_eq!(ids, vec![id]);
+}
+
+#[tokio::test]
+async fn filenames_are_sanitised() {
+    let fixture = McpFixture::start().await;
+    let client = connect(&fixture.url(), Transport::Sse, None).await;
+    for (given, expected) in [
+        ("../../etc/passwd", "passwd"),
+        ("..\\..\\boot.ini", "boot.ini"),
+        ("..", "path_traversal_attempt.txt"),
+        (".env", "env"),
+    ] {
+        let result = call(
+            &client,
+            "store_memory",
+            json!({"user_id": "files", "content": "path traversal attempt", "filename": given}),
+        )
+        .await;
+        assert!(!is_error(&result), "{}", text(&result));
+        let structured = result.structured_content.expect("structured");
+        assert_eq!(structured["filename"], expected, "{given}");
+        assert!(
+            !structured["stored_as"]
+                .as_str()
+                .expect("stored_as")
+                .contains('/')
+        );
+    }
+}
+
+#[tokio::test]
+async fn token_is_checked_on_both_transports() {
+    let token = "integration-token-1";
+    let fixture = McpFixture::start_with(|c| c.token = Some(token.into())).await;
+    for transport in BOTH {
+        assert!(
+            try_connect(&fixture.url(), transport, None).await.is_err(),
+            "{transport:?} without token"
+        );
+        assert!(
+            try_connect(&fixture.url(), transport, Some("wrong-token"))
+                .await
+                .is_err(),
+            "{transport:?} with a wrong token"
+        );
+        let client = connect(&fixture.url(), transport, Some(token)).await;
+        store(&client, "tok", "guarded", "").await;
+        client.cancel().await.expect("close");
+    }
+    // The POST side of SSE is checked too, not just the stream.
+    let response = reqwest::Client::new()
+        .post(format!("{}/messages?session_id=whatever", fixture.url()))
+        .body("{}")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status(), 401);
+}
+
+#[tokio::test]
+async fn host_and_origin_are_validated_on_both_transports() {
+    let fixture = McpFixture::start().await;
+    let http = reqwest::Client::new();
+    let initialize = json!({
+        "jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-03-26", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}
+    });
+    for path in ["/mcp", "/sse", "/messages?session_id=x"] {
+        let url = format!("{}{path}", fixture.url());
+        let get = path == "/sse";
+        let request = |host: Option<&str>, origin: Option<&str>| {
+            let mut request = if get {
+                http.get(&url)
+            } else {
+                http.post(&url).json(&initialize)
+            };
+            request = request.header("accept", "application/json, text/event-stream");
+            if let Some(host) = host {
+                request = request.header("host", host);
+            }
+            if let Some(origin) = origin {
+                request = request.header("origin", origin);
+            }
+            request.send()
+        };
+        let rebinding = request(Some("evil.example"), None).await.expect("send");
+        assert_eq!(rebinding.status(), 403, "{path} with a foreign Host");
+        let cross_site = request(None, Some("https://evil.example"))
+            .await
+            .expect("send");
+        assert_eq!(cross_site.status(), 403, "{path} with a foreign Origin");
+        let local = request(None, Some("http://localhost:6274"))
+            .await
+            .expect("send");
+        assert_ne!(local.status(), 403, "{path} with a loopback Origin");
+    }
+}
+
+#[tokio::test]
+async fn bad_messages_do_not_close_the_sse_session() {
+    use futures::StreamExt;
+    let fixture = McpFixture::start().await;
+    let http = reqwest::Client::new();
+    for (query, status) in [("", 400), ("?session_id=nope", 404)] {
+        let response = http
+            .post(format!("{}/messages{query}", fixture.url()))
+            .body("{}")
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(response.status(), status, "{query}");
+    }
+    // A raw session: read the endpoint, send garbage, then a real initialize on the same
+    // session and see its answer arrive on the stream.
+    let response = http
+        .get(format!("{}/sse", fixture.url()))
+        .send()
+        .await
+        .expect("open");
+    let mut body = response.bytes_stream();
+    let mut parser = memento::sse::SseParser::new(1 << 20);
+    let mut next_event = async || loop {
+        if let Some(event) = parser_pending(&mut parser, &mut body).await {
+            return event;
+        }
+    };
+    let endpoint = next_event().await;
+    assert_eq!(endpoint.event, "endpoint");
+    let post_url = format!("{}{}", fixture.url(), endpoint.data);
+    for garbage in ["", "not json", "{\"jsonrpc\": \"2.0\"}", "[1,2,3]", "\u{0}"] {
+        let response = http
+            .post(&post_url)
+            .body(garbage)
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(response.status(), 400, "{garbage:?}");
+    }
+    let initialize = json!({
+        "jsonrpc": "2.0", "id": 7, "method": "initialize",
+        "params": {"protocolVersion": "2024-11-05", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}
+    });
+    let response = http
+        .post(&post_url)
+        .json(&initialize)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status(), 202);
+    let answer = next_event().await;
+    assert_eq!(answer.event, "message");
+    let answer: Value = serde_json::from_str(&answer.data).expect("json");
+    assert_eq!(answer["id"], 7);
+    assert_eq!(answer["result"]["serverInfo"]["name"], "memento-memory");
+    assert_eq!(fixture.server.sse_sessions(), 1);
+
+    async fn parser_pending(
+        parser: &mut memento::sse::SseParser,
+        body: &mut (impl futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin),
+    ) -> Option<memento::sse::SseEvent> {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), body.next())
+            .await
+            .expect("event within 10 s")
+            .expect("stream open")
+            .expect("chunk");
+        parser.push(&chunk).expect("parse").into_iter().next()
+    }
+}
+
+#[tokio::test]
+async fn sessions_are_freed_when_clients_go_away() {
+    let fixture = McpFixture::start().await;
+    let mut clients = Vec::new();
+    for _ in 0..20 {
+        clients.push(connect(&fixture.url(), Transport::Sse, None).await);
+        clients.push(connect(&fixture.url(), Transport::Streamable, None).await);
+    }
+    assert_eq!(fixture.server.sse_sessions(), 20);
+    assert_eq!(fixture.server.streamable_sessions().await, 20);
+    for client in clients {
+        client.cancel().await.expect("close");
+    }
+    let server = &fixture.server;
+    eventually(Duration::from_secs(10), "sse sessions freed", || async {
+        server.sse_sessions() == 0
+    })
+    .await;
+    eventually(
+        Duration::from_secs(10),
+        "streamable sessions freed",
+        || async { server.streamable_sessions().await == 0 },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn abandoned_sse_streams_are_freed() {
+    let fixture = McpFixture::start().await;
+    // Open raw SSE streams and drop them without a word, as a crashed client would.
+    for _ in 0..50 {
+        let response = reqwest::get(format!("{}/sse", fixture.url()))
+            .await
+            .expect("open");
+        assert_eq!(response.status(), 200);
+        drop(response);
+    }
+    let server = &fixture.server;
+    eventually(
+        Duration::from_secs(10),
+        "abandoned sse sessions freed",
+        || async { server.sse_sessions() == 0 },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn concurrent_stores_over_one_session_all_land() {
+    let fixture = McpFixture::start().await;
+    let client = connect(&fixture.url(), Transport::Streamable, None).await;
+    let peer = client.peer().clone();
+    let mut tasks = Vec::new();
+    for i in 0..100 {
+        let peer = peer.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut params = rmcp::model::CallToolRequestParams::new("store_memory");
+            params.arguments = Some(
+                json!({"user_id": "many", "content": format!("note {i}")})
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default(),
+            );
+            peer.call_tool(params).await
+        }));
+    }
+    for task in tasks {
+        let result = task.await.expect("join").expect("call");
+        assert!(!is_error(&result));
+    }
+    let ids = retrieve_ids(&client, json!({"user_id": "many", "limit": 100})).await;
+    assert_eq!(ids.len(), 100);
+}
