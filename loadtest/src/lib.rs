@@ -1,1 +1,2 @@
 //! Memento load-test harness and Azure OpenAI mock (library part).
+pub mod mcp_bench;
