@@ -66,10 +66,158 @@ pub enum ConfigError {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
+    /// The daemon's HTTP API (`memento serve`).
+    pub server: ServerConfig,
+    /// Who may use the daemon's API.
+    pub auth: AuthConfig,
+    /// Conversations: turns, tool rounds, history, actor limits.
+    pub conversation: ConversationConfig,
+    /// The daemon's connection to the memory MCP server.
+    pub mcp: McpClientConfig,
     /// The memory MCP server (`memento mcp-server`, or embedded in `memento serve`).
     pub mcp_server: McpServerConfig,
-    /// Where and how memories are stored.
+    /// Where and how memories and conversations are stored.
     pub storage: StorageConfig,
+}
+
+/// The daemon's HTTP API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to bind. Loopback by default.
+    pub host: IpAddr,
+    /// Port to bind (0 picks a free one).
+    pub port: u16,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// Longest message accepted, in characters.
+    pub max_message_chars: usize,
+    /// Turns in progress at once across all users; more get 503.
+    pub max_concurrent_turns: usize,
+    /// On SIGTERM/SIGINT, how long in-flight turns may take to finish.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            host: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port: 8080,
+            max_body_bytes: 256 * 1024,
+            max_message_chars: 32 * 1024,
+            max_concurrent_turns: 20_000,
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Bearer tokens of the daemon's API. With none configured, only loopback clients are served.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// `user_id = "token"`: each token acts only for its own user.
+    pub user_tokens: std::collections::BTreeMap<String, String>,
+    /// Tokens of trusted front-ends (and the load-test harness) that may act for any user.
+    pub service_tokens: Vec<String>,
+}
+
+/// Conversations.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConversationConfig {
+    /// Most LLM -> tools -> LLM rounds in one turn.
+    pub max_tool_rounds: u32,
+    /// Token budget of the history sent with each turn (oldest turns dropped first).
+    pub history_token_budget: usize,
+    /// A conversation idle longer than this is stopped (its history stays on disk).
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Most live conversation actors; the least recently used idle ones are evicted.
+    pub max_actors: usize,
+    /// Record the user id on traces (it may be personal data).
+    pub record_user_id: bool,
+}
+
+impl Default for ConversationConfig {
+    fn default() -> Self {
+        ConversationConfig {
+            max_tool_rounds: 4,
+            history_token_budget: 3000,
+            idle_timeout: Duration::from_secs(600),
+            max_actors: 100_000,
+            record_user_id: false,
+        }
+    }
+}
+
+/// MCP transports the daemon can speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum McpTransport {
+    /// Streamable HTTP (MCP 2025-03-26 and later), at `<url>` (e.g. `http://host:8000/mcp`).
+    #[default]
+    StreamableHttp,
+    /// Legacy HTTP+SSE (MCP 2024-11-05), at `<url>` (e.g. `http://host:8000/sse`).
+    Sse,
+}
+
+impl std::str::FromStr for McpTransport {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "streamable-http" => Ok(McpTransport::StreamableHttp),
+            "sse" => Ok(McpTransport::Sse),
+            other => Err(format!(
+                "unknown MCP transport {other:?}: use streamable-http or sse"
+            )),
+        }
+    }
+}
+
+/// The daemon's connection to the memory MCP server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct McpClientConfig {
+    /// URL of an external MCP server (`http://host:8000/mcp`, or `.../sse` with
+    /// `transport = "sse"`). Unset: the daemon starts the memory server in-process.
+    pub url: Option<String>,
+    /// `streamable-http` or `sse`.
+    pub transport: McpTransport,
+    /// Bearer token sent to the MCP server (also from MEMENTO_MCP_TOKEN).
+    pub token: Option<String>,
+    /// Port of the embedded memory server (0 picks a free one).
+    pub embedded_port: u16,
+    /// Longest wait for one tool call.
+    #[serde(with = "humantime_serde")]
+    pub call_timeout: Duration,
+    /// Longest wait to connect and initialise.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// First reconnect delay; doubles up to `reconnect_max`.
+    #[serde(with = "humantime_serde")]
+    pub reconnect_initial: Duration,
+    /// Longest reconnect delay.
+    #[serde(with = "humantime_serde")]
+    pub reconnect_max: Duration,
+    /// Tool calls in flight at once over the session.
+    pub max_concurrent_calls: usize,
+}
+
+impl Default for McpClientConfig {
+    fn default() -> Self {
+        McpClientConfig {
+            url: None,
+            transport: McpTransport::StreamableHttp,
+            token: None,
+            embedded_port: 0,
+            call_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            reconnect_initial: Duration::from_millis(200),
+            reconnect_max: Duration::from_secs(10),
+            max_concurrent_calls: 1024,
+        }
+    }
 }
 
 /// The memory MCP server.
@@ -195,7 +343,8 @@ pub fn load(explicit_file: Option<&Path>, env: &dyn Env) -> Result<Config, Confi
         .try_into()
         .map_err(|e: toml::de::Error| ConfigError::Invalid(e.message().to_owned()))?;
     if let Some(token) = env.var(ENV_MCP_TOKEN).filter(|t| !t.is_empty()) {
-        config.mcp_server.token.get_or_insert(token);
+        config.mcp_server.token.get_or_insert(token.clone());
+        config.mcp.token.get_or_insert(token);
     }
     Ok(config)
 }
@@ -285,6 +434,32 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "storage.readers must be between 1 and 64".into(),
             ));
+        }
+        for (user, token) in &self.auth.user_tokens {
+            crate::domain::UserId::parse(user)
+                .map_err(|e| ConfigError::Invalid(format!("auth.user_tokens: {e}")))?;
+            if token.trim().len() < 8 {
+                return Err(ConfigError::Invalid(format!(
+                    "auth.user_tokens.{user}: tokens must be at least 8 characters"
+                )));
+            }
+        }
+        if self.auth.service_tokens.iter().any(|t| t.trim().len() < 8) {
+            return Err(ConfigError::Invalid(
+                "auth.service_tokens: tokens must be at least 8 characters".into(),
+            ));
+        }
+        if self.conversation.max_actors == 0 || self.server.max_concurrent_turns == 0 {
+            return Err(ConfigError::Invalid(
+                "conversation.max_actors and server.max_concurrent_turns must be at least 1".into(),
+            ));
+        }
+        if let Some(url) = &self.mcp.url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(ConfigError::Invalid(format!(
+                "mcp.url {url:?} must be an http:// or https:// URL"
+            )));
         }
         if self.storage.max_batch == 0 {
             return Err(ConfigError::Invalid(

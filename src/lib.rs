@@ -15,9 +15,11 @@
 
 pub mod config;
 pub mod domain;
+pub mod history;
 pub mod llm;
 pub mod mcp;
 pub mod memory_server;
+pub mod metrics;
 pub mod retry;
 pub mod sse;
 pub mod storage;
