@@ -276,6 +276,9 @@ pub struct StorageConfig {
     pub readers: usize,
     /// Most stores committed together in one transaction (one fsync).
     pub max_batch: usize,
+    /// How long a store's idempotency key is remembered (a replay within it stores nothing).
+    #[serde(with = "humantime_serde")]
+    pub idempotency_window: Duration,
 }
 
 impl Default for StorageConfig {
@@ -284,6 +287,7 @@ impl Default for StorageConfig {
             data_dir: PathBuf::from("./data"),
             readers: 4,
             max_batch: 512,
+            idempotency_window: Duration::from_secs(24 * 3600),
         }
     }
 }

@@ -24,6 +24,10 @@ pub const MAX_QUERY_LEN: usize = 1024;
 /// Most search terms kept from one query.
 pub const MAX_QUERY_TERMS: usize = 32;
 
+/// The request `_meta` key carrying a tool call's idempotency key. The daemon sends
+/// `<turn id>:<tool call id>`; the memory server answers a repeat with the first result.
+pub const IDEMPOTENCY_META_KEY: &str = "io.memento/idempotency-key";
+
 /// Why a value was rejected. Messages are written for a person (or a model) to act on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ValidationError {
@@ -116,6 +120,13 @@ impl Default for MemoryId {
 impl fmt::Display for MemoryId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.hyphenated().fmt(f)
+    }
+}
+
+impl<'de> Deserialize<'de> for MemoryId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(deserializer)?;
+        MemoryId::parse(&raw).map_err(serde::de::Error::custom)
     }
 }
 

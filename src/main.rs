@@ -127,6 +127,7 @@ fn open_store(config: &Config) -> anyhow::Result<Arc<SqliteStore>> {
     let options = SqliteOptions {
         readers: config.storage.readers,
         max_batch: config.storage.max_batch,
+        idempotency_window: config.storage.idempotency_window,
     };
     let store = SqliteStore::open(&config.storage.data_dir, &options)?;
     tracing::info!(path = %store.path().display(), "memory database open");

@@ -101,8 +101,25 @@ impl ServerHandler for MemoryServer {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let name = request.name.clone();
+        let idempotency_key = context
+            .meta
+            .get(tools::IDEMPOTENCY_META_KEY)
+            .or_else(|| {
+                request
+                    .meta
+                    .as_ref()
+                    .and_then(|m| m.get(tools::IDEMPOTENCY_META_KEY))
+            })
+            .and_then(|v| v.as_str())
+            .map(str::to_owned);
         let arguments = request.arguments.unwrap_or_default();
-        let call = tools::call(self.store.as_ref(), self.limits, &name, arguments);
+        let call = tools::call(
+            self.store.as_ref(),
+            self.limits,
+            &name,
+            arguments,
+            idempotency_key.as_deref(),
+        );
         // A cancelled request (client gone, `notifications/cancelled`) stops its work.
         let result = tokio::select! {
             result = call => result,
@@ -266,4 +283,34 @@ pub async fn start(
         sse: sse_sessions,
         streamable: session_manager,
     })
+}
+
+/// Starts the memory server inside another process (`memento serve` without `mcp.url`):
+/// opens the SQLite store in `storage.data_dir` and serves on loopback at `port` (0 picks
+/// one). The caller still talks to it over MCP; it never sees the store.
+pub async fn start_embedded(
+    config: &McpServerConfig,
+    storage: &crate::config::StorageConfig,
+    shutdown: CancellationToken,
+) -> Result<RunningMemoryServer, EmbeddedError> {
+    let store = crate::storage::SqliteStore::open(
+        &storage.data_dir,
+        &crate::storage::SqliteOptions {
+            readers: storage.readers,
+            max_batch: storage.max_batch,
+            idempotency_window: storage.idempotency_window,
+        },
+    )?;
+    Ok(start(config, Arc::new(store), shutdown).await?)
+}
+
+/// Why the embedded server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum EmbeddedError {
+    /// The store could not be opened.
+    #[error(transparent)]
+    Storage(#[from] crate::storage::StorageError),
+    /// The server could not bind.
+    #[error(transparent)]
+    Server(#[from] MemoryServerError),
 }

@@ -80,6 +80,31 @@ pub struct NewMemory {
     pub description: String,
     /// Normalised tags.
     pub tags: Vec<String>,
+    /// When set, a second store with the same key (for the same user, within the
+    /// idempotency window) returns the first store's result instead of storing again.
+    pub idempotency_key: Option<String>,
+}
+
+/// What a store returns: the memory's metadata (not its content).
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct StoredMemory {
+    /// Its id.
+    pub id: MemoryId,
+    /// Its sanitised filename.
+    pub filename: String,
+    /// The seed's `YYYYmmdd_HHMMSS_filename` name.
+    pub stored_as: String,
+    /// Description.
+    pub description: String,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// When it was stored (UTC).
+    pub created_at: DateTime<Utc>,
+    /// Size of the content in bytes.
+    pub size_bytes: u64,
+    /// True when this answers a repeated idempotency key: nothing new was stored.
+    #[serde(skip)]
+    pub replayed: bool,
 }
 
 /// A stored memory, whole.
@@ -167,7 +192,7 @@ pub struct StorageStats {
 /// The storage engine behind the memory tools.
 pub trait MemoryStore: Send + Sync + 'static {
     /// Stores a memory durably and returns it as stored.
-    fn store(&self, memory: NewMemory) -> BoxFuture<'static, Result<Memory, StorageError>>;
+    fn store(&self, memory: NewMemory) -> BoxFuture<'static, Result<StoredMemory, StorageError>>;
     /// Searches one user's memories.
     fn search(
         &self,
@@ -198,6 +223,8 @@ pub struct SqliteOptions {
     pub readers: usize,
     /// Most write jobs in one transaction.
     pub max_batch: usize,
+    /// How long idempotency keys are remembered.
+    pub idempotency_window: std::time::Duration,
 }
 
 impl Default for SqliteOptions {
@@ -205,6 +232,7 @@ impl Default for SqliteOptions {
         SqliteOptions {
             readers: 4,
             max_batch: 512,
+            idempotency_window: std::time::Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -264,6 +292,7 @@ struct Inner {
     readers: crossbeam_channel::Sender<ReadJob>,
     counters: Arc<Counters>,
     path: PathBuf,
+    idempotency_window: std::time::Duration,
 }
 
 #[derive(Default)]
@@ -290,9 +319,18 @@ impl SqliteStore {
         let (writer_tx, writer_rx) = crossbeam_channel::bounded::<Box<dyn WriteJob>>(4096);
         let writer_counters = counters.clone();
         let max_batch = options.max_batch.max(1);
+        let options_window = options.idempotency_window;
         thread::Builder::new()
             .name("memento-sqlite-writer".into())
-            .spawn(move || writer_loop(writer_conn, writer_rx, max_batch, writer_counters))
+            .spawn(move || {
+                writer_loop(
+                    writer_conn,
+                    writer_rx,
+                    max_batch,
+                    writer_counters,
+                    options_window,
+                )
+            })
             .map_err(|source| StorageError::DataDir {
                 path: data_dir.to_owned(),
                 source,
@@ -324,6 +362,7 @@ impl SqliteStore {
                 readers: reader_tx,
                 counters,
                 path,
+                idempotency_window: options.idempotency_window,
             }),
         })
     }
@@ -406,8 +445,10 @@ fn writer_loop(
     rx: crossbeam_channel::Receiver<Box<dyn WriteJob>>,
     max_batch: usize,
     counters: Arc<Counters>,
+    idempotency_window: std::time::Duration,
 ) {
     let mut batch: Vec<Box<dyn WriteJob>> = Vec::with_capacity(max_batch);
+    let mut last_purge = std::time::Instant::now();
     while let Ok(first) = rx.recv() {
         batch.push(first);
         while batch.len() < max_batch {
@@ -417,6 +458,10 @@ fn writer_loop(
             }
         }
         let jobs = batch.len() as u64;
+        if last_purge.elapsed() > PURGE_INTERVAL {
+            last_purge = std::time::Instant::now();
+            purge_idempotency(&conn, idempotency_window);
+        }
         let outcome = run_batch(&conn, &mut batch);
         match outcome {
             Ok(()) => {
@@ -455,6 +500,17 @@ fn writer_loop(
     let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
 }
 
+/// How often expired idempotency keys are deleted.
+const PURGE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
+fn purge_idempotency(conn: &Connection, window: std::time::Duration) {
+    let horizon =
+        Utc::now().timestamp_micros() - i64::try_from(window.as_micros()).unwrap_or(i64::MAX);
+    if let Err(error) = conn.execute("DELETE FROM idempotency WHERE created_at < ?1", [horizon]) {
+        tracing::warn!(%error, "cannot purge expired idempotency keys");
+    }
+}
+
 enum BatchFailure {
     /// `BEGIN` or `COMMIT` failed: nothing was stored.
     Begin(String),
@@ -480,8 +536,9 @@ fn run_batch(conn: &Connection, jobs: &mut [Box<dyn WriteJob>]) -> Result<(), Ba
 // === impl MemoryStore for SqliteStore ===
 
 impl MemoryStore for SqliteStore {
-    fn store(&self, memory: NewMemory) -> BoxFuture<'static, Result<Memory, StorageError>> {
-        self.write(move |conn| insert_memory(conn, &memory))
+    fn store(&self, memory: NewMemory) -> BoxFuture<'static, Result<StoredMemory, StorageError>> {
+        let window = self.inner.idempotency_window;
+        self.write(move |conn| insert_memory(conn, &memory, window))
     }
 
     fn search(
@@ -572,7 +629,27 @@ fn owner_token(user: &UserId) -> String {
     user.as_str().bytes().map(|b| format!("{b:03}")).collect()
 }
 
-fn insert_memory(conn: &Connection, memory: &NewMemory) -> Result<Memory, StorageError> {
+fn insert_memory(
+    conn: &Connection,
+    memory: &NewMemory,
+    window: std::time::Duration,
+) -> Result<StoredMemory, StorageError> {
+    let now_micros = Utc::now().timestamp_micros();
+    if let Some(key) = &memory.idempotency_key {
+        let horizon = now_micros - i64::try_from(window.as_micros()).unwrap_or(i64::MAX);
+        let previous: Option<String> = conn
+            .prepare_cached(
+                "SELECT result FROM idempotency WHERE user_id = ?1 AND key = ?2 AND created_at >= ?3",
+            )?
+            .query_row((memory.user.as_str(), key, horizon), |row| row.get(0))
+            .optional()?;
+        if let Some(previous) = previous {
+            let mut stored: StoredMemory = serde_json::from_str(&previous)
+                .map_err(|e| StorageError::Corrupt(format!("idempotency record: {e}")))?;
+            stored.replayed = true;
+            return Ok(stored);
+        }
+    }
     let id = MemoryId::new();
     let created_at = Utc::now();
     let created_micros = created_at.timestamp_micros();
@@ -617,7 +694,7 @@ fn insert_memory(conn: &Connection, memory: &NewMemory) -> Result<Memory, Storag
         memory.tags.join(" "),
         owner_token(&memory.user),
     ])?;
-    Ok(Memory {
+    let stored = StoredMemory {
         id,
         filename: memory.filename.clone(),
         stored_as,
@@ -625,8 +702,18 @@ fn insert_memory(conn: &Connection, memory: &NewMemory) -> Result<Memory, Storag
         tags: memory.tags.clone(),
         created_at,
         size_bytes,
-        content: memory.content.clone(),
-    })
+        replayed: false,
+    };
+    if let Some(key) = &memory.idempotency_key {
+        let result = serde_json::to_string(&stored)
+            .map_err(|e| StorageError::Corrupt(format!("idempotency record: {e}")))?;
+        conn.prepare_cached(
+            "INSERT OR REPLACE INTO idempotency (user_id, key, result, created_at) \
+             VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute((memory.user.as_str(), key, result, now_micros))?;
+    }
+    Ok(stored)
 }
 
 fn search(conn: &Connection, query: &SearchQuery) -> Result<Vec<MemorySummary>, StorageError> {

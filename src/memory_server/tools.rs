@@ -180,16 +180,21 @@ pub(crate) struct Limits {
     pub(crate) max_content_bytes: usize,
 }
 
-/// Runs one tool call. `Err` is for unknown tools only (a JSON-RPC error); everything else
+pub(crate) use crate::domain::IDEMPOTENCY_META_KEY;
+/// Longest idempotency key accepted.
+const MAX_IDEMPOTENCY_KEY_LEN: usize = 200;
+
+/// Runs one tool call. `None` is for unknown tools only (a JSON-RPC error); everything else
 /// is a result, `isError` when it failed.
 pub(crate) async fn call(
     store: &dyn MemoryStore,
     limits: Limits,
     name: &str,
     arguments: JsonObject,
+    idempotency_key: Option<&str>,
 ) -> Option<CallToolResult> {
     let result = match name {
-        "store_memory" => store_memory(store, limits, arguments).await,
+        "store_memory" => store_memory(store, limits, arguments, idempotency_key).await,
         "retrieve_memories" => retrieve_memories(store, arguments).await,
         "get_memory" => get_memory(store, arguments).await,
         "delete_memory" => delete_memory(store, arguments).await,
@@ -242,8 +247,19 @@ async fn store_memory(
     store: &dyn MemoryStore,
     limits: Limits,
     arguments: JsonObject,
+    idempotency_key: Option<&str>,
 ) -> Result<CallToolResult, ToolError> {
     let args: StoreArgs = parse("store_memory", arguments)?;
+    if let Some(key) = idempotency_key
+        && (key.is_empty()
+            || key.len() > MAX_IDEMPOTENCY_KEY_LEN
+            || key.chars().any(char::is_control))
+    {
+        return Err(ValidationError::Argument(format!(
+            "_meta.{IDEMPOTENCY_META_KEY} must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} printable characters"
+        ))
+        .into());
+    }
     let user = UserId::parse(&args.user_id)?;
     if args.content.trim().is_empty() {
         return Err(ValidationError::Argument("content is empty: nothing to store".into()).into());
@@ -287,6 +303,7 @@ async fn store_memory(
             filename,
             description,
             tags,
+            idempotency_key: idempotency_key.map(str::to_owned),
         })
         .await?;
     let text = format!(
@@ -302,6 +319,7 @@ async fn store_memory(
             "created_at": memory.created_at,
             "tags": memory.tags,
             "size_bytes": memory.size_bytes,
+            "replayed": memory.replayed,
         }),
     ))
 }

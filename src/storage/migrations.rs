@@ -36,6 +36,15 @@ const MIGRATIONS: &[&str] = &[
         content = '', contentless_delete = 1,
         tokenize = 'porter unicode61 remove_diacritics 2'
     );",
+    // 2: idempotency keys of stores (exactly-once across retries and replays).
+    "CREATE TABLE idempotency (
+        user_id TEXT NOT NULL,
+        key TEXT NOT NULL,
+        result TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (user_id, key)
+    ) WITHOUT ROWID;
+    CREATE INDEX idempotency_by_time ON idempotency (created_at);",
 ];
 
 /// Brings the schema up to date.

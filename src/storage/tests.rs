@@ -11,6 +11,7 @@ fn new_memory(owner: &str, content: &str, filename: &str, tags: &[&str]) -> NewM
         filename: filename.to_owned(),
         description: String::new(),
         tags: tags.iter().map(|t| t.to_string()).collect(),
+        idempotency_key: None,
     }
 }
 
@@ -46,7 +47,11 @@ async fn store_then_get_and_search() {
         .unwrap();
     assert!(stored.stored_as.ends_with("_q4_plan.txt"));
     let got = store.get(user("alice"), stored.id).await.unwrap().unwrap();
-    assert_eq!(got, stored);
+    assert_eq!(got.id, stored.id);
+    assert_eq!(got.stored_as, stored.stored_as);
+    assert_eq!(got.created_at, stored.created_at);
+    assert_eq!(got.tags, stored.tags);
+    assert_eq!(got.content, "Q4 planning: ship the rewrite");
     let hits = store
         .search(query("alice", Some("the Q4 plan")))
         .await
@@ -236,4 +241,45 @@ async fn reopen_keeps_data_and_schema_version() {
     };
     let store = SqliteStore::open(dir.path(), &SqliteOptions::default()).unwrap();
     assert!(store.get(user("hal"), id).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn idempotency_keys_make_stores_exactly_once() {
+    let (_dir, store) = open();
+    let mut memory = new_memory("ivy", "pay the rent", "rent.txt", &[]);
+    memory.idempotency_key = Some("turn1:call1".into());
+    let first = store.store(memory.clone()).await.unwrap();
+    assert!(!first.replayed);
+    // Concurrent replays and a later one all get the first result.
+    let replays = futures::future::join_all((0..10).map(|_| store.store(memory.clone()))).await;
+    for replay in replays {
+        let replay = replay.unwrap();
+        assert!(replay.replayed);
+        assert_eq!(replay.id, first.id);
+        assert_eq!(replay.stored_as, first.stored_as);
+    }
+    let q = query("ivy", None);
+    assert_eq!(store.search(q).await.unwrap().len(), 1);
+    // The same key for another user is another store.
+    let mut other = new_memory("jay", "pay the rent", "rent.txt", &[]);
+    other.idempotency_key = Some("turn1:call1".into());
+    assert_ne!(store.store(other).await.unwrap().id, first.id);
+    // A different key stores again.
+    memory.idempotency_key = Some("turn2:call1".into());
+    assert_ne!(store.store(memory).await.unwrap().id, first.id);
+}
+
+#[tokio::test]
+async fn expired_idempotency_keys_store_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = SqliteOptions {
+        idempotency_window: std::time::Duration::ZERO,
+        ..SqliteOptions::default()
+    };
+    let store = SqliteStore::open(dir.path(), &options).unwrap();
+    let mut memory = new_memory("kim", "x", "x.txt", &[]);
+    memory.idempotency_key = Some("k".into());
+    let first = store.store(memory.clone()).await.unwrap();
+    let second = store.store(memory).await.unwrap();
+    assert_ne!(first.id, second.id);
 }

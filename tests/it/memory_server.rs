@@ -584,3 +584,32 @@ async fn concurrent_stores_over_one_session_all_land() {
     let ids = retrieve_ids(&client, json!({"user_id": "many", "limit": 100})).await;
     assert_eq!(ids.len(), 100);
 }
+
+#[tokio::test]
+async fn replayed_stores_with_an_idempotency_key_store_once() {
+    let fixture = McpFixture::start().await;
+    for transport in BOTH {
+        let client = connect(&fixture.url(), transport, None).await;
+        let user = format!("idem-{transport:?}");
+        let mut ids = Vec::new();
+        for _ in 0..3 {
+            let mut params = rmcp::model::CallToolRequestParams::new("store_memory");
+            params.arguments = json!({"user_id": user, "content": "exactly once"})
+                .as_object()
+                .cloned();
+            let mut meta = serde_json::Map::new();
+            meta.insert(
+                memento::domain::IDEMPOTENCY_META_KEY.into(),
+                json!("turn-42:call-1"),
+            );
+            params.meta = Some(rmcp::model::RequestMetaObject::from(meta));
+            let result = client.peer().call_tool(params).await.expect("call");
+            assert!(!is_error(&result), "{}", text(&result));
+            ids.push(result.structured_content.expect("structured")["id"].clone());
+        }
+        assert!(ids.iter().all(|id| *id == ids[0]), "{ids:?}");
+        let stored = retrieve_ids(&client, json!({"user_id": user, "query": "exactly once"})).await;
+        assert_eq!(stored.len(), 1);
+        client.cancel().await.expect("close");
+    }
+}
