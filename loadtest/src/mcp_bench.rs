@@ -306,6 +306,7 @@ async fn preload(store: &dyn MemoryStore, count: u64, users: u64) -> anyhow::Res
             filename: format!("note_{i}.txt"),
             description: sentence(&mut rng, 6),
             tags: vec![word(rng.zipf()), word(rng.zipf())],
+            idempotency_key: None,
         };
         in_flight.push(store.store(memory));
         if in_flight.len() >= 2048 {
