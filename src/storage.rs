@@ -12,9 +12,12 @@
 //!   concurrently (WAL lets readers run beside the writer).
 //!
 //! Full-text search uses an FTS5 table over content, description, filename and tags,
-//! ranked by bm25. Each row also carries an `owner` token derived from its user id, and every
-//! query is `owner AND (terms)`, so a search only ever touches the caller's rows (and the SQL
-//! checks `user_id` once more).
+//! ranked by bm25, with **tenant-scoped tokens**: every indexed word is written as
+//! `u<user number>q<word>` (see [`scoped_text`]), and queries ask for the same scoped terms.
+//! So a search only ever reads the caller's own postings (the SQL checks `user_id` once
+//! more), and bm25's per-term statistics cost a user's few rows, not the whole table's: at a
+//! million memories a common word's global posting list would make every ranked query scan
+//! hundreds of thousands of entries.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -622,11 +625,94 @@ impl MemoryStore for SqliteStore {
     }
 }
 
-/// The FTS token that marks a row's owner: each byte of the user id as three decimal digits.
-/// Digits pass every tokenizer unchanged and cannot be produced by a sanitised query column
-/// filter, and the encoding is injective, so two users never share a token.
-fn owner_token(user: &UserId) -> String {
-    user.as_str().bytes().map(|b| format!("{b:03}")).collect()
+/// The FTS prefix of a user's words: `u<user number in hex>q`. Hex digits never include
+/// `q`, so the prefix is unambiguous, and it is all letters and digits, so the tokenizer keeps
+/// it glued to the word.
+fn scope_prefix(user_no: i64) -> String {
+    format!("u{user_no:x}q")
+}
+
+/// Rewrites `text` for the FTS index: each word (a run of letters and digits, lower-cased)
+/// becomes `<scope prefix><word>`. Queries use the same split (`SearchTerms`).
+pub(crate) fn scoped_text(user_no: i64, text: &str) -> String {
+    let prefix = scope_prefix(user_no);
+    let mut out = String::with_capacity(text.len() + text.len() / 3);
+    for word in text
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+    {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(&prefix);
+        out.push_str(&word.to_lowercase());
+    }
+    out
+}
+
+/// The user's number, creating it when `create` (writer only).
+fn user_number(
+    conn: &Connection,
+    user: &UserId,
+    create: bool,
+) -> Result<Option<i64>, StorageError> {
+    if create {
+        conn.prepare_cached("INSERT OR IGNORE INTO users (user_id) VALUES (?1)")?
+            .execute([user.as_str()])?;
+    }
+    Ok(conn
+        .prepare_cached("SELECT user_no FROM users WHERE user_id = ?1")?
+        .query_row([user.as_str()], |row| row.get(0))
+        .optional()?)
+}
+
+/// Indexes one memory row.
+fn index_memory(
+    conn: &Connection,
+    rowid: i64,
+    user_no: i64,
+    content: &str,
+    description: &str,
+    filename: &str,
+    tags: &str,
+) -> Result<(), StorageError> {
+    conn.prepare_cached(
+        "INSERT INTO memories_fts (rowid, content, description, filename, tags) \
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(rusqlite::params![
+        rowid,
+        scoped_text(user_no, content),
+        scoped_text(user_no, description),
+        scoped_text(user_no, filename),
+        scoped_text(user_no, tags),
+    ])?;
+    Ok(())
+}
+
+/// Rebuilds the whole full-text index from `memories` (used by migrations).
+pub(crate) fn reindex_all(conn: &Connection) -> Result<(), StorageError> {
+    conn.execute_batch(
+        "INSERT OR IGNORE INTO users (user_id) SELECT DISTINCT user_id FROM memories;",
+    )?;
+    let mut stmt = conn.prepare(
+        "SELECT m.rowid, u.user_no, m.content, m.description, m.filename, m.tags \
+         FROM memories m JOIN users u ON u.user_id = m.user_id",
+    )?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        let tags: String = row.get(5)?;
+        index_memory(
+            conn,
+            row.get(0)?,
+            row.get(1)?,
+            &row.get::<_, String>(2)?,
+            &row.get::<_, String>(3)?,
+            &row.get::<_, String>(4)?,
+            &tags.replace(',', " "),
+        )?;
+    }
+    Ok(())
 }
 
 fn insert_memory(
@@ -682,18 +768,17 @@ fn insert_memory(
             tag_stmt.execute((memory.user.as_str(), tag, rowid))?;
         }
     }
-    conn.prepare_cached(
-        "INSERT INTO memories_fts (rowid, content, description, filename, tags, owner) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )?
-    .execute(rusqlite::params![
+    let user_no = user_number(conn, &memory.user, true)?
+        .ok_or_else(|| StorageError::Corrupt("user number missing after insert".into()))?;
+    index_memory(
+        conn,
         rowid,
-        memory.content,
-        memory.description,
-        memory.filename.replace(['_', '.', '-'], " "),
-        memory.tags.join(" "),
-        owner_token(&memory.user),
-    ])?;
+        user_no,
+        &memory.content,
+        &memory.description,
+        &memory.filename,
+        &memory.tags.join(" "),
+    )?;
     let stored = StoredMemory {
         id,
         filename: memory.filename.clone(),
@@ -721,18 +806,19 @@ fn search(conn: &Connection, query: &SearchQuery) -> Result<Vec<MemorySummary>, 
     let mut args: Vec<Value> = Vec::new();
     let ranked = match &query.terms {
         Some(terms) if !terms.is_empty() => {
+            // No number: the user never stored anything.
+            let Some(user_no) = user_number(conn, &query.user, false)? else {
+                return Ok(Vec::new());
+            };
+            // CROSS JOIN fixes the order: the (small, scoped) full-text hits drive the join.
             sql.push_str(
                 "SELECT m.id, m.filename, m.stored_as, m.description, m.tags, m.created_at, \
                  m.size_bytes, substr(m.content, 1, ?1) \
-                 FROM memories_fts JOIN memories m ON m.rowid = memories_fts.rowid \
+                 FROM memories_fts CROSS JOIN memories m ON m.rowid = memories_fts.rowid \
                  WHERE memories_fts MATCH ?2 AND m.user_id = ?3",
             );
             args.push(Value::Integer(PREVIEW_CHARS as i64));
-            args.push(Value::Text(format!(
-                "owner : \"{}\" AND {{content description filename tags}} : ({})",
-                owner_token(&query.user),
-                terms.to_fts5()
-            )));
+            args.push(Value::Text(terms.to_fts5_scoped(&scope_prefix(user_no))));
             true
         }
         // A query with no searchable word matches nothing (it must not match everything).
@@ -770,8 +856,8 @@ fn search(conn: &Connection, query: &SearchQuery) -> Result<Vec<MemorySummary>, 
         ));
     }
     if ranked {
-        // Weights: content 1, description 2, filename 3, tags 2, owner 0.
-        sql.push_str(" ORDER BY bm25(memories_fts, 1.0, 2.0, 3.0, 2.0, 0.0), m.created_at DESC");
+        // Weights: content 1, description 2, filename 3, tags 2.
+        sql.push_str(" ORDER BY bm25(memories_fts, 1.0, 2.0, 3.0, 2.0), m.created_at DESC");
     } else {
         sql.push_str(" ORDER BY m.created_at DESC, m.rowid DESC");
     }

@@ -8,10 +8,17 @@ use rusqlite::Connection;
 
 use super::StorageError;
 
+/// One schema step: SQL, or Rust for steps that need the engine's own code (reindexing).
+enum Migration {
+    Sql(&'static str),
+    Rust(fn(&Connection) -> Result<(), StorageError>),
+}
+
 /// Migration `i` upgrades from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[
+const MIGRATIONS: &[Migration] = &[
     // 1: memories, their tags, and the full-text index.
-    "CREATE TABLE memories (
+    Migration::Sql(
+        "CREATE TABLE memories (
         rowid INTEGER PRIMARY KEY,
         id TEXT NOT NULL UNIQUE,
         user_id TEXT NOT NULL,
@@ -36,8 +43,10 @@ const MIGRATIONS: &[&str] = &[
         content = '', contentless_delete = 1,
         tokenize = 'porter unicode61 remove_diacritics 2'
     );",
+    ),
     // 2: idempotency keys of stores (exactly-once across retries and replays).
-    "CREATE TABLE idempotency (
+    Migration::Sql(
+        "CREATE TABLE idempotency (
         user_id TEXT NOT NULL,
         key TEXT NOT NULL,
         result TEXT NOT NULL,
@@ -45,6 +54,21 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (user_id, key)
     ) WITHOUT ROWID;
     CREATE INDEX idempotency_by_time ON idempotency (created_at);",
+    ),
+    // 3: tenant-scoped full-text tokens: a number per user, and the index rebuilt with
+    // `u<number>q<word>` tokens (no more `owner` column).
+    Migration::Rust(|conn| {
+        conn.execute_batch(
+            "CREATE TABLE users (user_no INTEGER PRIMARY KEY, user_id TEXT NOT NULL UNIQUE);
+             DROP TABLE memories_fts;
+             CREATE VIRTUAL TABLE memories_fts USING fts5 (
+                 content, description, filename, tags,
+                 content = '', contentless_delete = 1,
+                 tokenize = 'porter unicode61 remove_diacritics 2'
+             );",
+        )?;
+        super::reindex_all(conn)
+    }),
 ];
 
 /// Brings the schema up to date.
@@ -54,14 +78,21 @@ pub(super) fn run(conn: &Connection) -> Result<(), StorageError> {
     if found > supported {
         return Err(StorageError::SchemaTooNew { found, supported });
     }
-    for (index, sql) in MIGRATIONS.iter().enumerate().skip(found.max(0) as usize) {
+    for (index, migration) in MIGRATIONS.iter().enumerate().skip(found.max(0) as usize) {
         let next = index as i64 + 1;
-        conn.execute_batch(&format!(
-            "BEGIN IMMEDIATE; {sql}; PRAGMA user_version = {next}; COMMIT;"
-        ))
-        .inspect_err(|_| {
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        let applied = match migration {
+            Migration::Sql(sql) => conn.execute_batch(sql).map_err(StorageError::from),
+            Migration::Rust(step) => step(conn),
+        }
+        .and_then(|()| {
+            conn.execute_batch(&format!("PRAGMA user_version = {next}; COMMIT;"))
+                .map_err(StorageError::from)
+        });
+        if let Err(error) = applied {
             let _ = conn.execute_batch("ROLLBACK");
-        })?;
+            return Err(error);
+        }
         tracing::info!(version = next, "database schema migrated");
     }
     Ok(())

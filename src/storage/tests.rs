@@ -283,3 +283,40 @@ async fn expired_idempotency_keys_store_again() {
     let second = store.store(memory).await.unwrap();
     assert_ne!(first.id, second.id);
 }
+
+#[test]
+fn scoped_text_prefixes_every_word() {
+    assert_eq!(
+        scoped_text(42, "Q4 plan: café-au-lait!"),
+        "u2aqq4 u2aqplan u2aqcafé u2aqau u2aqlait"
+    );
+    assert_eq!(scoped_text(1, "  "), "");
+    // The prefix cannot be forged from another user's number: `q` ends it.
+    assert!(!scoped_text(0x2a, "x").starts_with(&scope_prefix(0x2)));
+}
+
+#[tokio::test]
+async fn ranking_prefers_the_better_match() {
+    let (_dir, store) = open();
+    store
+        .store(new_memory(
+            "lea",
+            "groceries: apples, bread",
+            "list.txt",
+            &[],
+        ))
+        .await
+        .unwrap();
+    let best = store
+        .store(new_memory(
+            "lea",
+            "apple pie recipe with apples and more apples",
+            "apple_pie.txt",
+            &["apple"],
+        ))
+        .await
+        .unwrap();
+    let hits = store.search(query("lea", Some("apple"))).await.unwrap();
+    assert_eq!(hits.len(), 2);
+    assert_eq!(hits[0].id, best.id);
+}
