@@ -23,3 +23,4 @@ pub mod metrics;
 pub mod retry;
 pub mod sse;
 pub mod storage;
+pub mod telemetry;

@@ -20,7 +20,6 @@ const EXIT_USAGE: u8 = 64;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
     let config = match load_config(&cli) {
         Ok(config) => config,
         Err(error) => {
@@ -38,22 +37,27 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli, config)) {
+    let service = match &cli.command {
+        Command::McpServer(_) => "memento-mcp-server",
+    };
+    // The OTLP exporter (when configured) must be built inside the runtime.
+    let telemetry = match runtime.block_on(async { memento::telemetry::init(service) }) {
+        Ok(telemetry) => telemetry,
+        Err(error) => {
+            eprintln!("memento: {error}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let result = runtime.block_on(run(cli, config));
+    // Flush spans off the async threads, after the runtime's work is done.
+    telemetry.shutdown();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("memento: {error:#}");
             ExitCode::FAILURE
         }
     }
-}
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
 }
 
 /// Defaults < file < environment < flags, then validation, all before any port is bound.

@@ -112,6 +112,26 @@ impl ServerHandler for MemoryServer {
             })
             .and_then(|v| v.as_str())
             .map(str::to_owned);
+        // The MCP server span continues the caller's trace from `_meta` (MCP semantic
+        // conventions), or starts one.
+        let span = tracing::info_span!(
+            "tools/call",
+            otel.name = %format!("tools/call {name}"),
+            otel.kind = "server",
+            mcp.method.name = "tools/call",
+            gen_ai.operation.name = "execute_tool",
+            gen_ai.tool.name = %name,
+            jsonrpc.request.id = %context.id,
+            error.type = tracing::field::Empty,
+        );
+        let trace_meta = if context.meta.contains_key("traceparent") {
+            Some(&context.meta.0.0)
+        } else {
+            request.meta.as_ref().map(|m| &m.0.0)
+        };
+        if let Some(meta) = trace_meta {
+            crate::telemetry::extract_from_meta(&span, meta);
+        }
         let arguments = request.arguments.unwrap_or_default();
         let call = tools::call(
             self.store.as_ref(),
@@ -121,12 +141,16 @@ impl ServerHandler for MemoryServer {
             idempotency_key.as_deref(),
         );
         // A cancelled request (client gone, `notifications/cancelled`) stops its work.
+        let call = tracing::Instrument::instrument(call, span.clone());
         let result = tokio::select! {
             result = call => result,
             () = context.ct.cancelled() => {
                 return Err(ErrorData::internal_error("request cancelled", None));
             }
         };
+        if result.as_ref().is_some_and(|r| r.is_error == Some(true)) {
+            span.record("error.type", "tool_error");
+        }
         match result {
             Some(result) => Ok(result.into()),
             None => Err(ErrorData::invalid_params(

@@ -541,14 +541,17 @@ fn run_batch(conn: &Connection, jobs: &mut [Box<dyn WriteJob>]) -> Result<(), Ba
 impl MemoryStore for SqliteStore {
     fn store(&self, memory: NewMemory) -> BoxFuture<'static, Result<StoredMemory, StorageError>> {
         let window = self.inner.idempotency_window;
-        self.write(move |conn| insert_memory(conn, &memory, window))
+        traced(
+            "sqlite store",
+            self.write(move |conn| insert_memory(conn, &memory, window)),
+        )
     }
 
     fn search(
         &self,
         query: SearchQuery,
     ) -> BoxFuture<'static, Result<Vec<MemorySummary>, StorageError>> {
-        self.read(move |conn| search(conn, &query))
+        traced("sqlite search", self.read(move |conn| search(conn, &query)))
     }
 
     fn get(
@@ -623,6 +626,22 @@ impl MemoryStore for SqliteStore {
             reads: counters.reads.load(Ordering::Relaxed),
         }
     }
+}
+
+/// Wraps a storage future in a client span (`db.system.name = sqlite`): it covers the wait
+/// for the storage thread and the work there, including the group commit.
+fn traced<T: Send + 'static>(
+    name: &'static str,
+    future: BoxFuture<'static, Result<T, StorageError>>,
+) -> BoxFuture<'static, Result<T, StorageError>> {
+    let span = tracing::info_span!(
+        "sqlite",
+        otel.name = name,
+        otel.kind = "client",
+        db.system.name = "sqlite",
+        db.operation.name = name.trim_start_matches("sqlite "),
+    );
+    Box::pin(tracing::Instrument::instrument(future, span))
 }
 
 /// The FTS prefix of a user's words: `u<user number in hex>q`. Hex digits never include

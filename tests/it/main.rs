@@ -5,3 +5,4 @@ mod support;
 mod durability;
 mod memory_server;
 mod python_interop;
+mod tracing;

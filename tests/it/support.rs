@@ -217,10 +217,16 @@ impl Drop for ChildServer {
 
 /// Starts `memento mcp-server --port 0 --data-dir DIR` and reads its URL from stdout.
 pub fn spawn_mcp_server(data_dir: &Path) -> ChildServer {
+    spawn_mcp_server_with_env(data_dir, &[])
+}
+
+/// Like [`spawn_mcp_server`], with extra environment variables.
+pub fn spawn_mcp_server_with_env(data_dir: &Path, envs: &[(&str, &str)]) -> ChildServer {
     let mut child = Command::new(env!("CARGO_BIN_EXE_memento"))
         .args(["mcp-server", "--port", "0", "--data-dir"])
         .arg(data_dir)
         .env("RUST_LOG", "warn")
+        .envs(envs.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

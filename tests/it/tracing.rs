@@ -1,0 +1,209 @@
+//! Traces over OTLP: an in-test OTLP/HTTP receiver decodes what the real binary exports.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::routing::post;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use prost::Message;
+use serde_json::json;
+
+use crate::support::{Transport, connect, eventually, is_error, spawn_mcp_server_with_env};
+
+/// An OTLP/HTTP (protobuf) receiver on 127.0.0.1:0 that keeps every span it gets, with its
+/// service name.
+pub struct Receiver {
+    pub url: String,
+    pub spans: Arc<Mutex<Vec<(String, Span)>>>,
+}
+
+impl Receiver {
+    pub async fn start() -> Receiver {
+        let spans: Arc<Mutex<Vec<(String, Span)>>> = Arc::default();
+        let sink = spans.clone();
+        let app = axum::Router::new().route(
+            "/v1/traces",
+            post(move |body: Bytes| {
+                let sink = sink.clone();
+                async move {
+                    if let Ok(request) = ExportTraceServiceRequest::decode(body) {
+                        let mut sink = sink.lock().expect("lock");
+                        for resource in request.resource_spans {
+                            let service = resource
+                                .resource
+                                .as_ref()
+                                .and_then(|r| r.attributes.iter().find(|a| a.key == "service.name"))
+                                .and_then(|a| a.value.as_ref())
+                                .and_then(|v| match &v.value {
+                                    Some(AnyValue::StringValue(s)) => Some(s.clone()),
+                                    _ => None,
+                                })
+                                .unwrap_or_default();
+                            for scope in resource.scope_spans {
+                                for span in scope.spans {
+                                    sink.push((service.clone(), span));
+                                }
+                            }
+                        }
+                    }
+                    ""
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Receiver {
+            url: format!("http://{addr}"),
+            spans,
+        }
+    }
+
+    pub fn spans_of_trace(&self, trace_id: &[u8]) -> Vec<(String, Span)> {
+        self.spans
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|(_, s)| s.trace_id == trace_id)
+            .cloned()
+            .collect()
+    }
+}
+
+pub fn attribute(span: &Span, key: &str) -> Option<String> {
+    span.attributes
+        .iter()
+        .find(|a| a.key == key)
+        .and_then(|a| a.value.as_ref())
+        .and_then(|v| match &v.value {
+            Some(AnyValue::StringValue(s)) => Some(s.clone()),
+            Some(AnyValue::IntValue(i)) => Some(i.to_string()),
+            Some(AnyValue::BoolValue(b)) => Some(b.to_string()),
+            _ => None,
+        })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mcp_server_continues_the_callers_trace_from_meta() {
+    let receiver = Receiver::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = spawn_mcp_server_with_env(
+        dir.path(),
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.url.as_str()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ("OTEL_SERVICE_NAME", "memento-mcp-server-test"),
+        ],
+    );
+    let trace_id = [
+        0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e, 0x47,
+        0x36,
+    ];
+    let parent_id = [0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7];
+    let traceparent = format!("00-{}-{}-01", hex(&trace_id), hex(&parent_id));
+
+    for transport in [Transport::Streamable, Transport::Sse] {
+        let client = connect(&server.url, transport, None).await;
+        let mut params = rmcp::model::CallToolRequestParams::new("store_memory");
+        params.arguments = json!({"user_id": "traced", "content": "secret diary entry"})
+            .as_object()
+            .cloned();
+        let mut meta = serde_json::Map::new();
+        meta.insert("traceparent".into(), json!(traceparent));
+        params.meta = Some(rmcp::model::RequestMetaObject::from(meta));
+        let result = client.peer().call_tool(params).await.expect("call");
+        assert!(!is_error(&result));
+        client.cancel().await.expect("close");
+    }
+
+    eventually(Duration::from_secs(20), "spans exported", || async {
+        receiver
+            .spans_of_trace(&trace_id)
+            .iter()
+            .filter(|(_, s)| s.name == "sqlite store")
+            .count()
+            >= 2
+    })
+    .await;
+    let spans = receiver.spans_of_trace(&trace_id);
+    let calls: Vec<&Span> = spans
+        .iter()
+        .map(|(_, s)| s)
+        .filter(|s| s.name == "tools/call store_memory")
+        .collect();
+    assert_eq!(calls.len(), 2, "one server span per call: {spans:?}");
+    for call in &calls {
+        assert_eq!(call.parent_span_id, parent_id, "child of the caller's span");
+        assert_eq!(call.kind, 2, "SPAN_KIND_SERVER");
+        assert_eq!(
+            attribute(call, "mcp.method.name").as_deref(),
+            Some("tools/call")
+        );
+        assert_eq!(
+            attribute(call, "gen_ai.tool.name").as_deref(),
+            Some("store_memory")
+        );
+        assert_eq!(
+            attribute(call, "gen_ai.operation.name").as_deref(),
+            Some("execute_tool")
+        );
+        let storage: Vec<&Span> = spans
+            .iter()
+            .map(|(_, s)| s)
+            .filter(|s| s.name == "sqlite store" && s.parent_span_id == call.span_id)
+            .collect();
+        assert_eq!(storage.len(), 1, "a storage span under each tool span");
+    }
+    let services: Vec<&String> = spans.iter().map(|(service, _)| service).collect();
+    assert!(
+        services.iter().all(|s| *s == "memento-mcp-server-test"),
+        "{services:?}"
+    );
+    // Memory contents are not recorded.
+    let dump = format!("{spans:?}");
+    assert!(!dump.contains("secret diary"), "content leaked into spans");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_collector_does_not_break_or_slow_the_server() {
+    let dead = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        format!("http://{}", listener.local_addr().expect("addr"))
+    }; // closed again here
+    let dir = tempfile::tempdir().expect("tempdir");
+    let traced = spawn_mcp_server_with_env(
+        dir.path(),
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", dead.as_str())],
+    );
+    let dir2 = tempfile::tempdir().expect("tempdir");
+    let plain = crate::support::spawn_mcp_server(dir2.path());
+    let mut timings = Vec::new();
+    for server in [&plain, &traced] {
+        let client = connect(&server.url, Transport::Streamable, None).await;
+        let started = std::time::Instant::now();
+        for i in 0..200 {
+            crate::support::store(&client, "fast", &format!("note {i}"), "").await;
+        }
+        timings.push(started.elapsed());
+        client.cancel().await.expect("close");
+    }
+    // Generous bound: the exporter is off the request path, so a dead collector costs at
+    // most noise.
+    assert!(
+        timings[1] < timings[0] * 3 + Duration::from_secs(1),
+        "with a dead collector {:?}, without tracing {:?}",
+        timings[1],
+        timings[0]
+    );
+}
