@@ -427,14 +427,11 @@ fn schedule_reconnect(myself: &ActorRef<McpMsg>, state: &mut McpState, delay: Du
 
 /// Exponential reconnect delay with jitter, from `reconnect_initial` up to `reconnect_max`.
 fn reconnect_delay(config: &McpClientConfig, attempts: u32) -> Duration {
-    let exponent = attempts.saturating_sub(1).min(16);
-    let ceiling = config
-        .reconnect_initial
-        .saturating_mul(1u32 << exponent)
-        .min(config.reconnect_max);
-    // Full jitter in [ceiling/2, ceiling], so restarted daemons do not reconnect in lockstep.
-    let jitter: f64 = rand::random::<f64>() * 0.5 + 0.5;
-    ceiling.mul_f64(jitter)
+    crate::retry::exponential_delay(
+        config.reconnect_initial,
+        config.reconnect_max,
+        attempts.saturating_sub(1),
+    )
 }
 
 async fn connect(myself: &ActorRef<McpMsg>, state: &mut McpState) -> Result<(), String> {
