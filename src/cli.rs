@@ -16,6 +16,10 @@ pub(crate) struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
+    /// Run the daemon: the HTTP API (default 127.0.0.1:8080), one conversation actor per
+    /// user, the shared LLM and MCP actors. With no --mcp-url it also starts the memory MCP
+    /// server in-process; with no Azure key it uses the built-in offline model.
+    Serve(ServeArgs),
     /// Run the memory MCP server alone (Streamable HTTP at /mcp, legacy HTTP+SSE at /sse and
     /// /messages). Default address 127.0.0.1:8000.
     McpServer(McpServerArgs),
@@ -54,4 +58,26 @@ pub(crate) struct McpServerArgs {
     /// [config: mcp_server.allowed_hosts].
     #[arg(long = "allowed-host", value_name = "NAME")]
     pub(crate) allowed_hosts: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    #[command(flatten)]
+    pub(crate) common: CommonArgs,
+    /// Address of the HTTP API [config: server.host; default 127.0.0.1].
+    #[arg(long)]
+    pub(crate) host: Option<IpAddr>,
+    /// Port of the HTTP API, 0 for any free port [config: server.port; default 8080].
+    #[arg(long)]
+    pub(crate) port: Option<u16>,
+    /// URL of an external memory MCP server, e.g. http://127.0.0.1:8000/mcp (or .../sse with
+    /// --mcp-transport sse). Without it the memory server runs in-process [config: mcp.url].
+    #[arg(long, env = "MEMENTO_MCP_URL")]
+    pub(crate) mcp_url: Option<String>,
+    /// MCP transport for --mcp-url: streamable-http or sse [config: mcp.transport].
+    #[arg(long)]
+    pub(crate) mcp_transport: Option<memento::config::McpTransport>,
+    /// Port of the embedded memory server, 0 for any free port [config: mcp.embedded_port].
+    #[arg(long)]
+    pub(crate) mcp_port: Option<u16>,
 }

@@ -24,6 +24,14 @@ use serde::{Deserialize, Serialize};
 pub const ENV_CONFIG: &str = "MEMENTO_CONFIG";
 /// Bearer token of the memory MCP server (server side, and what the daemon sends to it).
 pub const ENV_MCP_TOKEN: &str = "MEMENTO_MCP_TOKEN";
+/// Azure OpenAI endpoint (the seed's name).
+pub const ENV_AZURE_ENDPOINT: &str = "AZURE_OPENAI_ENDPOINT";
+/// Azure OpenAI key.
+pub const ENV_AZURE_API_KEY: &str = "AZURE_OPENAI_API_KEY";
+/// Azure OpenAI deployment.
+pub const ENV_AZURE_DEPLOYMENT: &str = "AZURE_OPENAI_DEPLOYMENT";
+/// Azure OpenAI API version.
+pub const ENV_AZURE_API_VERSION: &str = "AZURE_OPENAI_API_VERSION";
 /// Prefix of `MEMENTO_<SECTION>__<KEY>` overrides.
 pub const ENV_PREFIX: &str = "MEMENTO_";
 /// The default config file, relative to the working directory.
@@ -72,6 +80,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Conversations: turns, tool rounds, history, actor limits.
     pub conversation: ConversationConfig,
+    /// The LLM: provider, quotas, retries, deadlines.
+    pub llm: crate::llm::LlmConfig,
     /// The daemon's connection to the memory MCP server.
     pub mcp: McpClientConfig,
     /// The memory MCP server (`memento mcp-server`, or embedded in `memento serve`).
@@ -346,11 +356,41 @@ pub fn load(explicit_file: Option<&Path>, env: &dyn Env) -> Result<Config, Confi
     let mut config: Config = toml::Value::Table(table)
         .try_into()
         .map_err(|e: toml::de::Error| ConfigError::Invalid(e.message().to_owned()))?;
+    apply_azure_env(&mut config.llm, env);
     if let Some(token) = env.var(ENV_MCP_TOKEN).filter(|t| !t.is_empty()) {
         config.mcp_server.token.get_or_insert(token.clone());
         config.mcp.token.get_or_insert(token);
     }
     Ok(config)
+}
+
+/// The seed's `AZURE_OPENAI_*` variables. With an endpoint and a key, and no provider chosen
+/// explicitly in the file or `MEMENTO_LLM__PROVIDER`, the provider becomes `azure`.
+fn apply_azure_env(llm: &mut crate::llm::LlmConfig, env: &dyn Env) {
+    let get = |name: &str| env.var(name).filter(|v| !v.trim().is_empty());
+    if let Some(endpoint) = get(ENV_AZURE_ENDPOINT) {
+        llm.endpoint = Some(endpoint);
+    }
+    if let Some(key) = get(ENV_AZURE_API_KEY) {
+        llm.api_key = Some(key);
+    }
+    if let Some(deployment) = get(ENV_AZURE_DEPLOYMENT) {
+        llm.deployment = Some(deployment);
+    }
+    if let Some(version) = get(ENV_AZURE_API_VERSION) {
+        llm.api_version = version;
+    }
+    let explicit = env.var("MEMENTO_LLM__PROVIDER").is_some();
+    if !explicit
+        && llm.provider == crate::llm::Provider::Offline
+        && get(ENV_AZURE_ENDPOINT).is_some()
+        && get(ENV_AZURE_API_KEY).is_some()
+    {
+        llm.provider = crate::llm::Provider::Azure;
+        if llm.deployment.is_none() {
+            llm.deployment = Some("gpt-4o-mini".into());
+        }
+    }
 }
 
 fn read_file(path: &Path) -> Result<toml::Table, ConfigError> {
@@ -465,6 +505,9 @@ impl Config {
                 "mcp.url {url:?} must be an http:// or https:// URL"
             )));
         }
+        self.llm
+            .validate()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         if self.storage.max_batch == 0 {
             return Err(ConfigError::Invalid(
                 "storage.max_batch must be at least 1".into(),

@@ -9,13 +9,24 @@
 //!   legacy HTTP+SSE.
 //! - [`llm`]: the shared LLM client actor, its providers and the offline model.
 //! - [`retry`]: the one backoff policy.
+//! - [`mcp`]: the daemon's MCP connection actor (and the legacy SSE client transport).
+//! - [`history`]: the daemon's conversation histories.
+//! - [`conversation`]: one actor per user; the tool-calling turn.
+//! - [`supervisor`]: spawns, restarts and evicts conversations.
+//! - [`http`]: the daemon's HTTP API.
+//! - [`daemon`]: `memento serve`, wiring and shutdown order.
+//! - [`telemetry`]: logs, OTLP traces, trace-context propagation.
+//! - [`metrics`], [`sse`]: small shared pieces.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod config;
+pub mod conversation;
+pub mod daemon;
 pub mod domain;
 pub mod history;
+pub mod http;
 pub mod llm;
 pub mod mcp;
 pub mod memory_server;
@@ -23,4 +34,5 @@ pub mod metrics;
 pub mod retry;
 pub mod sse;
 pub mod storage;
+pub mod supervisor;
 pub mod telemetry;

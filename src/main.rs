@@ -38,6 +38,7 @@ fn main() -> ExitCode {
         }
     };
     let service = match &cli.command {
+        Command::Serve(_) => "memento",
         Command::McpServer(_) => "memento-mcp-server",
     };
     // The OTLP exporter (when configured) must be built inside the runtime.
@@ -48,7 +49,8 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let result = runtime.block_on(run(cli, config));
+    let export_stats = telemetry.exporting().then(|| telemetry.stats());
+    let result = runtime.block_on(run(cli, config, export_stats));
     // Flush spans off the async threads, after the runtime's work is done.
     telemetry.shutdown();
     match result {
@@ -63,11 +65,29 @@ fn main() -> ExitCode {
 /// Defaults < file < environment < flags, then validation, all before any port is bound.
 fn load_config(cli: &Cli) -> anyhow::Result<Config> {
     let common = match &cli.command {
+        Command::Serve(args) => &args.common,
         Command::McpServer(args) => &args.common,
     };
     let mut config = config::load(common.config.as_deref(), &ProcessEnv)?;
     apply_common(&mut config, common);
     match &cli.command {
+        Command::Serve(args) => {
+            if let Some(host) = args.host {
+                config.server.host = host;
+            }
+            if let Some(port) = args.port {
+                config.server.port = port;
+            }
+            if let Some(url) = args.mcp_url.clone().filter(|u| !u.is_empty()) {
+                config.mcp.url = Some(url);
+            }
+            if let Some(transport) = args.mcp_transport {
+                config.mcp.transport = transport;
+            }
+            if let Some(port) = args.mcp_port {
+                config.mcp.embedded_port = port;
+            }
+        }
         Command::McpServer(args) => {
             let server = &mut config.mcp_server;
             if let Some(host) = args.host {
@@ -95,8 +115,13 @@ fn apply_common(config: &mut Config, common: &CommonArgs) {
     }
 }
 
-async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
+async fn run(
+    cli: Cli,
+    config: Config,
+    export_stats: Option<Arc<memento::telemetry::ExportStats>>,
+) -> anyhow::Result<()> {
     match cli.command {
+        Command::Serve(_) => run_daemon(config, export_stats).await,
         Command::McpServer(_) => run_mcp_server(config).await,
     }
 }
@@ -124,6 +149,25 @@ async fn run_mcp_server(config: Config) -> anyhow::Result<()> {
         () = shutdown.cancelled() => {}
     }
     server.shutdown().await;
+    Ok(())
+}
+
+async fn run_daemon(
+    config: Config,
+    export_stats: Option<Arc<memento::telemetry::ExportStats>>,
+) -> anyhow::Result<()> {
+    if config.llm.provider == memento::llm::Provider::Offline {
+        tracing::warn!(
+            "=== no Azure OpenAI endpoint and key configured: using the built-in OFFLINE model \
+             (set AZURE_OPENAI_ENDPOINT and AZURE_OPENAI_API_KEY for the real one) ==="
+        );
+    }
+    let daemon = memento::daemon::Daemon::start_with_telemetry(config, export_stats).await?;
+    println!("memento daemon listening on {}", daemon.url());
+    println!("  memory MCP server: {}", daemon.mcp_url());
+    println!("  try: memento chat --user alice");
+    signal::shutdown().await;
+    daemon.shutdown().await;
     Ok(())
 }
 

@@ -75,3 +75,38 @@ fn non_loopback_bind_needs_token_or_insecure() {
     config.mcp_server.token = Some("long-enough-token".into());
     assert!(config.validate().is_ok());
 }
+
+#[test]
+fn azure_variables_switch_to_azure() {
+    let config = load(
+        None,
+        &env(&[
+            (ENV_AZURE_ENDPOINT, "https://res.openai.azure.com"),
+            (ENV_AZURE_API_KEY, "azure-key"),
+            (ENV_AZURE_DEPLOYMENT, "gpt-4o"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(config.llm.provider, crate::llm::Provider::Azure);
+    assert_eq!(config.llm.deployment.as_deref(), Some("gpt-4o"));
+    assert_eq!(config.llm.api_version, "2024-10-21");
+    assert!(config.validate().is_ok());
+    // Without a key it stays offline.
+    let config = load(
+        None,
+        &env(&[(ENV_AZURE_ENDPOINT, "https://res.openai.azure.com")]),
+    )
+    .unwrap();
+    assert_eq!(config.llm.provider, crate::llm::Provider::Offline);
+    // An explicit provider wins.
+    let config = load(
+        None,
+        &env(&[
+            (ENV_AZURE_ENDPOINT, "https://res.openai.azure.com"),
+            (ENV_AZURE_API_KEY, "azure-key"),
+            ("MEMENTO_LLM__PROVIDER", "offline"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(config.llm.provider, crate::llm::Provider::Offline);
+}

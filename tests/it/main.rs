@@ -2,7 +2,9 @@
 
 mod support;
 
+mod daemon;
 mod durability;
 mod memory_server;
 mod python_interop;
+mod seed_interop;
 mod tracing;

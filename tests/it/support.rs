@@ -247,3 +247,143 @@ pub fn spawn_mcp_server_with_env(data_dir: &Path, envs: &[(&str, &str)]) -> Chil
     std::thread::spawn(move || for _ in lines {});
     ChildServer { child, url }
 }
+
+/// A daemon (`memento serve` in-process) with the embedded memory server and the offline
+/// model, on port 0 with its own data directory.
+pub struct DaemonFixture {
+    pub daemon: Option<memento::daemon::Daemon>,
+    pub dir: tempfile::TempDir,
+    pub url: String,
+    pub http: reqwest::Client,
+}
+
+impl DaemonFixture {
+    pub async fn start() -> DaemonFixture {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(adjust: impl FnOnce(&mut memento::config::Config)) -> DaemonFixture {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_in(dir, adjust).await
+    }
+
+    /// Starts on an existing data directory (restarts).
+    pub async fn start_in(
+        dir: tempfile::TempDir,
+        adjust: impl FnOnce(&mut memento::config::Config),
+    ) -> DaemonFixture {
+        let mut config = daemon_config(dir.path());
+        adjust(&mut config);
+        config.validate().expect("valid config");
+        let daemon = memento::daemon::Daemon::start(config)
+            .await
+            .expect("start daemon");
+        let url = daemon.url();
+        DaemonFixture {
+            daemon: Some(daemon),
+            dir,
+            url,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub fn daemon(&self) -> &memento::daemon::Daemon {
+        self.daemon.as_ref().expect("running")
+    }
+
+    /// Shuts down gracefully and returns the data directory for a restart.
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        if let Some(daemon) = self.daemon.take() {
+            daemon.shutdown().await;
+        }
+        self.dir
+    }
+
+    /// One turn; returns (status, body).
+    pub async fn post(&self, user: &str, message: &str) -> (u16, Value) {
+        let response = self
+            .http
+            .post(format!("{}/v1/users/{user}/messages", self.url))
+            .json(&json!({ "message": message }))
+            .send()
+            .await
+            .expect("send");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// One turn that must succeed.
+    pub async fn turn(&self, user: &str, message: &str) -> Value {
+        let (status, body) = self.post(user, message).await;
+        assert_eq!(status, 200, "turn {message:?} for {user}: {body}");
+        body
+    }
+
+    pub async fn history(&self, user: &str) -> Vec<Value> {
+        let body: Value = self
+            .http
+            .get(format!("{}/v1/users/{user}/history", self.url))
+            .send()
+            .await
+            .expect("send")
+            .json()
+            .await
+            .expect("json");
+        body["messages"].as_array().cloned().unwrap_or_default()
+    }
+}
+
+/// The config of a test daemon: everything on loopback port 0, data in `dir`, offline model.
+pub fn daemon_config(dir: &Path) -> memento::config::Config {
+    let mut config = memento::config::Config::default();
+    config.server.port = 0;
+    config.storage.data_dir = dir.to_owned();
+    config.mcp.embedded_port = 0;
+    config
+}
+
+/// Names of the tools called in a turn's result.
+pub fn tool_names(body: &Value) -> Vec<String> {
+    body["tool_calls"]
+        .as_array()
+        .map(|calls| {
+            calls
+                .iter()
+                .filter_map(|c| c["name"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A free loopback port (bound, then released) for servers that must come back on the same
+/// port after a restart.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Starts `memento mcp-server` on a given port.
+pub fn spawn_mcp_server_on(data_dir: &Path, port: u16) -> ChildServer {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_memento"))
+        .args(["mcp-server", "--port", &port.to_string(), "--data-dir"])
+        .arg(data_dir)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn memento mcp-server");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let first = lines.next().and_then(Result::ok).unwrap_or_default();
+    assert!(
+        first.contains("listening"),
+        "memento mcp-server did not start: {first:?}"
+    );
+    std::thread::spawn(move || for _ in lines {});
+    ChildServer {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+    }
+}

@@ -1,0 +1,456 @@
+//! The conversation actor: one per user, one turn at a time, in order.
+//!
+//! A turn is: system prompt + bounded history + the new message, then the LLM, then the
+//! tools it asked for (concurrently), then the LLM again, for up to
+//! `conversation.max_tool_rounds` rounds; the last round offers no tools, so it must answer
+//! in words. Invalid tool-call JSON, unknown tools and an unavailable memory service become
+//! tool results the model sees (`Error: ...`), never a failed turn. The whole turn runs
+//! under its deadline.
+//!
+//! History is bounded by a token budget (oldest turns dropped first, a tool call and its
+//! result always together) and saved to [`HistoryStore`] after every turn, so a restarted
+//! actor or daemon picks the conversation up where it was.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::join_all;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::config::ConversationConfig;
+use crate::domain::UserId;
+use crate::history::{HistoryError, HistoryStore};
+use crate::llm::types::{ChatMessage, ChatRequest, ToolCall};
+use crate::llm::{LlmError, LlmHandle};
+use crate::mcp::{McpError, McpHandle};
+
+/// The system prompt of every turn.
+pub const SYSTEM_PROMPT: &str = "You are Memento, a friendly assistant that remembers things \
+for the person you talk to. When they ask you to store, remember, save, note or keep \
+something, call store_memory with the text to keep, verbatim, a short filename, a one-line \
+description and a few tags. When they ask what they stored, what you remember, or to find \
+or search their notes, call retrieve_memories with a few key words (or none to list the \
+newest). To forget something, find it with retrieve_memories and call delete_memory with \
+its id. The system knows who the person is: never ask for, mention or pass a user id, and \
+never claim to act for anyone else. If a tool reports an error, say plainly what could not \
+be done. Answer briefly and warmly, from the tool results.";
+
+/// Why a turn failed. Tool failures are not here: the model sees them as tool results.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TurnError {
+    /// The turn's deadline passed.
+    #[error("the turn took longer than its deadline")]
+    DeadlineExceeded,
+    /// The LLM failed (after its own retries).
+    #[error("language model error: {0}")]
+    Llm(#[from] LlmError),
+    /// The history could not be read or saved.
+    #[error("history error: {0}")]
+    History(String),
+    /// Too many turns in progress.
+    #[error("too many turns in progress; retry shortly")]
+    Overloaded,
+    /// The conversation actor failed during the turn (it restarts on the next message).
+    #[error("the conversation failed during this turn; please retry")]
+    ActorFailed,
+    /// The daemon is shutting down.
+    #[error("the service is shutting down")]
+    ShuttingDown,
+    /// The caller went away before the turn finished.
+    #[error("the turn was cancelled")]
+    Cancelled,
+}
+
+impl From<HistoryError> for TurnError {
+    fn from(error: HistoryError) -> Self {
+        TurnError::History(error.to_string())
+    }
+}
+
+/// One tool call of a turn, as the API reports it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ToolCallRecord {
+    /// The model's id of the call.
+    #[serde(skip)]
+    pub id: String,
+    /// Tool name.
+    pub name: String,
+    /// Arguments as the model gave them (parsed JSON, or the raw text when invalid).
+    /// `user_id` is never among them: the daemon adds it on the way to the server.
+    pub arguments: Value,
+    /// The tool's result text (or the error the model saw).
+    pub result: String,
+    /// The call failed.
+    pub is_error: bool,
+}
+
+/// What a turn produced.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TurnOutcome {
+    /// The answer.
+    pub reply: String,
+    /// Every tool call, in order.
+    pub tool_calls: Vec<ToolCallRecord>,
+}
+
+/// Progress of a streamed turn.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TurnEvent {
+    /// The model asked for a tool call.
+    ToolCall {
+        /// Call id.
+        id: String,
+        /// Tool name.
+        name: String,
+        /// Arguments (as in [`ToolCallRecord::arguments`]).
+        arguments: Value,
+    },
+    /// A tool call finished.
+    ToolResult(ToolCallRecord),
+    /// Answer text.
+    Text(String),
+}
+
+/// A turn to run.
+pub struct TurnRequest {
+    /// The person's message.
+    pub message: String,
+    /// When the turn must be done.
+    pub deadline: Instant,
+    /// Where to send progress, for streamed turns.
+    pub events: Option<mpsc::UnboundedSender<TurnEvent>>,
+    /// Unique id of this turn (part of each tool call's idempotency key).
+    pub turn_id: String,
+    /// Cancelled when the caller goes away (HTTP client disconnected): the turn stops.
+    pub cancel: tokio_util::sync::CancellationToken,
+}
+
+/// Messages of a conversation actor. Every variant with a `reply` must be answered.
+pub enum ConversationMsg {
+    /// Run one turn; reply with its outcome.
+    Turn {
+        /// The turn.
+        request: TurnRequest,
+        /// Where the outcome goes.
+        reply: RpcReplyPort<Result<TurnOutcome, TurnError>>,
+    },
+    /// Reply with the history, oldest first.
+    History {
+        /// Where the history goes.
+        reply: RpcReplyPort<Result<Vec<ChatMessage>, TurnError>>,
+    },
+    /// Forget the history (not the memories).
+    Reset {
+        /// Acknowledgement.
+        reply: RpcReplyPort<Result<(), TurnError>>,
+    },
+    /// Panic on purpose: lets tests prove that a failed conversation is restarted with its
+    /// history. Reachable only through `SupervisorHandle::crash_for_test`.
+    #[doc(hidden)]
+    Crash,
+}
+
+/// Everything a conversation needs, given at spawn.
+#[derive(Clone)]
+pub struct ConversationArgs {
+    /// Whose conversation.
+    pub user: UserId,
+    /// The shared LLM actor.
+    pub llm: LlmHandle,
+    /// The shared MCP actor.
+    pub mcp: McpHandle,
+    /// Where histories live.
+    pub history: HistoryStore,
+    /// Limits.
+    pub config: Arc<ConversationConfig>,
+}
+
+/// The actor (its state is [`ConversationState`]).
+pub struct Conversation;
+
+/// Per-user state.
+pub struct ConversationState {
+    args: ConversationArgs,
+    /// Loaded on the first message (not in `pre_start`, so spawning never waits on disk).
+    history: Option<Vec<ChatMessage>>,
+}
+
+impl Actor for Conversation {
+    type Msg = ConversationMsg;
+    type State = ConversationState;
+    type Arguments = ConversationArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<ConversationMsg>,
+        args: ConversationArgs,
+    ) -> Result<ConversationState, ActorProcessingErr> {
+        Ok(ConversationState {
+            args,
+            history: None,
+        })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<ConversationMsg>,
+        message: ConversationMsg,
+        state: &mut ConversationState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            ConversationMsg::Turn { request, reply } => {
+                let deadline = request.deadline;
+                let cancel = request.cancel.clone();
+                let outcome = tokio::select! {
+                    outcome = tokio::time::timeout_at(deadline, state.turn(request)) => match outcome {
+                        Ok(outcome) => outcome,
+                        Err(_) => Err(TurnError::DeadlineExceeded),
+                    },
+                    () = cancel.cancelled() => Err(TurnError::Cancelled),
+                };
+                let _ = reply.send(outcome);
+            }
+            ConversationMsg::History { reply } => {
+                let history = state.loaded().await.map(|h| h.to_vec());
+                let _ = reply.send(history);
+            }
+            ConversationMsg::Reset { reply } => {
+                let result = state.args.history.delete(&state.args.user).await;
+                state.history = Some(Vec::new());
+                let _ = reply.send(result.map_err(TurnError::from));
+            }
+            ConversationMsg::Crash => {
+                panic!("conversation crash requested by a test");
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ConversationState {
+    async fn loaded(&mut self) -> Result<&mut Vec<ChatMessage>, TurnError> {
+        if self.history.is_none() {
+            self.history = Some(self.args.history.load(&self.args.user).await?);
+        }
+        Ok(self.history.get_or_insert_with(Vec::new))
+    }
+
+    async fn turn(&mut self, request: TurnRequest) -> Result<TurnOutcome, TurnError> {
+        let args = self.args.clone();
+        let history = self.loaded().await?.clone();
+        let mut messages = Vec::with_capacity(history.len() + 4);
+        messages.push(ChatMessage::System {
+            content: SYSTEM_PROMPT.to_owned(),
+        });
+        messages.extend(history);
+        let mut new_messages = vec![ChatMessage::User {
+            content: request.message.clone(),
+        }];
+        messages.push(new_messages[0].clone());
+        let mut records = Vec::new();
+        let max_rounds = args.config.max_tool_rounds;
+        let mut reply = String::new();
+        for round in 0..=max_rounds {
+            let tools = if round < max_rounds {
+                args.mcp.tools().as_ref().clone()
+            } else {
+                Vec::new()
+            };
+            let chat_request = ChatRequest {
+                messages: messages.clone(),
+                tools,
+                max_tokens: None,
+                temperature: None,
+                user: Some(args.user.as_str().to_owned()),
+            };
+            let response = args.llm.complete(chat_request, request.deadline).await?;
+            let (content, tool_calls) = match response.message {
+                ChatMessage::Assistant {
+                    content,
+                    tool_calls,
+                } => (content, tool_calls),
+                other => (Some(message_text(&other)), Vec::new()),
+            };
+            if tool_calls.is_empty() || round == max_rounds {
+                reply = content.unwrap_or_default();
+                let answer = ChatMessage::Assistant {
+                    content: Some(reply.clone()),
+                    tool_calls: Vec::new(),
+                };
+                new_messages.push(answer);
+                break;
+            }
+            let assistant = ChatMessage::Assistant {
+                content,
+                tool_calls: tool_calls.clone(),
+            };
+            messages.push(assistant.clone());
+            new_messages.push(assistant);
+            let results = join_all(
+                tool_calls
+                    .iter()
+                    .map(|call| run_tool(&args, call, &request.turn_id, request.events.as_ref())),
+            )
+            .await;
+            for record in results {
+                let tool_message = ChatMessage::Tool {
+                    tool_call_id: record.id.clone(),
+                    content: record.result.clone(),
+                };
+                messages.push(tool_message.clone());
+                new_messages.push(tool_message);
+                records.push(record);
+            }
+        }
+        if let Some(events) = &request.events {
+            let _ = events.send(TurnEvent::Text(reply.clone()));
+        }
+        let history = self.history.get_or_insert_with(Vec::new);
+        history.extend(new_messages);
+        trim_history(history, args.config.history_token_budget);
+        args.history.save(&args.user, history).await?;
+        Ok(TurnOutcome {
+            reply,
+            tool_calls: records,
+        })
+    }
+}
+
+/// Runs one tool call and turns every failure into a result the model can read.
+async fn run_tool(
+    args: &ConversationArgs,
+    call: &ToolCall,
+    turn_id: &str,
+    events: Option<&mpsc::UnboundedSender<TurnEvent>>,
+) -> ToolCallRecord {
+    let name = call.function.name.clone();
+    let parsed = serde_json::from_str::<Value>(&call.function.arguments);
+    let arguments = match &parsed {
+        Ok(value) => value.clone(),
+        Err(_) => Value::String(call.function.arguments.clone()),
+    };
+    if let Some(events) = events {
+        let _ = events.send(TurnEvent::ToolCall {
+            id: call.id.clone(),
+            name: name.clone(),
+            arguments: arguments.clone(),
+        });
+    }
+    let (result, is_error) = match parsed {
+        Err(error) => (
+            format!(
+                "Error: the arguments of {name} are not valid JSON ({error}); call it again \
+                 with a JSON object"
+            ),
+            true,
+        ),
+        Ok(Value::Object(object)) => {
+            let mut meta = serde_json::Map::new();
+            meta.insert(
+                crate::domain::IDEMPOTENCY_META_KEY.into(),
+                Value::String(format!("{turn_id}:{}", call.id)),
+            );
+            match args.mcp.call_tool(&args.user, &name, object, meta).await {
+                Ok(output) if output.is_error && !output.text.starts_with("Error") => {
+                    (format!("Error: {}", output.text), true)
+                }
+                Ok(output) => (output.text, output.is_error),
+                Err(McpError::UnknownTool(tool)) => {
+                    let available: Vec<String> = args
+                        .mcp
+                        .tools()
+                        .iter()
+                        .map(|t| t.function.name.clone())
+                        .collect();
+                    (
+                        format!(
+                            "Error: there is no tool named {tool:?}; available tools: {}",
+                            available.join(", ")
+                        ),
+                        true,
+                    )
+                }
+                Err(
+                    error @ (McpError::Unavailable(_) | McpError::Timeout(_) | McpError::Closed),
+                ) => (
+                    format!(
+                        "Error: the memory service is unavailable right now ({error}); tell the \
+                         person their request could not be done and to try again shortly"
+                    ),
+                    true,
+                ),
+                Err(error) => (format!("Error: {error}"), true),
+            }
+        }
+        Ok(_) => (
+            format!("Error: the arguments of {name} must be a JSON object"),
+            true,
+        ),
+    };
+    let record = ToolCallRecord {
+        id: call.id.clone(),
+        name,
+        arguments,
+        result,
+        is_error,
+    };
+    if let Some(events) = events {
+        let _ = events.send(TurnEvent::ToolResult(record.clone()));
+    }
+    record
+}
+
+fn message_text(message: &ChatMessage) -> String {
+    match message {
+        ChatMessage::System { content }
+        | ChatMessage::User { content }
+        | ChatMessage::Tool { content, .. } => content.clone(),
+        ChatMessage::Assistant { content, .. } => content.clone().unwrap_or_default(),
+    }
+}
+
+/// Rough token count of a message (4 characters a token, plus framing).
+pub fn estimate_tokens(message: &ChatMessage) -> usize {
+    let text_len = match message {
+        ChatMessage::Assistant {
+            content,
+            tool_calls,
+        } => {
+            content.as_ref().map_or(0, String::len)
+                + tool_calls
+                    .iter()
+                    .map(|c| c.function.name.len() + c.function.arguments.len() + c.id.len())
+                    .sum::<usize>()
+        }
+        other => message_text(other).len(),
+    };
+    text_len / 4 + 4
+}
+
+/// Drops the oldest whole turns (a user message and everything after it up to the next user
+/// message) until the history fits `budget` tokens. The latest turn is always kept.
+pub fn trim_history(history: &mut Vec<ChatMessage>, budget: usize) {
+    let mut total: usize = history.iter().map(estimate_tokens).sum();
+    while total > budget {
+        // Find the start of the second turn; everything before it is the oldest turn.
+        let next_turn = history
+            .iter()
+            .enumerate()
+            .skip(1)
+            .find(|(_, m)| matches!(m, ChatMessage::User { .. }))
+            .map(|(i, _)| i);
+        let Some(cut) = next_turn else { break };
+        total -= history[..cut].iter().map(estimate_tokens).sum::<usize>();
+        history.drain(..cut);
+    }
+}
+
+/// How long `SupervisorHandle` waits beyond a turn's deadline for the actor's answer.
+pub const REPLY_GRACE: Duration = Duration::from_secs(2);
+
+#[cfg(test)]
+mod tests;

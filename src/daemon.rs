@@ -1,0 +1,203 @@
+//! `memento serve`: wires the actors and the HTTP API together and owns the shutdown order.
+//!
+//! Start-up: history store -> memory MCP server (embedded unless `mcp.url` is set) -> LLM
+//! actor -> MCP actor -> supervisor -> HTTP. Shutdown (SIGTERM/SIGINT, or
+//! [`Daemon::shutdown`]): stop accepting HTTP, let in-flight turns finish within
+//! `server.shutdown_grace`, stop the conversations (histories are saved after every turn),
+//! then the MCP and LLM actors, then the embedded server.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, McpServerConfig, McpTransport};
+use crate::history::{HistoryError, HistoryStore};
+use crate::http::{self, ApiState, auth::Auth};
+use crate::llm::{LlmError, LlmHandle};
+use crate::mcp::{McpError, McpHandle};
+use crate::memory_server::{self, EmbeddedError, RunningMemoryServer};
+use crate::supervisor::{SupervisorArgs, SupervisorHandle};
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The history store failed.
+    #[error(transparent)]
+    History(#[from] HistoryError),
+    /// The embedded memory server failed.
+    #[error("embedded memory server: {0}")]
+    Embedded(#[from] EmbeddedError),
+    /// The LLM actor failed to start.
+    #[error("LLM client: {0}")]
+    Llm(#[from] LlmError),
+    /// The MCP actor failed to start.
+    #[error("MCP client: {0}")]
+    Mcp(#[from] McpError),
+    /// An actor could not be spawned.
+    #[error("cannot spawn an actor: {0}")]
+    Spawn(#[from] ractor::SpawnErr),
+    /// The API address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// Address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// A running daemon.
+pub struct Daemon {
+    api_addr: SocketAddr,
+    mcp_url: String,
+    http_shutdown: CancellationToken,
+    http_task: JoinHandle<()>,
+    supervisor: SupervisorHandle,
+    llm: LlmHandle,
+    mcp: McpHandle,
+    embedded: Option<RunningMemoryServer>,
+    grace: std::time::Duration,
+}
+
+impl Daemon {
+    /// Starts everything; returns once the API is listening.
+    pub async fn start(config: Config) -> Result<Daemon, DaemonError> {
+        Self::start_with_telemetry(config, None).await
+    }
+
+    /// Like [`Daemon::start`], reporting trace export counters at `/metrics`.
+    pub async fn start_with_telemetry(
+        config: Config,
+        export_stats: Option<Arc<crate::telemetry::ExportStats>>,
+    ) -> Result<Daemon, DaemonError> {
+        let history = HistoryStore::open(&config.storage.data_dir)?;
+        let mut mcp_config = config.mcp.clone();
+        let (mcp_url, embedded) = match &config.mcp.url {
+            Some(url) => (url.clone(), None),
+            None => {
+                // A random token keeps other local processes off the embedded server.
+                let token = uuid::Uuid::new_v4().simple().to_string();
+                let server_config = McpServerConfig {
+                    host: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+                    port: config.mcp.embedded_port,
+                    token: Some(token.clone()),
+                    ..config.mcp_server.clone()
+                };
+                let server = memory_server::start_embedded(
+                    &server_config,
+                    &config.storage,
+                    CancellationToken::new(),
+                )
+                .await?;
+                mcp_config.transport = McpTransport::StreamableHttp;
+                mcp_config.token = Some(token);
+                tracing::info!(url = %server.url(), "embedded memory MCP server started");
+                (format!("{}/mcp", server.url()), Some(server))
+            }
+        };
+        let llm = LlmHandle::spawn(config.llm.clone()).await?;
+        let mcp = McpHandle::spawn(mcp_config.clone(), mcp_url.clone()).await?;
+        if !mcp.wait_connected(mcp_config.connect_timeout).await {
+            tracing::warn!(url = %mcp_url, "memory MCP server not reachable yet; turns will report the memory tools unavailable until it is");
+        }
+        let supervisor = SupervisorHandle::spawn(SupervisorArgs {
+            llm: llm.clone(),
+            mcp: mcp.clone(),
+            history,
+            config: config.conversation.clone(),
+            max_concurrent_turns: config.server.max_concurrent_turns,
+        })
+        .await?;
+
+        let auth = Auth::new(&config.auth);
+        if auth.is_open() {
+            tracing::warn!("no API tokens configured: serving loopback clients only");
+        }
+        let state = ApiState {
+            supervisor: supervisor.clone(),
+            llm: llm.clone(),
+            mcp: mcp.clone(),
+            auth: Arc::new(auth),
+            config: Arc::new(config.server.clone()),
+            turn_deadline: config.llm.turn_deadline,
+            export_stats: export_stats.clone(),
+        };
+        let addr = SocketAddr::new(config.server.host, config.server.port);
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| DaemonError::Bind { addr, source })?;
+        let api_addr = listener
+            .local_addr()
+            .map_err(|source| DaemonError::Bind { addr, source })?;
+        let http_shutdown = CancellationToken::new();
+        let stop = http_shutdown.clone();
+        let app = http::router(state).into_make_service_with_connect_info::<SocketAddr>();
+        let http_task = tokio::spawn(async move {
+            use axum::serve::ListenerExt;
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            if let Err(error) = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+            {
+                tracing::error!(%error, "HTTP API stopped with an error");
+            }
+        });
+        tracing::info!(%api_addr, llm = %llm.provider(), model = %llm.model(), "memento daemon listening");
+        Ok(Daemon {
+            api_addr,
+            mcp_url,
+            http_shutdown,
+            http_task,
+            supervisor,
+            llm,
+            mcp,
+            embedded,
+            grace: config.server.shutdown_grace,
+        })
+    }
+
+    /// The API address.
+    pub fn addr(&self) -> SocketAddr {
+        self.api_addr
+    }
+
+    /// The API base URL.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.api_addr)
+    }
+
+    /// The MCP server the daemon uses.
+    pub fn mcp_url(&self) -> &str {
+        &self.mcp_url
+    }
+
+    /// The supervisor (tests and metrics).
+    pub fn supervisor(&self) -> &SupervisorHandle {
+        &self.supervisor
+    }
+
+    /// The MCP actor's handle.
+    pub fn mcp(&self) -> &McpHandle {
+        &self.mcp
+    }
+
+    /// Graceful shutdown in the documented order.
+    pub async fn shutdown(self) {
+        tracing::info!("shutting down: no new requests; finishing turns in flight");
+        // Stop accepting first; in-flight requests keep running.
+        self.http_shutdown.cancel();
+        self.supervisor.shutdown(self.grace).await;
+        let _ = tokio::time::timeout(self.grace, self.http_task).await;
+        self.mcp.stop().await;
+        self.llm.stop().await;
+        if let Some(server) = self.embedded {
+            server.shutdown().await;
+        }
+        tracing::info!("shutdown complete");
+    }
+}

@@ -1,0 +1,533 @@
+//! The daemon's HTTP API (axum): turns as JSON or SSE, history, health, readiness, metrics.
+//!
+//! Every `/v1/users/{user_id}/...` request is authenticated, then its `user_id` validated,
+//! then authorised, before any actor is touched. Failures are `ApiError`s (see `error.rs`).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures::{Stream, StreamExt};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+
+use crate::config::ServerConfig;
+use crate::conversation::{TurnEvent, TurnOutcome};
+use crate::domain::UserId;
+use crate::llm::LlmHandle;
+use crate::llm::types::ChatMessage;
+use crate::mcp::McpHandle;
+use crate::supervisor::SupervisorHandle;
+
+pub mod auth;
+pub mod error;
+
+use auth::Auth;
+use error::ApiError;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    /// Conversations.
+    pub supervisor: SupervisorHandle,
+    /// For readiness and metrics.
+    pub llm: LlmHandle,
+    /// For readiness and metrics.
+    pub mcp: McpHandle,
+    /// Tokens.
+    pub auth: Arc<Auth>,
+    /// Limits.
+    pub config: Arc<ServerConfig>,
+    /// How long a turn may take.
+    pub turn_deadline: Duration,
+    /// Trace export counters, when exporting.
+    pub export_stats: Option<Arc<crate::telemetry::ExportStats>>,
+}
+
+/// The router.
+pub fn router(state: ApiState) -> Router {
+    let body_limit = state.config.max_body_bytes;
+    Router::new()
+        .route("/v1/users/{user_id}/messages", post(post_message))
+        .route(
+            "/v1/users/{user_id}/history",
+            get(get_history).delete(delete_history),
+        )
+        .route(
+            "/healthz",
+            get(|| async { axum::Json(json!({"status": "ok"})) }),
+        )
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such endpoint; see /v1/users/{user_id}/messages",
+            )
+        })
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+}
+
+/// Authenticates, validates `user_id`, authorises. Nothing else happens before this.
+fn admit(
+    state: &ApiState,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    raw_user: &str,
+) -> Result<UserId, ApiError> {
+    let caller = state.auth.caller(peer, headers)?;
+    let user = UserId::parse(raw_user)
+        .map_err(|e| ApiError::bad_request("invalid_user_id", e.to_string()))?;
+    caller.authorize(&user)?;
+    Ok(user)
+}
+
+#[derive(Debug, Deserialize)]
+struct MessageBody {
+    message: String,
+}
+
+fn parse_message(
+    state: &ApiState,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<String, ApiError> {
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!(
+                    "request body is larger than {} bytes",
+                    state.config.max_body_bytes
+                ),
+            )
+        } else {
+            ApiError::bad_request("invalid_body", rejection.body_text())
+        }
+    })?;
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::bad_request("invalid_utf8", "request body is not valid UTF-8"))?;
+    let parsed: MessageBody = serde_json::from_str(text).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_json",
+            format!("expected a JSON object like {{\"message\": \"...\"}}: {e}"),
+        )
+    })?;
+    let message = parsed.message.trim().to_owned();
+    if message.is_empty() {
+        return Err(ApiError::bad_request("empty_message", "message is empty"));
+    }
+    let chars = message.chars().count();
+    if chars > state.config.max_message_chars {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "message_too_long",
+            format!(
+                "message has {chars} characters; the maximum is {}",
+                state.config.max_message_chars
+            ),
+        ));
+    }
+    Ok(message)
+}
+
+fn wants_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|h| h.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/event-stream"))
+}
+
+/// A fresh W3C-format trace id for this request, returned to the caller and logged.
+fn new_trace_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+fn outcome_json(outcome: &TurnOutcome, trace_id: &str) -> Value {
+    json!({
+        "reply": outcome.reply,
+        "tool_calls": outcome.tool_calls,
+        "trace_id": trace_id,
+    })
+}
+
+async fn post_message(
+    State(state): State<ApiState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(raw_user): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let user = match admit(&state, peer, &headers, &raw_user) {
+        Ok(user) => user,
+        Err(error) => return error.into_response(),
+    };
+    let message = match parse_message(&state, body) {
+        Ok(message) => message,
+        Err(error) => return error.into_response(),
+    };
+    let trace_id = new_trace_id();
+    let deadline = Instant::now() + state.turn_deadline;
+    let span = tracing::info_span!("turn", trace_id = %trace_id);
+    if wants_stream(&headers) {
+        return stream_turn(state, user, message, deadline, trace_id).into_response();
+    }
+    let result = tracing::Instrument::instrument(
+        state.supervisor.turn(&user, message, deadline, None),
+        span,
+    )
+    .await;
+    match result {
+        Ok(outcome) => axum::Json(outcome_json(&outcome, &trace_id)).into_response(),
+        Err(error) => {
+            let mut body = ApiError::from(error);
+            body.message = format!("{} (trace_id {trace_id})", body.message);
+            body.into_response()
+        }
+    }
+}
+
+/// Aborts the turn's task when the SSE stream is dropped (client gone).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn stream_turn(
+    state: ApiState,
+    user: UserId,
+    message: String,
+    deadline: Instant,
+    trace_id: String,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let (events_tx, events_rx) = mpsc::unbounded_channel::<TurnEvent>();
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<Event>();
+    let task_trace = trace_id.clone();
+    let task = tokio::spawn(async move {
+        let result = state
+            .supervisor
+            .turn(&user, message, deadline, Some(events_tx))
+            .await;
+        let event = match result {
+            Ok(outcome) => Event::default()
+                .event("done")
+                .data(outcome_json(&outcome, &task_trace).to_string()),
+            Err(error) => Event::default()
+                .event("error")
+                .data(ApiError::from(error).body().to_string()),
+        };
+        let _ = done_tx.send(event);
+    });
+    let guard = AbortOnDrop(task);
+    let progress = UnboundedReceiverStream::new(events_rx).map(|event| match event {
+        TurnEvent::ToolCall {
+            id,
+            name,
+            arguments,
+        } => Event::default()
+            .event("tool_call")
+            .data(json!({"id": id, "name": name, "arguments": arguments}).to_string()),
+        TurnEvent::ToolResult(record) => Event::default().event("tool_result").data(
+            json!({
+                "id": record.id,
+                "name": record.name,
+                "result": record.result,
+                "is_error": record.is_error,
+            })
+            .to_string(),
+        ),
+        TurnEvent::Text(text) => Event::default()
+            .event("text")
+            .data(json!({"text": text}).to_string()),
+    });
+    let done = futures::stream::once(async move {
+        done_rx.await.unwrap_or_else(|_| {
+            Event::default().event("error").data(
+                json!({"error": {"code": "conversation_failed", "message": "the turn ended without an answer"}})
+                    .to_string(),
+            )
+        })
+    });
+    let stream = progress.chain(done).map(move |event| {
+        let _keep = &guard;
+        Ok(event)
+    });
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}
+
+fn history_json(user: &UserId, messages: &[ChatMessage]) -> Value {
+    json!({ "user_id": user, "messages": messages })
+}
+
+async fn get_history(
+    State(state): State<ApiState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(raw_user): Path<String>,
+    headers: HeaderMap,
+) -> Result<axum::Json<Value>, ApiError> {
+    let user = admit(&state, peer, &headers, &raw_user)?;
+    let messages = state.supervisor.history(&user).await?;
+    Ok(axum::Json(history_json(&user, &messages)))
+}
+
+async fn delete_history(
+    State(state): State<ApiState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(raw_user): Path<String>,
+    headers: HeaderMap,
+) -> Result<axum::Json<Value>, ApiError> {
+    let user = admit(&state, peer, &headers, &raw_user)?;
+    state.supervisor.reset(&user).await?;
+    Ok(axum::Json(json!({ "deleted": true })))
+}
+
+async fn readyz(State(state): State<ApiState>) -> Response {
+    let mcp = state.mcp.is_connected();
+    let llm = state.llm.is_ready();
+    let body = json!({
+        "ready": mcp && llm,
+        "mcp": if mcp { "connected" } else { "disconnected" },
+        "llm": if llm { "ready" } else { "unavailable" },
+    });
+    let status = if mcp && llm {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+async fn metrics(
+    State(state): State<ApiState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    match state.auth.caller(peer, &headers) {
+        Ok(auth::Caller::User(_)) => {
+            return ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "metrics need a service token",
+            )
+            .into_response();
+        }
+        Err(error) => return error.into_response(),
+        Ok(_) => {}
+    }
+    let out = render_metrics(&state);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response()
+}
+
+/// Every daemon metric in Prometheus text format.
+fn render_metrics(state: &ApiState) -> String {
+    use crate::metrics::render_value;
+    let mut out = String::with_capacity(8 * 1024);
+    let turns = state.supervisor.metrics();
+    render_value(
+        &mut out,
+        "memento_live_conversations",
+        "gauge",
+        "Live conversation actors.",
+        state.supervisor.live_actors(),
+    );
+    render_value(
+        &mut out,
+        "memento_turns_total",
+        "counter",
+        "Turns finished.",
+        turns.turns.get(),
+    );
+    render_value(
+        &mut out,
+        "memento_turn_errors_total",
+        "counter",
+        "Turns that failed.",
+        turns.turn_errors.get(),
+    );
+    render_value(
+        &mut out,
+        "memento_turns_overloaded_total",
+        "counter",
+        "Turns refused: too many in progress.",
+        turns.overloaded.get(),
+    );
+    render_value(
+        &mut out,
+        "memento_conversation_failures_total",
+        "counter",
+        "Conversation actors that failed and were restarted.",
+        turns.actor_failures.get(),
+    );
+    render_value(
+        &mut out,
+        "memento_conversation_stops_total",
+        "counter",
+        "Conversation actors stopped (idle or evicted).",
+        turns.actor_stops.get(),
+    );
+    turns.latency.render(
+        &mut out,
+        "memento_turn_duration_seconds",
+        "Turn latency.",
+        "",
+    );
+    let llm = state.llm.metrics();
+    render_value(
+        &mut out,
+        "memento_llm_requests_total",
+        "counter",
+        "LLM requests.",
+        llm.requests.get(),
+    );
+    render_value(
+        &mut out,
+        "memento_llm_failures_total",
+        "counter",
+        "LLM requests failed after retries.",
+        llm.failures.get(),
+    );
+    render_value(
+        &mut out,
+        "memento_llm_retries_total",
+        "counter",
+        "LLM retries.",
+        llm.retries.get(),
+    );
+    render_value(
+        &mut out,
+        "memento_llm_throttled_total",
+        "counter",
+        "HTTP 429 answers from the LLM provider.",
+        llm.throttled.get(),
+    );
+    render_value(
+        &mut out,
+        "memento_llm_user_limited_total",
+        "counter",
+        "Requests refused by the per-user limit.",
+        llm.user_limited.get(),
+    );
+    render_value(
+        &mut out,
+        "memento_llm_input_tokens_total",
+        "counter",
+        "Prompt tokens.",
+        llm.input_tokens.get(),
+    );
+    render_value(
+        &mut out,
+        "memento_llm_output_tokens_total",
+        "counter",
+        "Completion tokens.",
+        llm.output_tokens.get(),
+    );
+    render_value(
+        &mut out,
+        "memento_llm_in_flight",
+        "gauge",
+        "LLM requests in flight.",
+        llm.in_flight.get(),
+    );
+    llm.latency.render(
+        &mut out,
+        "memento_llm_request_duration_seconds",
+        "LLM request latency (waits and retries included).",
+        "",
+    );
+    llm.rate_limit_wait.render(
+        &mut out,
+        "memento_llm_rate_limit_wait_seconds",
+        "Time waiting for rate-limit capacity.",
+        "",
+    );
+    let mcp = state.mcp.metrics();
+    render_value(
+        &mut out,
+        "memento_mcp_connected",
+        "gauge",
+        "1 while the MCP session is up.",
+        mcp.connected.get(),
+    );
+    render_value(
+        &mut out,
+        "memento_mcp_connects_total",
+        "counter",
+        "MCP (re)connections.",
+        mcp.connects.get(),
+    );
+    render_value(
+        &mut out,
+        "memento_mcp_calls_total",
+        "counter",
+        "MCP tool calls.",
+        mcp.calls.get(),
+    );
+    render_value(
+        &mut out,
+        "memento_mcp_failures_total",
+        "counter",
+        "MCP tool calls that failed (transport, timeout).",
+        mcp.failures.get(),
+    );
+    render_value(
+        &mut out,
+        "memento_mcp_tool_errors_total",
+        "counter",
+        "MCP tool calls answered with isError.",
+        mcp.tool_errors.get(),
+    );
+    mcp.latency.render(
+        &mut out,
+        "memento_mcp_call_duration_seconds",
+        "MCP tool call latency.",
+        "",
+    );
+    if let Some(export) = &state.export_stats {
+        render_value(
+            &mut out,
+            "memento_trace_spans_exported_total",
+            "counter",
+            "Spans exported over OTLP.",
+            export.exported.get(),
+        );
+        render_value(
+            &mut out,
+            "memento_trace_spans_dropped_total",
+            "counter",
+            "Spans dropped: the export queue was full.",
+            export.dropped.get(),
+        );
+        render_value(
+            &mut out,
+            "memento_trace_export_failures_total",
+            "counter",
+            "OTLP export requests that failed.",
+            export.failed_batches.get(),
+        );
+    }
+    out
+}

@@ -1,0 +1,176 @@
+//! Who may act for which user: bearer tokens, or loopback-only when none are configured.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use axum::http::{HeaderMap, StatusCode, header};
+
+use super::error::ApiError;
+use crate::config::AuthConfig;
+use crate::domain::UserId;
+
+/// The authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// No tokens configured: a loopback client, trusted for any user.
+    Local,
+    /// A service token: may act for any user.
+    Service,
+    /// A user token: may act only for this user.
+    User(UserId),
+}
+
+impl Caller {
+    /// Checks that this caller may act for `user`.
+    pub fn authorize(&self, user: &UserId) -> Result<(), ApiError> {
+        match self {
+            Caller::Local | Caller::Service => Ok(()),
+            Caller::User(own) if own == user => Ok(()),
+            Caller::User(_) => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "this token may only act for its own user",
+            )),
+        }
+    }
+}
+
+/// Token tables, prepared once.
+#[derive(Debug, Clone, Default)]
+pub struct Auth {
+    users_by_token: HashMap<String, UserId>,
+    service_tokens: Vec<String>,
+}
+
+impl Auth {
+    /// Prepares the tables; invalid user ids were rejected by config validation.
+    pub fn new(config: &AuthConfig) -> Auth {
+        let users_by_token = config
+            .user_tokens
+            .iter()
+            .filter_map(|(user, token)| UserId::parse(user).ok().map(|u| (token.clone(), u)))
+            .collect();
+        Auth {
+            users_by_token,
+            service_tokens: config.service_tokens.clone(),
+        }
+    }
+
+    /// True when no token is configured (loopback-only mode).
+    pub fn is_open(&self) -> bool {
+        self.users_by_token.is_empty() && self.service_tokens.is_empty()
+    }
+
+    /// Identifies the caller from its address and headers.
+    pub fn caller(&self, peer: SocketAddr, headers: &HeaderMap) -> Result<Caller, ApiError> {
+        if self.is_open() {
+            return if peer.ip().is_loopback() {
+                Ok(Caller::Local)
+            } else {
+                Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "loopback_only",
+                    "no API tokens are configured, so only local clients are served",
+                ))
+            };
+        }
+        let token = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|h| h.to_str().ok())
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .map(str::trim)
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "missing bearer token (Authorization: Bearer TOKEN)",
+                )
+            })?;
+        if self
+            .service_tokens
+            .iter()
+            .any(|t| constant_time_eq(t, token))
+        {
+            return Ok(Caller::Service);
+        }
+        // Compare against every user token so timing does not reveal which one was close.
+        let mut found = None;
+        for (candidate, user) in &self.users_by_token {
+            if constant_time_eq(candidate, token) {
+                found = Some(user.clone());
+            }
+        }
+        found.map(Caller::User).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "unknown bearer token",
+            )
+        })
+    }
+}
+
+fn constant_time_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auth() -> Auth {
+        let mut config = AuthConfig::default();
+        config
+            .user_tokens
+            .insert("alice".into(), "alice-token".into());
+        config.service_tokens.push("service-token".into());
+        Auth::new(&config)
+    }
+
+    fn bearer(token: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::AUTHORIZATION,
+            format!("Bearer {token}").parse().unwrap(),
+        );
+        headers
+    }
+
+    #[test]
+    fn tokens_map_to_callers() {
+        let auth = auth();
+        let peer: SocketAddr = "10.0.0.1:5000".parse().unwrap();
+        let alice = UserId::parse("alice").unwrap();
+        let bob = UserId::parse("bob").unwrap();
+        let caller = auth.caller(peer, &bearer("alice-token")).unwrap();
+        assert!(caller.authorize(&alice).is_ok());
+        assert_eq!(
+            caller.authorize(&bob).unwrap_err().status,
+            StatusCode::FORBIDDEN
+        );
+        let service = auth.caller(peer, &bearer("service-token")).unwrap();
+        assert!(service.authorize(&bob).is_ok());
+        for bad in [HeaderMap::new(), bearer("nope"), bearer("alice-token2")] {
+            assert_eq!(
+                auth.caller(peer, &bad).unwrap_err().status,
+                StatusCode::UNAUTHORIZED
+            );
+        }
+    }
+
+    #[test]
+    fn open_mode_is_loopback_only() {
+        let auth = Auth::default();
+        assert!(
+            auth.caller("127.0.0.1:1".parse().unwrap(), &HeaderMap::new())
+                .is_ok()
+        );
+        assert!(
+            auth.caller("[::1]:1".parse().unwrap(), &HeaderMap::new())
+                .is_ok()
+        );
+        let remote = auth.caller("192.168.1.2:1".parse().unwrap(), &HeaderMap::new());
+        assert_eq!(remote.unwrap_err().status, StatusCode::FORBIDDEN);
+    }
+}

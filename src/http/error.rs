@@ -1,0 +1,82 @@
+//! `ApiError`: the only place where failures become HTTP status codes and the JSON error
+//! shape `{"error": {"code": "...", "message": "..."}}`.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::conversation::TurnError;
+
+/// An API failure with its status, a stable machine-readable code and a message for people.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Stable code, e.g. `invalid_user_id`.
+    pub code: &'static str,
+    /// What happened and what to do.
+    pub message: String,
+}
+
+impl ApiError {
+    /// A new error.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// 400.
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    /// The JSON body.
+    pub fn body(&self) -> serde_json::Value {
+        json!({ "error": { "code": self.code, "message": self.message } })
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, axum::Json(self.body())).into_response()
+    }
+}
+
+impl From<TurnError> for ApiError {
+    fn from(error: TurnError) -> Self {
+        let message = error.to_string();
+        match error {
+            TurnError::DeadlineExceeded => {
+                ApiError::new(StatusCode::GATEWAY_TIMEOUT, "deadline_exceeded", message)
+            }
+            TurnError::Llm(llm) if llm.is_user_rate_limited() => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
+            }
+            TurnError::Llm(_) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "llm_unavailable", message)
+            }
+            TurnError::Overloaded => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", message)
+            }
+            TurnError::ShuttingDown => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", message)
+            }
+            TurnError::Cancelled => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "cancelled", message)
+            }
+            TurnError::ActorFailed => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "conversation_failed",
+                message,
+            ),
+            TurnError::History(_) => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "history_unavailable",
+                message,
+            ),
+        }
+    }
+}

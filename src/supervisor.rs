@@ -1,0 +1,484 @@
+//! The supervisor: one conversation actor per user, spawned on the user's first message.
+//!
+//! - Keeps `user -> conversation` in a `DashMap` shared with [`SupervisorHandle`], so
+//!   routing a turn to a live conversation never passes through the supervisor's mailbox;
+//!   only spawning does.
+//! - Conversations are linked to it: a failed one is removed and restarted on the user's next
+//!   message, its history reloaded from disk (saved after every turn).
+//! - A periodic sweep stops conversations idle longer than `conversation.idle_timeout`;
+//!   at `conversation.max_actors`, spawning evicts the least recently used idle ones.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use dashmap::DashMap;
+use ractor::{Actor, ActorProcessingErr, ActorRef, ActorStatus, RpcReplyPort, SupervisionEvent};
+use tokio::sync::{Semaphore, mpsc};
+use tokio::time::Instant;
+
+use crate::config::ConversationConfig;
+use crate::conversation::{
+    Conversation, ConversationArgs, ConversationMsg, REPLY_GRACE, TurnError, TurnEvent,
+    TurnOutcome, TurnRequest,
+};
+use crate::domain::UserId;
+use crate::history::HistoryStore;
+use crate::llm::LlmHandle;
+use crate::llm::types::ChatMessage;
+use crate::mcp::McpHandle;
+use crate::metrics::{Counter, Gauge, Histogram};
+
+/// How often idle conversations are looked for.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Turn and actor metrics for `/metrics`.
+#[derive(Debug, Default)]
+pub struct TurnMetrics {
+    /// Turns finished, successfully or not.
+    pub turns: Counter,
+    /// Turns that failed.
+    pub turn_errors: Counter,
+    /// Turns refused because too many were in progress.
+    pub overloaded: Counter,
+    /// Turn latency.
+    pub latency: Histogram,
+    /// Live conversation actors.
+    pub live_actors: Gauge,
+    /// Conversations that failed and were removed (restarted on the next message).
+    pub actor_failures: Counter,
+    /// Conversations stopped for idleness or eviction.
+    pub actor_stops: Counter,
+}
+
+/// A live conversation and when it was last used.
+pub struct ConversationEntry {
+    actor: ActorRef<ConversationMsg>,
+    /// Milliseconds since the supervisor started.
+    last_active: AtomicU64,
+    /// Turns queued or running.
+    busy: AtomicUsize,
+}
+
+/// The typed handle the HTTP layer uses. Cheap to clone.
+#[derive(Clone)]
+pub struct SupervisorHandle {
+    actor: ActorRef<SupervisorMsg>,
+    entries: Arc<DashMap<UserId, Arc<ConversationEntry>>>,
+    turn_limit: Arc<Semaphore>,
+    /// The configured size of `turn_limit`.
+    turn_capacity: usize,
+    metrics: Arc<TurnMetrics>,
+    /// Reference point of `ConversationEntry::last_active`.
+    started: Instant,
+}
+
+/// Spawn arguments.
+pub struct SupervisorArgs {
+    /// Shared LLM actor.
+    pub llm: LlmHandle,
+    /// Shared MCP actor.
+    pub mcp: McpHandle,
+    /// History store.
+    pub history: HistoryStore,
+    /// Limits.
+    pub config: ConversationConfig,
+    /// Turns in progress at once.
+    pub max_concurrent_turns: usize,
+}
+
+impl SupervisorHandle {
+    /// Spawns the supervisor.
+    pub async fn spawn(args: SupervisorArgs) -> Result<SupervisorHandle, ractor::SpawnErr> {
+        let entries = Arc::new(DashMap::new());
+        let metrics = Arc::new(TurnMetrics::default());
+        let turn_capacity = args
+            .max_concurrent_turns
+            .clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
+        let turn_limit = Arc::new(Semaphore::new(turn_capacity));
+        let started = Instant::now();
+        let state_args = SupervisorState {
+            conversation: ConversationArgsTemplate {
+                llm: args.llm,
+                mcp: args.mcp,
+                history: args.history,
+                config: Arc::new(args.config),
+            },
+            entries: entries.clone(),
+            metrics: metrics.clone(),
+            started,
+        };
+        let (actor, _join) = Actor::spawn(None, Supervisor, state_args).await?;
+        Ok(SupervisorHandle {
+            actor,
+            entries,
+            turn_limit,
+            turn_capacity,
+            metrics,
+            started,
+        })
+    }
+
+    /// Runs one turn for `user`: in order with the user's other turns, concurrently with
+    /// everyone else's.
+    pub async fn turn(
+        &self,
+        user: &UserId,
+        message: String,
+        deadline: Instant,
+        events: Option<mpsc::UnboundedSender<TurnEvent>>,
+    ) -> Result<TurnOutcome, TurnError> {
+        // Dropping this future (the HTTP client went away) cancels the turn.
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let _cancel_on_drop = cancel.clone().drop_guard();
+        let Ok(_permit) = self.turn_limit.clone().try_acquire_owned() else {
+            self.metrics.overloaded.inc();
+            return Err(TurnError::Overloaded);
+        };
+        let started = Instant::now();
+        let result = self
+            .turn_inner(user, message, deadline, events, cancel)
+            .await;
+        self.metrics.turns.inc();
+        self.metrics.latency.observe(started.elapsed());
+        if result.is_err() {
+            self.metrics.turn_errors.inc();
+        }
+        result
+    }
+
+    async fn turn_inner(
+        &self,
+        user: &UserId,
+        message: String,
+        deadline: Instant,
+        events: Option<mpsc::UnboundedSender<TurnEvent>>,
+        cancel: tokio_util::sync::CancellationToken,
+    ) -> Result<TurnOutcome, TurnError> {
+        let turn_id = uuid::Uuid::now_v7().simple().to_string();
+        // A conversation stopped for idleness between lookup and send never saw the message,
+        // so one retry with a fresh actor is safe. A failure during the turn is not retried.
+        for attempt in 0..2 {
+            let entry = self.conversation(user).await?;
+            entry.busy.fetch_add(1, Ordering::AcqRel);
+            let _busy = BusyGuard(&entry);
+            let request = TurnRequest {
+                message: message.clone(),
+                deadline,
+                events: events.clone(),
+                turn_id: turn_id.clone(),
+                cancel: cancel.clone(),
+            };
+            let wait = deadline.saturating_duration_since(Instant::now()) + REPLY_GRACE;
+            let result = entry
+                .actor
+                .call(|reply| ConversationMsg::Turn { request, reply }, Some(wait))
+                .await;
+            self.touch(&entry);
+            match result {
+                Ok(ractor::rpc::CallResult::Success(outcome)) => return outcome,
+                Ok(ractor::rpc::CallResult::Timeout) => return Err(TurnError::DeadlineExceeded),
+                Ok(ractor::rpc::CallResult::SenderError) => return Err(TurnError::ActorFailed),
+                Err(_) if attempt == 0 => continue,
+                Err(_) => return Err(TurnError::ActorFailed),
+            }
+        }
+        Err(TurnError::ActorFailed)
+    }
+
+    /// The user's history, oldest first.
+    pub async fn history(&self, user: &UserId) -> Result<Vec<ChatMessage>, TurnError> {
+        let entry = self.conversation(user).await?;
+        self.touch(&entry);
+        match entry
+            .actor
+            .call(
+                |reply| ConversationMsg::History { reply },
+                Some(Duration::from_secs(60)),
+            )
+            .await
+        {
+            Ok(ractor::rpc::CallResult::Success(history)) => history,
+            Ok(ractor::rpc::CallResult::Timeout) => Err(TurnError::DeadlineExceeded),
+            _ => Err(TurnError::ActorFailed),
+        }
+    }
+
+    /// Forgets the user's history.
+    pub async fn reset(&self, user: &UserId) -> Result<(), TurnError> {
+        let entry = self.conversation(user).await?;
+        match entry
+            .actor
+            .call(
+                |reply| ConversationMsg::Reset { reply },
+                Some(Duration::from_secs(60)),
+            )
+            .await
+        {
+            Ok(ractor::rpc::CallResult::Success(result)) => result,
+            Ok(ractor::rpc::CallResult::Timeout) => Err(TurnError::DeadlineExceeded),
+            _ => Err(TurnError::ActorFailed),
+        }
+    }
+
+    /// Live conversation actors.
+    pub fn live_actors(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Metrics.
+    pub fn metrics(&self) -> &TurnMetrics {
+        &self.metrics
+    }
+
+    /// Makes the user's conversation actor panic (tests of supervision only).
+    #[doc(hidden)]
+    pub async fn crash_for_test(&self, user: &UserId) -> Result<(), TurnError> {
+        let entry = self.conversation(user).await?;
+        entry
+            .actor
+            .cast(ConversationMsg::Crash)
+            .map_err(|_| TurnError::ActorFailed)
+    }
+
+    /// Stops taking turns, lets running ones finish within `grace`, stops every actor.
+    pub async fn shutdown(&self, grace: Duration) {
+        // Taking every permit waits for in-flight turns and refuses new ones.
+        let permits = u32::try_from(self.turn_capacity).unwrap_or(u32::MAX);
+        let drained = tokio::time::timeout(grace, self.turn_limit.acquire_many(permits)).await;
+        if drained.is_err() {
+            tracing::warn!(
+                ?grace,
+                "turns still running after the grace period; stopping anyway"
+            );
+        }
+        self.turn_limit.close();
+        let _ = self
+            .actor
+            .stop_children_and_wait(Some("shutdown".into()), Some(Duration::from_secs(5)))
+            .await;
+        let _ = self
+            .actor
+            .stop_and_wait(Some("shutdown".into()), Some(Duration::from_secs(5)))
+            .await;
+    }
+
+    fn touch(&self, entry: &ConversationEntry) {
+        entry
+            .last_active
+            .store(millis_since(self.started), Ordering::Relaxed);
+    }
+
+    /// The live conversation of `user`, spawning it if needed.
+    async fn conversation(&self, user: &UserId) -> Result<Arc<ConversationEntry>, TurnError> {
+        if let Some(entry) = self.entries.get(user)
+            && entry.actor.get_status() == ActorStatus::Running
+        {
+            return Ok(entry.clone());
+        }
+        match self
+            .actor
+            .call(
+                |reply| SupervisorMsg::Spawn {
+                    user: user.clone(),
+                    reply,
+                },
+                Some(Duration::from_secs(30)),
+            )
+            .await
+        {
+            Ok(ractor::rpc::CallResult::Success(result)) => result,
+            _ => Err(TurnError::ShuttingDown),
+        }
+    }
+}
+
+struct BusyGuard<'a>(&'a ConversationEntry);
+
+impl Drop for BusyGuard<'_> {
+    fn drop(&mut self) {
+        self.0.busy.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+fn millis_since(start: Instant) -> u64 {
+    u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+// === The supervisor actor ===
+
+/// Messages of the supervisor.
+pub enum SupervisorMsg {
+    /// Reply with the user's live conversation, spawning (or restarting) it if needed.
+    Spawn {
+        /// Whose.
+        user: UserId,
+        /// The live entry, or why there is none.
+        reply: RpcReplyPort<Result<Arc<ConversationEntry>, TurnError>>,
+    },
+    /// Stop conversations idle longer than the idle timeout. Sent by a timer.
+    Sweep,
+}
+
+/// The conversation arguments minus the user.
+struct ConversationArgsTemplate {
+    llm: LlmHandle,
+    mcp: McpHandle,
+    history: HistoryStore,
+    config: Arc<ConversationConfig>,
+}
+
+/// The supervisor actor.
+pub struct Supervisor;
+
+/// Its state.
+pub struct SupervisorState {
+    conversation: ConversationArgsTemplate,
+    entries: Arc<DashMap<UserId, Arc<ConversationEntry>>>,
+    metrics: Arc<TurnMetrics>,
+    started: Instant,
+}
+
+impl Actor for Supervisor {
+    type Msg = SupervisorMsg;
+    type State = SupervisorState;
+    type Arguments = SupervisorState;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        state: SupervisorState,
+    ) -> Result<SupervisorState, ActorProcessingErr> {
+        myself.send_interval(SWEEP_INTERVAL, || SupervisorMsg::Sweep);
+        Ok(state)
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        message: SupervisorMsg,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            SupervisorMsg::Spawn { user, reply } => {
+                let result = state.spawn(&myself, &user).await;
+                let _ = reply.send(result);
+            }
+            SupervisorMsg::Sweep => state.sweep(),
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        _myself: ActorRef<SupervisorMsg>,
+        event: SupervisionEvent,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match event {
+            SupervisionEvent::ActorFailed(cell, error) => {
+                state.metrics.actor_failures.inc();
+                tracing::error!(actor = %cell.get_id(), %error, "conversation failed; it restarts on the user's next message");
+                state.forget(cell.get_id());
+            }
+            SupervisionEvent::ActorTerminated(cell, _, _) => state.forget(cell.get_id()),
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+impl SupervisorState {
+    async fn spawn(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        user: &UserId,
+    ) -> Result<Arc<ConversationEntry>, TurnError> {
+        if let Some(entry) = self.entries.get(user)
+            && entry.actor.get_status() == ActorStatus::Running
+        {
+            return Ok(entry.clone());
+        }
+        if self.entries.len() >= self.conversation.config.max_actors {
+            self.evict_idle();
+        }
+        let args = ConversationArgs {
+            user: user.clone(),
+            llm: self.conversation.llm.clone(),
+            mcp: self.conversation.mcp.clone(),
+            history: self.conversation.history.clone(),
+            config: self.conversation.config.clone(),
+        };
+        let (actor, _join) = Actor::spawn_linked(None, Conversation, args, myself.get_cell())
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "cannot spawn a conversation");
+                TurnError::ShuttingDown
+            })?;
+        let entry = Arc::new(ConversationEntry {
+            actor,
+            last_active: AtomicU64::new(millis_since(self.started)),
+            busy: AtomicUsize::new(0),
+        });
+        self.entries.insert(user.clone(), entry.clone());
+        self.metrics.live_actors.set(self.entries.len() as u64);
+        Ok(entry)
+    }
+
+    fn forget(&mut self, id: ractor::ActorId) {
+        self.entries.retain(|_, entry| entry.actor.get_id() != id);
+        self.metrics.live_actors.set(self.entries.len() as u64);
+    }
+
+    fn is_idle(entry: &ConversationEntry) -> bool {
+        entry.busy.load(Ordering::Acquire) == 0
+    }
+
+    /// Stops conversations idle longer than the idle timeout.
+    fn sweep(&mut self) {
+        let now = millis_since(self.started);
+        let idle_ms =
+            u64::try_from(self.conversation.config.idle_timeout.as_millis()).unwrap_or(u64::MAX);
+        let stale: Vec<UserId> = self
+            .entries
+            .iter()
+            .filter(|e| {
+                Self::is_idle(e.value())
+                    && now.saturating_sub(e.value().last_active.load(Ordering::Relaxed)) > idle_ms
+            })
+            .map(|e| e.key().clone())
+            .collect();
+        for user in stale {
+            self.stop(&user, "idle");
+        }
+    }
+
+    /// At the actor cap: stops the least recently used idle tenth (at least one).
+    fn evict_idle(&mut self) {
+        let mut idle: Vec<(u64, UserId)> = self
+            .entries
+            .iter()
+            .filter(|e| Self::is_idle(e.value()))
+            .map(|e| {
+                (
+                    e.value().last_active.load(Ordering::Relaxed),
+                    e.key().clone(),
+                )
+            })
+            .collect();
+        idle.sort();
+        let count = (self.conversation.config.max_actors / 10).max(1);
+        for (_, user) in idle.into_iter().take(count) {
+            self.stop(&user, "evicted");
+        }
+    }
+
+    fn stop(&mut self, user: &UserId, reason: &str) {
+        if let Some((_, entry)) = self.entries.remove(user) {
+            // History is saved after every turn, so stopping loses nothing.
+            entry.actor.stop(Some(reason.to_owned()));
+            self.metrics.actor_stops.inc();
+        }
+        self.metrics.live_actors.set(self.entries.len() as u64);
+    }
+}
