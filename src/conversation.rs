@@ -65,6 +65,21 @@ pub enum TurnError {
     Cancelled,
 }
 
+impl TurnError {
+    /// A short stable name, for `error.type` on spans.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            TurnError::DeadlineExceeded => "deadline_exceeded",
+            TurnError::Llm(_) => "llm_error",
+            TurnError::History(_) => "history_error",
+            TurnError::Overloaded => "overloaded",
+            TurnError::ActorFailed => "actor_failed",
+            TurnError::ShuttingDown => "shutting_down",
+            TurnError::Cancelled => "cancelled",
+        }
+    }
+}
+
 impl From<HistoryError> for TurnError {
     fn from(error: HistoryError) -> Self {
         TurnError::History(error.to_string())
@@ -127,6 +142,8 @@ pub struct TurnRequest {
     pub turn_id: String,
     /// Cancelled when the caller goes away (HTTP client disconnected): the turn stops.
     pub cancel: tokio_util::sync::CancellationToken,
+    /// The caller's span (the HTTP request): the turn's span is its child.
+    pub parent: tracing::Span,
 }
 
 /// Messages of a conversation actor. Every variant with a `reply` must be answered.
@@ -205,13 +222,36 @@ impl Actor for Conversation {
             ConversationMsg::Turn { request, reply } => {
                 let deadline = request.deadline;
                 let cancel = request.cancel.clone();
+                let span = tracing::info_span!(
+                    parent: &request.parent,
+                    "turn",
+                    otel.name = "conversation turn",
+                    memento.user.id = tracing::field::Empty,
+                    memento.tool_rounds = tracing::field::Empty,
+                    error.type = tracing::field::Empty,
+                );
+                if state.args.config.record_user_id {
+                    span.record("memento.user.id", state.args.user.as_str());
+                }
+                let turn = tracing::Instrument::instrument(
+                    tokio::time::timeout_at(deadline, state.turn(request)),
+                    span.clone(),
+                );
                 let outcome = tokio::select! {
-                    outcome = tokio::time::timeout_at(deadline, state.turn(request)) => match outcome {
+                    outcome = turn => match outcome {
                         Ok(outcome) => outcome,
                         Err(_) => Err(TurnError::DeadlineExceeded),
                     },
                     () = cancel.cancelled() => Err(TurnError::Cancelled),
                 };
+                match &outcome {
+                    Ok(outcome) => {
+                        span.record("memento.tool_rounds", outcome.tool_calls.len());
+                    }
+                    Err(error) => {
+                        span.record("error.type", error.kind());
+                    }
+                }
                 let _ = reply.send(outcome);
             }
             ConversationMsg::History { reply } => {

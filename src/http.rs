@@ -180,21 +180,34 @@ async fn post_message(
         Ok(message) => message,
         Err(error) => return error.into_response(),
     };
-    let trace_id = new_trace_id();
+    let span = tracing::info_span!(
+        "http",
+        otel.name = "POST /v1/users/{user_id}/messages",
+        otel.kind = "server",
+        http.request.method = "POST",
+        http.route = "/v1/users/{user_id}/messages",
+        http.response.status_code = tracing::field::Empty,
+    );
+    crate::telemetry::extract_from_headers(&span, &headers);
+    let trace_id = crate::telemetry::trace_id(&span).unwrap_or_else(new_trace_id);
     let deadline = Instant::now() + state.turn_deadline;
-    let span = tracing::info_span!("turn", trace_id = %trace_id);
     if wants_stream(&headers) {
-        return stream_turn(state, user, message, deadline, trace_id).into_response();
+        span.record("http.response.status_code", 200);
+        return stream_turn(state, user, message, deadline, trace_id, span).into_response();
     }
     let result = tracing::Instrument::instrument(
         state.supervisor.turn(&user, message, deadline, None),
-        span,
+        span.clone(),
     )
     .await;
     match result {
-        Ok(outcome) => axum::Json(outcome_json(&outcome, &trace_id)).into_response(),
+        Ok(outcome) => {
+            span.record("http.response.status_code", 200);
+            axum::Json(outcome_json(&outcome, &trace_id)).into_response()
+        }
         Err(error) => {
             let mut body = ApiError::from(error);
+            span.record("http.response.status_code", body.status.as_u16());
             body.message = format!("{} (trace_id {trace_id})", body.message);
             body.into_response()
         }
@@ -216,15 +229,19 @@ fn stream_turn(
     message: String,
     deadline: Instant,
     trace_id: String,
+    span: tracing::Span,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let (events_tx, events_rx) = mpsc::unbounded_channel::<TurnEvent>();
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<Event>();
     let task_trace = trace_id.clone();
     let task = tokio::spawn(async move {
-        let result = state
-            .supervisor
-            .turn(&user, message, deadline, Some(events_tx))
-            .await;
+        let result = tracing::Instrument::instrument(
+            state
+                .supervisor
+                .turn(&user, message, deadline, Some(events_tx)),
+            span,
+        )
+        .await;
         let event = match result {
             Ok(outcome) => Event::default()
                 .event("done")

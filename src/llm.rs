@@ -316,6 +316,8 @@ pub enum LlmMsg {
         request: ChatRequest,
         /// When the caller stops waiting.
         deadline: Instant,
+        /// The caller's span: the `chat` span becomes its child.
+        parent: tracing::Span,
         /// The answer.
         reply: RpcReplyPort<Result<ChatResponse, LlmError>>,
     },
@@ -353,6 +355,7 @@ impl LlmHandle {
                 |reply| LlmMsg::Complete {
                     request,
                     deadline,
+                    parent: tracing::Span::current(),
                     reply,
                 },
                 Some(wait),
@@ -420,6 +423,7 @@ impl Actor for Llm {
             LlmMsg::Complete {
                 request,
                 deadline,
+                parent,
                 reply,
             } => {
                 shared.metrics.requests.inc();
@@ -427,6 +431,7 @@ impl Actor for Llm {
                 // Admission only: the wait and the call happen in the task.
                 tokio::spawn(async move {
                     let span = tracing::info_span!(
+                        parent: &parent,
                         "chat",
                         otel.name = %format!("chat {}", shared.model),
                         otel.kind = "client",

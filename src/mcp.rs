@@ -90,6 +90,8 @@ struct Session {
     /// Tools whose arguments carry the user.
     binds_user: HashSet<String>,
     generation: u64,
+    /// The server's session id, when the transport has one (for traces).
+    session_id: Option<String>,
 }
 
 /// The typed handle every conversation shares. Cheap to clone.
@@ -178,12 +180,34 @@ impl McpHandle {
         let _permit = self.limit.acquire().await.map_err(|_| McpError::Closed)?;
         self.metrics.calls.inc();
         let started = Instant::now();
+        // MCP semantic conventions: a client span per call, its context in `_meta`.
+        let span = tracing::info_span!(
+            "tools/call",
+            otel.name = %format!("tools/call {name}"),
+            otel.kind = "client",
+            mcp.method.name = "tools/call",
+            gen_ai.operation.name = "execute_tool",
+            gen_ai.tool.name = %name,
+            mcp.session.id = tracing::field::Empty,
+            error.type = tracing::field::Empty,
+        );
+        if let Some(id) = session.session_id.as_deref() {
+            span.record("mcp.session.id", id);
+        }
+        let mut meta = meta;
+        for (key, value) in crate::telemetry::inject_context(&span) {
+            meta.insert(key, Value::String(value));
+        }
         let mut params = CallToolRequestParams::new(name.to_owned());
         params.arguments = Some(arguments);
         if !meta.is_empty() {
             params.meta = Some(rmcp::model::RequestMetaObject::from(meta));
         }
-        let outcome = tokio::time::timeout(self.call_timeout, session.peer.call_tool(params)).await;
+        let outcome = tracing::Instrument::instrument(
+            tokio::time::timeout(self.call_timeout, session.peer.call_tool(params)),
+            span.clone(),
+        )
+        .await;
         self.metrics.latency.observe(started.elapsed());
         let result = match outcome {
             Err(_) => Err(McpError::Timeout(self.call_timeout)),
@@ -204,6 +228,7 @@ impl McpHandle {
                 let is_error = result.is_error == Some(true);
                 if is_error {
                     self.metrics.tool_errors.inc();
+                    span.record("error.type", "tool_error");
                 }
                 let text = result
                     .content
@@ -219,6 +244,7 @@ impl McpHandle {
             }
             Err(error) => {
                 self.metrics.failures.inc();
+                span.record("error.type", "transport_error");
                 Err(error)
             }
         }
@@ -390,6 +416,7 @@ impl Actor for Mcp {
                                 tools: Arc::new(definitions),
                                 binds_user,
                                 generation,
+                                session_id: session.session_id.clone(),
                             })));
                         }
                         Err(error) => tracing::warn!(%error, "cannot re-list MCP tools"),
@@ -442,6 +469,7 @@ async fn connect(myself: &ActorRef<McpMsg>, state: &mut McpState) -> Result<(), 
         generation,
     };
     let timeout = config.connect_timeout;
+    let mut session_id = None;
     let running = match config.transport {
         McpTransport::StreamableHttp => {
             let mut transport_config =
@@ -466,6 +494,7 @@ async fn connect(myself: &ActorRef<McpMsg>, state: &mut McpState) -> Result<(), 
             )
             .await
             .map_err(|e| e.to_string())?;
+            session_id = transport.session_id().map(str::to_owned);
             tokio::time::timeout(timeout, notifier.serve(transport))
                 .await
                 .map_err(|_| format!("no answer within {timeout:?}"))?
@@ -485,6 +514,7 @@ async fn connect(myself: &ActorRef<McpMsg>, state: &mut McpState) -> Result<(), 
         tools: Arc::new(definitions),
         binds_user,
         generation,
+        session_id,
     })));
     state.args.metrics.connects.inc();
     state.args.metrics.connected.set(1);

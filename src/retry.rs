@@ -122,7 +122,12 @@ pub fn exponential_delay(initial: Duration, max: Duration, attempt: u32) -> Dura
 /// Parses the retry hints of an HTTP response: `retry-after-ms` (milliseconds), then
 /// `retry-after` (seconds, or an HTTP date). Garbage is ignored.
 pub fn parse_retry_after(headers: &http::HeaderMap) -> Option<Duration> {
-    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
     if let Some(ms) = text("retry-after-ms").and_then(|v| v.parse::<f64>().ok())
         && ms.is_finite()
         && ms >= 0.0

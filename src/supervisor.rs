@@ -168,6 +168,7 @@ impl SupervisorHandle {
                 events: events.clone(),
                 turn_id: turn_id.clone(),
                 cancel: cancel.clone(),
+                parent: tracing::Span::current(),
             };
             let wait = deadline.saturating_duration_since(Instant::now()) + REPLY_GRACE;
             let result = entry

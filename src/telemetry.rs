@@ -112,7 +112,7 @@ fn init_with_env(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Telemetry, TelemetryError> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rmcp=warn"));
     // `RUST_LOG` filters what is logged to stderr only; spans for export have their own
     // filter (info and above), so quiet logs never mean missing traces.
     let fmt = tracing_subscriber::fmt::layer()
@@ -141,9 +141,14 @@ fn init_with_env(
         )
         .build();
     let tracer = provider.tracer("memento");
+    // Only Memento's own spans are exported (dependencies' internal spans would only add
+    // noise to a turn's trace).
+    let otel = tracing_subscriber::filter::Targets::new()
+        .with_target("memento", tracing::Level::INFO)
+        .with_default(tracing::Level::WARN);
     let otel = tracing_opentelemetry::layer()
         .with_tracer(tracer)
-        .with_filter(tracing_subscriber::filter::LevelFilter::INFO);
+        .with_filter(otel);
     let _ = tracing_subscriber::registry()
         .with(fmt)
         .with(otel)

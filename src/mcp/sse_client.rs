@@ -59,6 +59,16 @@ pub struct SseClientTransport {
     reader: JoinHandle<()>,
 }
 
+impl SseClientTransport {
+    /// The session id the server put in its `endpoint` URL, if any.
+    pub fn session_id(&self) -> Option<&str> {
+        self.endpoint.query()?.split('&').find_map(|pair| {
+            pair.strip_prefix("session_id=")
+                .or_else(|| pair.strip_prefix("sessionId="))
+        })
+    }
+}
+
 impl Drop for SseClientTransport {
     fn drop(&mut self) {
         self.reader.abort();

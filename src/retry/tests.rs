@@ -55,7 +55,12 @@ async fn permanent_errors_are_not_retried() {
         |_, _| panic!("no retry expected"),
         || {
             attempts.set(attempts.get() + 1);
-            async { Err(Failure { retryable: false, hint: None }) }
+            async {
+                Err(Failure {
+                    retryable: false,
+                    hint: None,
+                })
+            }
         },
     )
     .await;
@@ -68,7 +73,10 @@ async fn the_deadline_is_respected() {
     let started = Instant::now();
     let deadline = started + Duration::from_secs(2);
     let result: Result<(), Failure> = retry(
-        &RetryPolicy { max_retries: 100, ..RetryPolicy::default() },
+        &RetryPolicy {
+            max_retries: 100,
+            ..RetryPolicy::default()
+        },
         deadline,
         |_, _| {},
         || async {
@@ -101,7 +109,10 @@ async fn hints_are_clamped_and_success_ends_the_loop() {
             let n = attempts.get();
             async move {
                 if n < 3 {
-                    Err(Failure { retryable: true, hint: Some(Duration::from_secs(3600)) })
+                    Err(Failure {
+                        retryable: true,
+                        hint: Some(Duration::from_secs(3600)),
+                    })
                 } else {
                     Ok(n)
                 }
@@ -112,7 +123,11 @@ async fn hints_are_clamped_and_success_ends_the_loop() {
     assert_eq!(result, Ok(3));
     let notices = notices.borrow();
     assert_eq!(notices.len(), 2);
-    assert!(notices.iter().all(|n| n.delay == Duration::from_secs(1) && n.from_server));
+    assert!(
+        notices
+            .iter()
+            .all(|n| n.delay == Duration::from_secs(1) && n.from_server)
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -122,7 +137,12 @@ async fn backoff_grows_without_hints() {
         &RetryPolicy::default(),
         Instant::now() + Duration::from_secs(600),
         |_, notice| notices.borrow_mut().push(notice.delay),
-        || async { Err(Failure { retryable: true, hint: None }) },
+        || async {
+            Err(Failure {
+                retryable: true,
+                hint: None,
+            })
+        },
     )
     .await;
     let notices = notices.borrow();
@@ -144,16 +164,31 @@ fn retry_after_headers() {
         }
         map
     };
-    assert_eq!(parse_retry_after(&headers(&[("retry-after-ms", "300")])), Some(Duration::from_millis(300)));
+    assert_eq!(
+        parse_retry_after(&headers(&[("retry-after-ms", "300")])),
+        Some(Duration::from_millis(300))
+    );
     assert_eq!(
         parse_retry_after(&headers(&[("retry-after-ms", "250"), ("retry-after", "9")])),
         Some(Duration::from_millis(250))
     );
-    assert_eq!(parse_retry_after(&headers(&[("retry-after", "2")])), Some(Duration::from_secs(2)));
-    assert_eq!(parse_retry_after(&headers(&[("retry-after", "soon")])), None);
-    assert_eq!(parse_retry_after(&headers(&[("retry-after-ms", "-5")])), None);
+    assert_eq!(
+        parse_retry_after(&headers(&[("retry-after", "2")])),
+        Some(Duration::from_secs(2))
+    );
+    assert_eq!(
+        parse_retry_after(&headers(&[("retry-after", "soon")])),
+        None
+    );
+    assert_eq!(
+        parse_retry_after(&headers(&[("retry-after-ms", "-5")])),
+        None
+    );
     assert_eq!(parse_retry_after(&headers(&[])), None);
-    let past = parse_retry_after(&headers(&[("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT")]));
+    let past = parse_retry_after(&headers(&[(
+        "retry-after",
+        "Wed, 21 Oct 2015 07:28:00 GMT",
+    )]));
     assert_eq!(past, Some(Duration::ZERO));
 }
 

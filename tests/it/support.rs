@@ -387,3 +387,28 @@ pub fn spawn_mcp_server_on(data_dir: &Path, port: u16) -> ChildServer {
         url: format!("http://127.0.0.1:{port}"),
     }
 }
+
+/// Starts `memento serve --port 0` as a child process with `args` and `envs`; reads its URL.
+pub fn spawn_daemon(data_dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> ChildServer {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_memento"))
+        .args(["serve", "--port", "0", "--data-dir"])
+        .arg(data_dir)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .envs(envs.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn memento serve");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let first = lines.next().and_then(Result::ok).unwrap_or_default();
+    let url = first
+        .rsplit(' ')
+        .next()
+        .filter(|u| u.starts_with("http://"))
+        .unwrap_or_else(|| panic!("memento serve did not start: {first:?}"))
+        .to_owned();
+    std::thread::spawn(move || for _ in lines {});
+    ChildServer { child, url }
+}

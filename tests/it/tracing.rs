@@ -207,3 +207,121 @@ async fn a_dead_collector_does_not_break_or_slow_the_server() {
         timings[0]
     );
 }
+
+/// One turn, two processes, one trace: `memento serve` -> `memento mcp-server`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_trace_per_turn_across_daemon_and_mcp_server() {
+    let receiver = Receiver::start().await;
+    let mcp_dir = tempfile::tempdir().expect("tempdir");
+    let otel = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.url.as_str()),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+    ];
+    let mut mcp_env = otel.to_vec();
+    mcp_env.push(("OTEL_SERVICE_NAME", "mcp-test"));
+    let mcp = spawn_mcp_server_with_env(mcp_dir.path(), &mcp_env);
+    let daemon_dir = tempfile::tempdir().expect("tempdir");
+    let mut daemon_env = otel.to_vec();
+    daemon_env.push(("OTEL_SERVICE_NAME", "daemon-test"));
+    let mcp_url = format!("{}/mcp", mcp.url);
+    let daemon =
+        crate::support::spawn_daemon(daemon_dir.path(), &["--mcp-url", &mcp_url], &daemon_env);
+
+    let http = reqwest::Client::new();
+    let body: serde_json::Value = http
+        .post(format!("{}/v1/users/tina/messages", daemon.url))
+        .json(&json!({"message": "store this: my secret garden plan"}))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    let trace_hex = body["trace_id"].as_str().expect("trace id").to_owned();
+    let trace_id: Vec<u8> = (0..16)
+        .map(|i| u8::from_str_radix(&trace_hex[2 * i..2 * i + 2], 16).expect("hex"))
+        .collect();
+    eventually(
+        Duration::from_secs(20),
+        "both services exported the turn",
+        || async {
+            let spans = receiver.spans_of_trace(&trace_id);
+            spans.iter().any(|(_, s)| s.name == "sqlite store")
+                && spans
+                    .iter()
+                    .any(|(_, s)| s.name == "POST /v1/users/{user_id}/messages")
+                && spans
+                    .iter()
+                    .filter(|(_, s)| s.name.starts_with("chat "))
+                    .count()
+                    >= 2
+        },
+    )
+    .await;
+    let spans = receiver.spans_of_trace(&trace_id);
+    let find = |name: &str| {
+        spans
+            .iter()
+            .find(|(_, s)| s.name == name)
+            .unwrap_or_else(|| {
+                panic!(
+                    "no span {name:?} in {:?}",
+                    spans.iter().map(|(_, s)| &s.name).collect::<Vec<_>>()
+                )
+            })
+    };
+    let (http_service, http_span) = find("POST /v1/users/{user_id}/messages");
+    assert_eq!(http_service, "daemon-test");
+    let (_, turn) = find("conversation turn");
+    assert_eq!(turn.parent_span_id, http_span.span_id);
+    let chats: Vec<&Span> = spans
+        .iter()
+        .map(|(_, s)| s)
+        .filter(|s| s.name.starts_with("chat "))
+        .collect();
+    for chat in &chats {
+        assert_eq!(
+            chat.parent_span_id, turn.span_id,
+            "chat spans are children of the turn"
+        );
+        assert_eq!(
+            attribute(chat, "gen_ai.operation.name").as_deref(),
+            Some("chat")
+        );
+        assert!(attribute(chat, "gen_ai.provider.name").is_some());
+        assert!(attribute(chat, "gen_ai.request.model").is_some());
+        assert!(attribute(chat, "gen_ai.usage.input_tokens").is_some());
+        assert!(attribute(chat, "gen_ai.response.finish_reasons").is_some());
+    }
+    let (client_service, client) = find("tools/call store_memory");
+    let client = if client_service == "daemon-test" {
+        client
+    } else {
+        &spans
+            .iter()
+            .find(|(service, s)| service == "daemon-test" && s.name == "tools/call store_memory")
+            .expect("client span")
+            .1
+    };
+    assert_eq!(client.parent_span_id, turn.span_id);
+    assert_eq!(client.kind, 3, "SPAN_KIND_CLIENT");
+    assert_eq!(
+        attribute(client, "mcp.method.name").as_deref(),
+        Some("tools/call")
+    );
+    let (_, server) = spans
+        .iter()
+        .find(|(service, s)| service == "mcp-test" && s.name == "tools/call store_memory")
+        .expect("server span in the MCP server's service");
+    assert_eq!(
+        server.parent_span_id, client.span_id,
+        "the server continues the client's span"
+    );
+    let (_, storage) = find("sqlite store");
+    assert_eq!(storage.parent_span_id, server.span_id);
+    let dump = format!("{spans:?}");
+    assert!(
+        !dump.contains("secret garden"),
+        "message text is not recorded by default"
+    );
+}
