@@ -20,6 +20,9 @@ pub(crate) enum Command {
     /// user, the shared LLM and MCP actors. With no --mcp-url it also starts the memory MCP
     /// server in-process; with no Azure key it uses the built-in offline model.
     Serve(ServeArgs),
+    /// Talk to a running daemon in the terminal, like the seed's client: /user NAME,
+    /// /history, /reset, /quit. Reads lines from a pipe too (prints only the answers).
+    Chat(memento::chat::ChatArgs),
     /// Run the memory MCP server alone (Streamable HTTP at /mcp, legacy HTTP+SSE at /sse and
     /// /messages). Default address 127.0.0.1:8000.
     McpServer(McpServerArgs),

@@ -265,6 +265,7 @@ fn stream_turn(
             json!({
                 "id": record.id,
                 "name": record.name,
+                "arguments": record.arguments,
                 "result": record.result,
                 "is_error": record.is_error,
             })

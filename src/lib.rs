@@ -21,6 +21,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod chat;
 pub mod config;
 pub mod conversation;
 pub mod daemon;

@@ -20,6 +20,9 @@ const EXIT_USAGE: u8 = 64;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Chat(args) = cli.command {
+        return run_chat(args);
+    }
     let config = match load_config(&cli) {
         Ok(config) => config,
         Err(error) => {
@@ -38,7 +41,7 @@ fn main() -> ExitCode {
         }
     };
     let service = match &cli.command {
-        Command::Serve(_) => "memento",
+        Command::Serve(_) | Command::Chat(_) => "memento",
         Command::McpServer(_) => "memento-mcp-server",
     };
     // The OTLP exporter (when configured) must be built inside the runtime.
@@ -67,6 +70,7 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
     let common = match &cli.command {
         Command::Serve(args) => &args.common,
         Command::McpServer(args) => &args.common,
+        Command::Chat(_) => return Ok(Config::default()),
     };
     let mut config = config::load(common.config.as_deref(), &ProcessEnv)?;
     apply_common(&mut config, common);
@@ -88,6 +92,7 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
                 config.mcp.embedded_port = port;
             }
         }
+        Command::Chat(_) => {}
         Command::McpServer(args) => {
             let server = &mut config.mcp_server;
             if let Some(host) = args.host {
@@ -122,6 +127,7 @@ async fn run(
 ) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(_) => run_daemon(config, export_stats).await,
+        Command::Chat(_) => Ok(()),
         Command::McpServer(_) => run_mcp_server(config).await,
     }
 }
@@ -169,6 +175,32 @@ async fn run_daemon(
     signal::shutdown().await;
     daemon.shutdown().await;
     Ok(())
+}
+
+/// `memento chat`: a client; no config file, no telemetry, quiet logs.
+fn run_chat(args: memento::chat::ChatArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("memento: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(memento::chat::run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error @ memento::chat::ChatError::InvalidUser(_)) => {
+            eprintln!("memento: {error}");
+            ExitCode::from(EXIT_USAGE)
+        }
+        Err(error) => {
+            eprintln!("memento: {error}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn open_store(config: &Config) -> anyhow::Result<Arc<SqliteStore>> {

@@ -2,6 +2,7 @@
 
 mod support;
 
+mod chat;
 mod daemon;
 mod durability;
 mod memory_server;
