@@ -524,11 +524,12 @@ pub struct Shared {
     metrics: LlmMetrics,
 }
 
-/// `per_minute` with a burst of a tenth of a minute's worth (Azure checks quotas over short
-/// windows), at least `min_burst`.
+/// `per_minute` with a burst of one second's worth, at least `min_burst`. Azure checks
+/// quotas over short windows (1 or 10 seconds), so a large burst would trip its limit even
+/// while the per-minute rate is respected.
 fn quota(per_minute: u32, min_burst: u32) -> Option<Quota> {
     let rate = NonZeroU32::new(per_minute)?;
-    let burst = NonZeroU32::new((per_minute / 6).max(min_burst).max(1))?;
+    let burst = NonZeroU32::new((per_minute / 60).max(min_burst).max(1))?;
     Some(Quota::per_minute(rate).allow_burst(burst))
 }
 

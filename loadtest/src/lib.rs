@@ -1,2 +1,3 @@
 //! Memento load-test harness and Azure OpenAI mock (library part).
 pub mod mcp_bench;
+pub mod mock_azure;
