@@ -4,6 +4,7 @@ mod support;
 
 mod chat;
 mod daemon;
+mod deploy;
 mod durability;
 mod memory_server;
 mod python_interop;

@@ -1,0 +1,38 @@
+"""Structural checks of deploy/ that need no Docker engine: compose.yaml and the Kubernetes
+manifests parse, and hold what deploy/README.md promises.
+
+Usage: check_deploy.py REPO_ROOT
+"""
+
+import sys
+from pathlib import Path
+
+import yaml
+
+root = Path(sys.argv[1])
+compose = yaml.safe_load((root / "deploy/compose.yaml").read_text())
+services = compose["services"]
+assert set(services) >= {"jaeger", "mcp-server", "memento", "mock-azure"}, services
+assert services["jaeger"]["image"].startswith("jaegertracing/jaeger:2"), services["jaeger"]
+ports = " ".join(services["jaeger"]["ports"])
+for port in ("4317", "4318", "16686"):
+    assert port in ports, ports
+assert services["mock-azure"]["profiles"] == ["offline"]
+for name, service in services.items():
+    assert "healthcheck" in service, f"{name} has no healthcheck"
+assert "memento-data" in compose["volumes"]
+assert any("memento-data" in v for v in services["mcp-server"]["volumes"])
+assert services["memento"]["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://jaeger:4318"
+
+docs = list(yaml.safe_load_all((root / "deploy/k8s/memento.yaml").read_text()))
+kinds = sorted(d["kind"] for d in docs)
+assert kinds == ["ConfigMap", "Deployment", "Secret", "Service", "Service", "StatefulSet"], kinds
+for doc in docs:
+    if doc["kind"] in ("Deployment", "StatefulSet"):
+        container = doc["spec"]["template"]["spec"]["containers"][0]
+        probes = {container["readinessProbe"]["httpGet"]["path"], container["livenessProbe"]["httpGet"]["path"]}
+        assert "/healthz" in probes, probes
+        assert doc["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
+secret = next(d for d in docs if d["kind"] == "Secret")
+assert "AZURE_OPENAI_API_KEY" in secret["stringData"]
+print("ok")
