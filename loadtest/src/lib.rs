@@ -1,3 +1,4 @@
 //! Memento load-test harness and Azure OpenAI mock (library part).
 pub mod mcp_bench;
 pub mod mock_azure;
+pub mod run;

@@ -13,6 +13,11 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Drive a daemon with simulated users (closed loop, or open loop with --rate) and write
+    /// report.json, report.md and report.svg. Without --target it spawns the whole stack
+    /// (Azure mock, memento mcp-server, memento serve). Exits 1 when the integrity check
+    /// fails (a lost or leaked memory, or turns out of order).
+    Run(memento_loadtest::run::RunArgs),
     /// Serve an Azure OpenAI-compatible chat-completions mock (the offline model as its
     /// brain) with latency, quotas and fault injection; GET /stats for its counters.
     MockAzure(MockAzureArgs),
@@ -124,6 +129,16 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
+        Command::Run(args) => {
+            let out = args.out.clone();
+            let report = memento_loadtest::run::run(args).await?;
+            println!("{}", memento_loadtest::run::markdown(&report));
+            println!("reports written to {}", out.display());
+            if !report.integrity.ok {
+                eprintln!("integrity check FAILED");
+                std::process::exit(1);
+            }
+        }
         Command::MockAzure(args) => mock_azure(args).await?,
         Command::McpBench(args) => {
             memento_loadtest::mcp_bench::run(args).await?;

@@ -1,0 +1,75 @@
+//! The harness never rots: a few-second `run` that spawns the whole stack, checked field by
+//! field, with the integrity check passing.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+#[test]
+fn a_spawned_smoke_run_reports_and_passes_integrity() {
+    let harness = PathBuf::from(env!("CARGO_BIN_EXE_memento-loadtest"));
+    let memento = harness.with_file_name("memento");
+    assert!(
+        memento.is_file(),
+        "the memento binary is not built next to {} (run the workspace tests: cargo test --workspace)",
+        harness.display()
+    );
+    let out = tempfile::tempdir().expect("tempdir");
+    let scenario = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scenarios/smoke.toml");
+    let output = Command::new(&harness)
+        .args([
+            "run",
+            "--users",
+            "10",
+            "--turns",
+            "150",
+            "--quiet",
+            "--scenario",
+        ])
+        .arg(&scenario)
+        .arg("--out")
+        .arg(out.path())
+        .arg("--memento-bin")
+        .arg(&memento)
+        .output()
+        .expect("run the harness");
+    assert!(
+        output.status.success(),
+        "harness failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(out.path().join("report.json")).expect("report.json"),
+    )
+    .expect("json");
+    assert_eq!(report["turns"], 150);
+    assert!(report["turns_per_s"].as_f64().is_some_and(|t| t > 0.0));
+    for key in ["p50", "p90", "p99", "p999", "max"] {
+        assert!(
+            report["latency_ms"][key].as_f64().is_some_and(|v| v > 0.0),
+            "latency {key}"
+        );
+    }
+    assert!(
+        report["errors"].as_object().is_some_and(|e| e.is_empty()),
+        "{}",
+        report["errors"]
+    );
+    assert_eq!(report["integrity"]["ok"], true, "{}", report["integrity"]);
+    assert!(
+        report["integrity"]["checked"]
+            .as_u64()
+            .is_some_and(|c| c > 0)
+    );
+    assert_eq!(report["integrity"]["lost"], 0);
+    assert_eq!(report["integrity"]["leaked"], 0);
+    assert!(report["llm"]["requests"].as_u64().is_some_and(|r| r >= 150));
+    assert!(
+        report["tool_calls"]["store_memory"]
+            .as_u64()
+            .is_some_and(|n| n > 0)
+    );
+    assert!(out.path().join("report.md").is_file());
+    let svg = std::fs::read_to_string(out.path().join("report.svg")).expect("svg");
+    assert!(svg.starts_with("<svg"));
+}
