@@ -147,6 +147,8 @@ pub struct ConversationConfig {
     pub max_actors: usize,
     /// Record the user id on traces (it may be personal data).
     pub record_user_id: bool,
+    /// Record message and reply text on traces, for debugging only (it is personal data).
+    pub record_content: bool,
 }
 
 impl Default for ConversationConfig {
@@ -157,6 +159,7 @@ impl Default for ConversationConfig {
             idle_timeout: Duration::from_secs(600),
             max_actors: 100_000,
             record_user_id: false,
+            record_content: false,
         }
     }
 }

@@ -227,11 +227,16 @@ impl Actor for Conversation {
                     "turn",
                     otel.name = "conversation turn",
                     memento.user.id = tracing::field::Empty,
+                    memento.message = tracing::field::Empty,
+                    memento.reply = tracing::field::Empty,
                     memento.tool_rounds = tracing::field::Empty,
                     error.type = tracing::field::Empty,
                 );
                 if state.args.config.record_user_id {
                     span.record("memento.user.id", state.args.user.as_str());
+                }
+                if state.args.config.record_content {
+                    span.record("memento.message", request.message.as_str());
                 }
                 let turn = tracing::Instrument::instrument(
                     tokio::time::timeout_at(deadline, state.turn(request)),
@@ -247,6 +252,9 @@ impl Actor for Conversation {
                 match &outcome {
                     Ok(outcome) => {
                         span.record("memento.tool_rounds", outcome.tool_calls.len());
+                        if state.args.config.record_content {
+                            span.record("memento.reply", outcome.reply.as_str());
+                        }
                     }
                     Err(error) => {
                         span.record("error.type", error.kind());

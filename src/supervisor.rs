@@ -29,7 +29,7 @@ use crate::llm::types::ChatMessage;
 use crate::mcp::McpHandle;
 use crate::metrics::{Counter, Gauge, Histogram};
 
-/// How often idle conversations are looked for.
+/// How often idle conversations are looked for, at most (half the idle timeout when shorter).
 const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Turn and actor metrics for `/metrics`.
@@ -350,7 +350,9 @@ impl Actor for Supervisor {
         myself: ActorRef<SupervisorMsg>,
         state: SupervisorState,
     ) -> Result<SupervisorState, ActorProcessingErr> {
-        myself.send_interval(SWEEP_INTERVAL, || SupervisorMsg::Sweep);
+        let interval = (state.conversation.config.idle_timeout / 2)
+            .clamp(Duration::from_millis(50), SWEEP_INTERVAL);
+        myself.send_interval(interval, || SupervisorMsg::Sweep);
         Ok(state)
     }
 

@@ -376,3 +376,32 @@ async fn api_errors_are_json_with_fitting_status() {
         .expect("text");
     assert!(metrics.contains("memento_turns_total"), "{metrics}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_conversations_stop_and_the_actor_cap_evicts_the_least_recent() {
+    let fixture = DaemonFixture::start_with(|config| {
+        config.conversation.max_actors = 5;
+        config.conversation.idle_timeout = Duration::from_millis(300);
+    })
+    .await;
+    for i in 0..8 {
+        fixture
+            .turn(&format!("cap{i}"), "remember that the cap test works")
+            .await;
+        assert!(fixture.daemon().supervisor().live_actors() <= 5);
+    }
+    let supervisor = fixture.daemon().supervisor();
+    eventually(
+        Duration::from_secs(10),
+        "idle conversations stopped",
+        || async { supervisor.live_actors() == 0 },
+    )
+    .await;
+    assert!(supervisor.metrics().actor_stops.get() >= 8);
+    // A stopped conversation comes back with its history.
+    let history = fixture.history("cap0").await;
+    assert_eq!(
+        history.first().map(|m| m["content"].clone()),
+        Some(json!("remember that the cap test works"))
+    );
+}

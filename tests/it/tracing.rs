@@ -325,3 +325,40 @@ async fn one_trace_per_turn_across_daemon_and_mcp_server() {
         "message text is not recorded by default"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_collector_does_not_slow_the_daemons_turns() {
+    let dead = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        format!("http://{}", listener.local_addr().expect("addr"))
+    };
+    let plain_dir = tempfile::tempdir().expect("tempdir");
+    let traced_dir = tempfile::tempdir().expect("tempdir");
+    let plain = crate::support::spawn_daemon(plain_dir.path(), &[], &[]);
+    let traced = crate::support::spawn_daemon(
+        traced_dir.path(),
+        &[],
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", dead.as_str())],
+    );
+    let http = reqwest::Client::new();
+    let mut timings = Vec::new();
+    for daemon in [&plain, &traced] {
+        let started = std::time::Instant::now();
+        for i in 0..60 {
+            let response = http
+                .post(format!("{}/v1/users/dc{}/messages", daemon.url, i % 6))
+                .json(&json!({"message": format!("store this: note {i}")}))
+                .send()
+                .await
+                .expect("send");
+            assert_eq!(response.status(), 200);
+        }
+        timings.push(started.elapsed());
+    }
+    assert!(
+        timings[1] < timings[0] * 3 + Duration::from_secs(1),
+        "with a dead collector {:?}, without tracing {:?}",
+        timings[1],
+        timings[0]
+    );
+}
