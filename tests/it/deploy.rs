@@ -26,7 +26,9 @@ fn docker_compose_validates_the_compose_file_when_available() {
         .output()
         .is_ok_and(|o| o.status.success());
     if !available {
-        eprintln!("SKIPPED: `docker compose` is not installed here; compose.yaml was checked structurally by compose_and_kubernetes_files_hold_what_the_readme_promises");
+        eprintln!(
+            "SKIPPED: `docker compose` is not installed here; compose.yaml was checked structurally by compose_and_kubernetes_files_hold_what_the_readme_promises"
+        );
         return;
     }
     let output = Command::new("docker")
@@ -35,18 +37,30 @@ fn docker_compose_validates_the_compose_file_when_available() {
         .args(["--profile", "offline", "config", "--quiet"])
         .output()
         .expect("run docker compose");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 #[test]
 fn systemd_units_are_hardened_and_dockerfile_runs_unprivileged() {
     for unit in ["memento.service", "memento-mcp-server.service"] {
-        let text = std::fs::read_to_string(repo_root().join("deploy/systemd").join(unit)).expect("unit");
-        for option in ["NoNewPrivileges=yes", "ProtectSystem=strict", "DynamicUser=yes", "ExecStart=/usr/local/bin/memento", "KillSignal=SIGTERM"] {
+        let text =
+            std::fs::read_to_string(repo_root().join("deploy/systemd").join(unit)).expect("unit");
+        for option in [
+            "NoNewPrivileges=yes",
+            "ProtectSystem=strict",
+            "DynamicUser=yes",
+            "ExecStart=/usr/local/bin/memento",
+            "KillSignal=SIGTERM",
+        ] {
             assert!(text.contains(option), "{unit} lacks {option}");
         }
     }
-    let dockerfile = std::fs::read_to_string(repo_root().join("deploy/Dockerfile")).expect("Dockerfile");
+    let dockerfile =
+        std::fs::read_to_string(repo_root().join("deploy/Dockerfile")).expect("Dockerfile");
     assert!(dockerfile.contains("USER memento"));
     assert_eq!(dockerfile.matches("FROM ").count(), 2, "multi-stage");
 }
