@@ -1,6 +1,8 @@
 //! `memento-loadtest`: Memento's bundled load-test harness. Each subcommand is one variant
 //! of [`Command`]; the work lives in the library modules.
 
+use std::io::Write as _;
+
 use clap::{Parser, Subcommand};
 
 /// Load-test Memento without spending a token.
@@ -27,16 +29,16 @@ enum Command {
     McpBench(memento_loadtest::mcp_bench::McpBenchArgs),
 }
 
-/// Flags of `mock-azure`.
+/// Flags of `mock-azure`. Every flag can also come from its `MOCK_AZURE_*` variable.
 #[derive(Debug, clap::Args)]
 struct MockAzureArgs {
-    /// Address to bind.
+    /// Address to bind; the default keeps the mock on this machine.
     #[arg(long, env = "MOCK_AZURE_HOST", default_value = "127.0.0.1")]
     host: std::net::IpAddr,
-    /// Port to bind (0: any free port).
+    /// Port to bind (0 picks a free one; the address is printed).
     #[arg(long, env = "MOCK_AZURE_PORT", default_value_t = 8090)]
     port: u16,
-    /// The api-key clients must send.
+    /// The key clients must send in `api-key` (or `Authorization: Bearer`).
     #[arg(
         long,
         env = "MOCK_AZURE_API_KEY",
@@ -44,79 +46,87 @@ struct MockAzureArgs {
         hide_env_values = true
     )]
     api_key: String,
-    /// Serve only this deployment (others get 404 DeploymentNotFound); default: any.
+    /// Serve only this deployment (others get 404 DeploymentNotFound); default: any name.
     #[arg(long, env = "MOCK_AZURE_DEPLOYMENT")]
     deployment: Option<String>,
-    /// Fixed latency of every answer, in milliseconds.
+    /// Fixed latency of every answer in milliseconds (time to first chunk when streaming).
     #[arg(long, env = "MOCK_AZURE_LATENCY_MS", default_value_t = 0)]
     latency_ms: u64,
-    /// Extra latency per completion token, in milliseconds.
+    /// Extra latency per completion token in milliseconds (spread over the chunks when
+    /// streaming).
     #[arg(long, env = "MOCK_AZURE_LATENCY_PER_TOKEN_MS", default_value_t = 0.0)]
     latency_per_token_ms: f64,
-    /// Requests-per-minute quota (enforced per 10-second window, as Azure does).
+    /// Requests-per-minute quota, enforced as Azure does: rpm/6 requests per 10-second
+    /// window, then 429 with retry-after until the window turns.
     #[arg(long, env = "MOCK_AZURE_RPM")]
     rpm: Option<u32>,
-    /// Tokens-per-minute quota (prompt estimate + max_tokens, counted on arrival).
+    /// Tokens-per-minute quota: a per-minute running count of estimated tokens (prompt
+    /// characters / 4 + max_tokens, counted on arrival), then 429.
     #[arg(long, env = "MOCK_AZURE_TPM")]
     tpm: Option<u32>,
-    /// Share of requests answered 500 (0.0 to 1.0).
+    /// Share of requests answered 500 server_error (0.0 to 1.0).
     #[arg(long, env = "MOCK_AZURE_FAIL_RATE", default_value_t = 0.0)]
     fail_rate: f64,
-    /// Share answered 503.
+    /// Share of requests answered 503 ServiceUnavailable (0.0 to 1.0).
     #[arg(long, env = "MOCK_AZURE_FAIL_503_RATE", default_value_t = 0.0)]
     fail_503_rate: f64,
-    /// Share of requests that never answer.
+    /// Share of requests never answered until the client gives up (0.0 to 1.0; with the
+    /// 500 and 503 rates at most 1 in all).
     #[arg(long, env = "MOCK_AZURE_HANG_RATE", default_value_t = 0.0)]
     hang_rate: f64,
-    /// Share of answers whose tool-call arguments are cut (invalid JSON).
+    /// Share of tool-call answers whose arguments are cut in half: invalid JSON (0.0 to 1.0).
     #[arg(long, env = "MOCK_AZURE_MALFORMED_RATE", default_value_t = 0.0)]
     malformed_rate: f64,
-    /// Seed of the fault generator.
+    /// Seed of the fault generator: the same seed gives the same faults for the same
+    /// sequence of requests.
     #[arg(long, env = "MOCK_AZURE_SEED", default_value_t = 1)]
     seed: u64,
 }
 
 async fn mock_azure(args: MockAzureArgs) -> anyhow::Result<()> {
-    for (name, rate) in [
-        ("--fail-rate", args.fail_rate),
-        ("--fail-503-rate", args.fail_503_rate),
-        ("--hang-rate", args.hang_rate),
-        ("--malformed-rate", args.malformed_rate),
-    ] {
-        anyhow::ensure!(
-            (0.0..=1.0).contains(&rate),
-            "{name} must be between 0 and 1, got {rate}"
-        );
+    use memento_loadtest::mock_azure::{MockConfig, MockServer};
+
+    let config = MockConfig {
+        host: args.host,
+        port: args.port,
+        api_key: args.api_key,
+        deployment: args.deployment,
+        latency_ms: args.latency_ms,
+        latency_per_token_ms: args.latency_per_token_ms,
+        rpm: args.rpm,
+        tpm: args.tpm,
+        fail_rate: args.fail_rate,
+        fail_503_rate: args.fail_503_rate,
+        hang_rate: args.hang_rate,
+        malformed_rate: args.malformed_rate,
+        seed: args.seed,
+    };
+    if let Err(problem) = config.validate() {
+        anyhow::bail!("invalid mock settings: {problem}");
     }
-    let server =
-        memento_loadtest::mock_azure::MockServer::start(memento_loadtest::mock_azure::MockConfig {
-            host: args.host,
-            port: args.port,
-            api_key: args.api_key,
-            deployment: args.deployment,
-            latency_ms: args.latency_ms,
-            latency_per_token_ms: args.latency_per_token_ms,
-            rpm: args.rpm,
-            tpm: args.tpm,
-            fail_rate: args.fail_rate,
-            fail_503_rate: args.fail_503_rate,
-            hang_rate: args.hang_rate,
-            malformed_rate: args.malformed_rate,
-            seed: args.seed,
-        })
-        .await?;
-    println!("mock Azure OpenAI listening on {}", server.endpoint());
-    println!(
-        "  AZURE_OPENAI_ENDPOINT={} (stats: {}/stats)",
-        server.endpoint(),
-        server.endpoint()
+    let deployment = config.deployment.clone();
+    let server = MockServer::start(config)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}:{}: {e}", args.host, args.port))?;
+    let endpoint = server.endpoint();
+    // Written without println!, which panics when whoever started us closed the pipe.
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "mock Azure OpenAI listening on {endpoint}");
+    let _ = writeln!(
+        stdout,
+        "  AZURE_OPENAI_ENDPOINT={endpoint} AZURE_OPENAI_DEPLOYMENT={} (OpenAI-compatible: \
+         {endpoint}/v1; stats: {endpoint}/stats)",
+        deployment.as_deref().unwrap_or("<any>")
     );
+    let _ = stdout.flush();
+    drop(stdout);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
+        result = tokio::signal::ctrl_c() => result?,
         _ = term.recv() => {}
     }
     server.shutdown().await;
+    let _ = writeln!(std::io::stderr(), "mock Azure OpenAI stopped");
     Ok(())
 }
 

@@ -6,8 +6,9 @@
 //! the storage layer, starts the memory server in this process on a free loopback port and
 //! measures:
 //! - `store_memory` with each `--clients` count (one MCP session per client);
-//! - `retrieve_memories` with a one- or two-word query for a random user;
-//! then reports calls/s, latency percentiles and the process's RSS.
+//! - `retrieve_memories` with a one- or two-word query for a random user.
+//!
+//! It then reports calls/s, latency percentiles and the process's RSS.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -309,11 +310,11 @@ async fn preload(store: &dyn MemoryStore, count: u64, users: u64) -> anyhow::Res
             idempotency_key: None,
         };
         in_flight.push(store.store(memory));
-        if in_flight.len() >= 2048 {
-            if let Some(result) = in_flight.next().await {
-                result?;
-                done += 1;
-            }
+        if in_flight.len() >= 2048
+            && let Some(result) = in_flight.next().await
+        {
+            result?;
+            done += 1;
         }
         if last_report.elapsed() > Duration::from_secs(2) {
             eprintln!(

@@ -1,63 +1,106 @@
 //! `memento-loadtest mock-azure`: an HTTP server that speaks Azure OpenAI chat completions,
-//! with Memento's offline model as its brain.
+//! with Memento's offline model ([`memento::llm::offline::OfflineModel`]) as its brain, so
+//! the daemon, the official SDKs and the load test can run against "Azure" without a key.
 //!
-//! - `POST /openai/deployments/{deployment}/chat/completions?api-version=...` with the
-//!   `api-key` header (or `Authorization: Bearer`), Azure-shaped JSON for success and errors;
-//!   `POST /v1/chat/completions` and `/openai/v1/chat/completions` for OpenAI-compatible
-//!   clients (`model` in the body).
-//! - `stream: true` answers as SSE `chat.completion.chunk`s, tool calls split into fragments
-//!   with their `index`, then `data: [DONE]`.
-//! - Knobs: latency (fixed plus per output token), RPM (checked per 10-second window, a sixth
-//!   of the minute's quota each, as Azure does) and TPM (per minute, estimated on arrival from
-//!   the prompt and `max_tokens`), answered with 429 and `retry-after-ms`, `retry-after`,
-//!   `x-ratelimit-remaining-requests`, `x-ratelimit-remaining-tokens`; fault injection (500,
-//!   503, hung requests, malformed tool-call arguments) from a seeded generator.
-//! - `GET /stats` returns [`MockStats`]; `POST /stats/reset` zeroes them; `GET /healthz`.
+//! # Endpoints
+//!
+//! - `POST /openai/deployments/{deployment}/chat/completions?api-version=...`: the dated
+//!   Azure API. The key comes in `api-key` (or `Authorization: Bearer`). As Azure does, a
+//!   missing `api-version` is a 404 `Resource not found` (not a 400; see
+//!   MicrosoftDocs/azure-docs#114602), a malformed one a 400 `API version not supported`,
+//!   a wrong key a 401, an unknown deployment (when one is configured) a 404
+//!   `DeploymentNotFound`, and a bad body a 400 `{"error":{"code","message","param","type"}}`.
+//! - `POST /openai/v1/chat/completions`: Azure's v1 API (`model` = deployment, no
+//!   `api-version` needed). `POST /v1/chat/completions`: an OpenAI-compatible server
+//!   (`model` required, any name accepted, OpenAI-shaped errors).
+//! - `GET /stats` ([`MockStats`] as JSON), `POST /stats/reset`, `GET /healthz`. Any other
+//!   path is a 404 `Resource not found`.
+//!
+//! # Answers
+//!
+//! A `chat.completion` object (`id` `chatcmpl-...`, `created`, `model` = the deployment or
+//! the body's `model`, `choices[0].message` with `tool_calls`, `finish_reason`, `usage`,
+//! and on the Azure paths `prompt_filter_results`/`content_filter_results`). With
+//! `stream: true`, `text/event-stream` chunks as OpenAI sends them (see
+//! `mock_azure/wire.rs`), ending `data: [DONE]`.
+//!
+//! # Knobs
+//!
+//! - Latency: `latency_ms` before the answer (before the first chunk when streaming) plus
+//!   `latency_per_token_ms` per completion token (spread over the chunks when streaming);
+//!   tokio sleeps, never a blocked thread.
+//! - Quotas (see `mock_azure/quota.rs`): RPM per 10-second window, TPM per minute,
+//!   answered with 429, `retry-after-ms`, `retry-after` (whole seconds, rounded up) and
+//!   `x-ratelimit-remaining-requests`/`-tokens`. The remaining headers come on successes
+//!   too, for each quota that is configured.
+//! - Faults, from a generator seeded with `seed`: each chat request draws one number that
+//!   picks a hang (`hang_rate`: never answered until the client gives up or the mock stops),
+//!   a 500 (`fail_rate`) or a 503 (`fail_503_rate`) — so these three must sum to at most 1 —
+//!   and a second number that cuts the tool-call arguments of an answer in half
+//!   (`malformed_rate`, invalid JSON). The n-th request to reach the draw always gets the
+//!   n-th numbers, so the fault counts for N requests are the same on every run.
+//!
+//! Requests are served concurrently: counters and quota windows sit behind short
+//! `std::sync::Mutex` sections that are never held across an `.await`.
 
 use std::collections::BTreeMap;
+use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use memento::llm::offline::OfflineModel;
-use memento::llm::types::{ChatMessage, ChatRequest, ChatResponse, FinishReason, ToolDefinition};
+use memento::llm::types::{ChatMessage, ChatResponse};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio_util::sync::CancellationToken;
+
+mod quota;
+mod wire;
+
+use quota::{Admission, Quota};
+use wire::{Flavor, Limit};
+
+/// Largest request body accepted.
+const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+/// How long [`MockServer::shutdown`] waits for open connections before dropping them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Seconds of per-second arrival counts kept in [`MockStats::arrivals_per_second`].
+const ARRIVAL_HISTORY_SECONDS: usize = 3_600;
 
 /// Mock settings.
 #[derive(Debug, Clone)]
 pub struct MockConfig {
-    /// Address to bind.
+    /// Address to bind (loopback by default).
     pub host: IpAddr,
-    /// Port (0 picks one).
+    /// Port (0 picks a free one).
     pub port: u16,
-    /// The accepted key.
+    /// The key clients must send (`api-key` or `Authorization: Bearer`).
     pub api_key: String,
     /// The only deployment served; `None` accepts any.
     pub deployment: Option<String>,
-    /// Fixed latency per request.
+    /// Fixed latency of every answer, in milliseconds.
     pub latency_ms: u64,
-    /// Extra latency per completion token.
+    /// Extra latency per completion token, in milliseconds.
     pub latency_per_token_ms: f64,
-    /// Requests per minute (checked per 10 s window).
+    /// Requests per minute, enforced per 10-second window (`rpm / 6` each).
     pub rpm: Option<u32>,
-    /// Tokens per minute.
+    /// Tokens per minute (prompt estimate + `max_tokens`, counted on arrival).
     pub tpm: Option<u32>,
     /// Share of requests answered 500.
     pub fail_rate: f64,
     /// Share answered 503.
     pub fail_503_rate: f64,
-    /// Share that never answer.
+    /// Share never answered.
     pub hang_rate: f64,
-    /// Share whose tool-call arguments are cut (invalid JSON).
+    /// Share of answers whose tool-call arguments are cut (invalid JSON).
     pub malformed_rate: f64,
     /// Seed of the fault generator.
     pub seed: u64,
@@ -83,101 +126,129 @@ impl Default for MockConfig {
     }
 }
 
-/// What the mock received and answered.
+impl MockConfig {
+    /// Checks the rates and latencies; the message names the offending setting.
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, rate) in [
+            ("fail_rate", self.fail_rate),
+            ("fail_503_rate", self.fail_503_rate),
+            ("hang_rate", self.hang_rate),
+            ("malformed_rate", self.malformed_rate),
+        ] {
+            if !(0.0..=1.0).contains(&rate) {
+                return Err(format!("{name} must be between 0 and 1, got {rate}"));
+            }
+        }
+        let faults = self.hang_rate + self.fail_rate + self.fail_503_rate;
+        if faults > 1.0 + 1e-9 {
+            return Err(format!(
+                "hang_rate + fail_rate + fail_503_rate must be at most 1, got {faults}"
+            ));
+        }
+        if !(self.latency_per_token_ms.is_finite() && self.latency_per_token_ms >= 0.0) {
+            return Err(format!(
+                "latency_per_token_ms must be a non-negative number, got {}",
+                self.latency_per_token_ms
+            ));
+        }
+        if self.rpm == Some(0) || self.tpm == Some(0) {
+            return Err("rpm and tpm must be at least 1 when set".into());
+        }
+        Ok(())
+    }
+}
+
+/// What the mock received and answered since it started (or since `POST /stats/reset`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct MockStats {
-    /// Chat requests received (any outcome).
+    /// Chat requests received, whatever the outcome.
     pub requests: u64,
     /// Answered 200.
     pub answered_ok: u64,
     /// Answered 429 (quota).
     pub rate_limited: u64,
+    /// Of those, refused by the token quota.
+    pub rate_limited_tokens: u64,
     /// Answered 500 (injected).
     pub server_errors_500: u64,
     /// Answered 503 (injected).
     pub unavailable_503: u64,
-    /// Never answered (injected).
+    /// Held without an answer (injected).
     pub hung: u64,
     /// Answered with cut tool-call arguments (injected).
     pub malformed_tool_args: u64,
     /// Refused: missing or wrong key.
     pub auth_failures: u64,
-    /// Refused: bad request (JSON, api-version, deployment).
+    /// Refused: bad body, missing or unsupported `api-version`, unknown deployment.
     pub bad_requests: u64,
-    /// Streamed answers.
+    /// Answered as a stream.
     pub streamed: u64,
-    /// Prompt tokens answered.
+    /// Requests whose client went away before the answer was complete.
+    pub abandoned: u64,
+    /// Chat requests being served now.
+    pub in_flight: u64,
+    /// Most chat requests served at once.
+    pub max_in_flight: u64,
+    /// Prompt tokens of answered requests.
     pub prompt_tokens: u64,
-    /// Completion tokens answered.
+    /// Completion tokens of answered requests.
     pub completion_tokens: u64,
     /// Tool calls answered, by tool name.
     pub tool_calls_by_name: BTreeMap<String, u64>,
-    /// Most requests that arrived within one wall-clock second.
+    /// Most chat requests that arrived within one second (seconds counted from the start).
     pub max_requests_in_any_second: u64,
-    /// Most requests admitted (not 429) within one 10-second window.
+    /// Most requests admitted (not 429) within one 10-second quota window.
     pub max_admitted_in_any_10s: u64,
+    /// Chat requests that arrived in each second, keyed by seconds since the start (the
+    /// last hour is kept).
+    pub arrivals_per_second: BTreeMap<u64, u64>,
 }
 
-struct Windows {
-    /// Start of the current 10 s request window and how many were admitted in it.
-    rpm_window: Instant,
-    rpm_admitted: u32,
-    /// Start of the current minute token window and the tokens admitted in it.
-    tpm_window: Instant,
-    tpm_used: u64,
-    /// Arrivals in the current second.
-    second: u64,
-    second_count: u64,
-}
-
-struct Mock {
-    config: MockConfig,
-    model: OfflineModel,
-    stats: Mutex<MockStats>,
-    windows: Mutex<Windows>,
-    rng: Mutex<u64>,
-    shutdown: CancellationToken,
-}
-
-/// A running mock.
+/// A running mock. Dropping it stops the server too (without waiting).
 pub struct MockServer {
     addr: SocketAddr,
     mock: Arc<Mock>,
-    task: tokio::task::JoinHandle<()>,
+    task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl MockServer {
-    /// Binds and serves.
+    /// Binds `host:port` and serves until [`MockServer::shutdown`] (or drop).
     pub async fn start(config: MockConfig) -> std::io::Result<MockServer> {
+        config
+            .validate()
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         let listener =
             tokio::net::TcpListener::bind(SocketAddr::new(config.host, config.port)).await?;
         let addr = listener.local_addr()?;
         let now = Instant::now();
         let mock = Arc::new(Mock {
-            rng: Mutex::new(config.seed.max(1)),
-            config,
             model: OfflineModel::new(),
-            stats: Mutex::new(MockStats::default()),
-            windows: Mutex::new(Windows {
-                rpm_window: now,
-                rpm_admitted: 0,
-                tpm_window: now,
-                tpm_used: 0,
-                second: 0,
-                second_count: 0,
+            quota: Mutex::new(Quota::new(config.rpm, config.tpm, now)),
+            counters: Mutex::new(Counters {
+                stats: MockStats::default(),
+                epoch: now,
             }),
+            draws: AtomicU64::new(0),
+            answers: AtomicU64::new(0),
+            arrivals: AtomicU64::new(0),
             shutdown: CancellationToken::new(),
+            config,
         });
         let app = Router::new()
             .route(
                 "/openai/deployments/{deployment}/chat/completions",
-                post(azure_chat),
+                post(azure_dated),
             )
-            .route("/v1/chat/completions", post(openai_chat))
-            .route("/openai/v1/chat/completions", post(openai_chat))
+            .route("/openai/v1/chat/completions", post(azure_v1))
+            .route("/v1/chat/completions", post(openai))
             .route("/stats", get(stats))
             .route("/stats/reset", post(reset_stats))
             .route("/healthz", get(|| async { "ok" }))
+            .fallback(|| async {
+                json_response(StatusCode::NOT_FOUND, &wire::resource_not_found())
+            })
+            .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
             .with_state(mock.clone());
         let stop = mock.shutdown.clone();
         let task = tokio::spawn(async move {
@@ -189,7 +260,11 @@ impl MockServer {
                 .with_graceful_shutdown(async move { stop.cancelled().await })
                 .await;
         });
-        Ok(MockServer { addr, mock, task })
+        Ok(MockServer {
+            addr,
+            mock,
+            task: Some(task),
+        })
     }
 
     /// The bound address.
@@ -197,25 +272,62 @@ impl MockServer {
         self.addr
     }
 
-    /// `http://127.0.0.1:PORT`: the Azure endpoint to configure.
+    /// `http://HOST:PORT`: the Azure endpoint (or, with `/v1`, the OpenAI base URL).
     pub fn endpoint(&self) -> String {
         format!("http://{}", self.addr)
     }
 
-    /// Counters so far.
+    /// The counters so far.
     pub fn stats(&self) -> MockStats {
-        self.mock
-            .stats
-            .lock()
-            .map(|s| s.clone())
-            .unwrap_or_default()
+        self.mock.counters().stats.clone()
     }
 
-    /// Stops (hung requests end too).
-    pub async fn shutdown(self) {
-        self.mock.shutdown.cancel();
-        let _ = self.task.await;
+    /// Zeroes the counters (as `POST /stats/reset`).
+    pub fn reset_stats(&self) {
+        self.mock.reset();
     }
+
+    /// Stops accepting, ends hung requests and waits (a few seconds at most) for open
+    /// connections to finish.
+    pub async fn shutdown(mut self) {
+        self.mock.shutdown.cancel();
+        if let Some(mut task) = self.task.take()
+            && tokio::time::timeout(SHUTDOWN_GRACE, &mut task)
+                .await
+                .is_err()
+        {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for MockServer {
+    fn drop(&mut self) {
+        self.mock.shutdown.cancel();
+    }
+}
+
+// === impl Mock ===
+
+/// Shared state of one mock.
+struct Mock {
+    config: MockConfig,
+    model: OfflineModel,
+    quota: Mutex<Quota>,
+    counters: Mutex<Counters>,
+    /// Requests that reached the fault draw (the generator's position).
+    draws: AtomicU64,
+    /// Answers given (for unique completion ids).
+    answers: AtomicU64,
+    /// Chat requests received (for request ids; never reset).
+    arrivals: AtomicU64,
+    shutdown: CancellationToken,
+}
+
+struct Counters {
+    stats: MockStats,
+    /// Second 0 of `arrivals_per_second`.
+    epoch: Instant,
 }
 
 #[derive(Debug, Deserialize)]
@@ -224,448 +336,474 @@ struct VersionQuery {
     api_version: Option<String>,
 }
 
-async fn azure_chat(
+async fn azure_dated(
     State(mock): State<Arc<Mock>>,
     Path(deployment): Path<String>,
     Query(query): Query<VersionQuery>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(response) = mock.check_key(&headers) {
-        return response;
-    }
-    if query.api_version.as_deref().is_none_or(str::is_empty) {
-        mock.count(|s| s.bad_requests += 1);
-        return azure_error(StatusCode::NOT_FOUND, "404", "Resource not found", None);
-    }
-    if mock
-        .config
-        .deployment
-        .as_ref()
-        .is_some_and(|d| *d != deployment)
-    {
-        mock.count(|s| s.bad_requests += 1);
-        return azure_error(
-            StatusCode::NOT_FOUND,
-            "DeploymentNotFound",
-            "The API deployment for this resource does not exist. If you created the deployment within the last 5 minutes, please wait a moment and try again.",
-            None,
-        );
-    }
-    mock.chat(deployment, body).await
+    let flavor = Flavor::AzureDated {
+        api_version: query.api_version.clone().unwrap_or_default(),
+    };
+    mock.clone()
+        .chat(flavor, Some(deployment), query.api_version, headers, body)
+        .await
 }
 
-async fn openai_chat(State(mock): State<Arc<Mock>>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(response) = mock.check_key(&headers) {
-        return response;
-    }
-    let model = serde_json::from_slice::<Value>(&body)
-        .ok()
-        .and_then(|v| v["model"].as_str().map(str::to_owned))
-        .unwrap_or_else(|| "mock-model".into());
-    mock.chat(model, body).await
+async fn azure_v1(State(mock): State<Arc<Mock>>, headers: HeaderMap, body: Bytes) -> Response {
+    mock.clone()
+        .chat(Flavor::AzureV1, None, None, headers, body)
+        .await
+}
+
+async fn openai(State(mock): State<Arc<Mock>>, headers: HeaderMap, body: Bytes) -> Response {
+    mock.clone()
+        .chat(Flavor::OpenAi, None, None, headers, body)
+        .await
 }
 
 async fn stats(State(mock): State<Arc<Mock>>) -> axum::Json<MockStats> {
-    axum::Json(mock.stats.lock().map(|s| s.clone()).unwrap_or_default())
+    axum::Json(mock.counters().stats.clone())
 }
 
 async fn reset_stats(State(mock): State<Arc<Mock>>) -> StatusCode {
-    if let Ok(mut stats) = mock.stats.lock() {
-        *stats = MockStats::default();
-    }
+    mock.reset();
     StatusCode::NO_CONTENT
 }
 
-fn azure_error(status: StatusCode, code: &str, message: &str, param: Option<&str>) -> Response {
+fn json_response(status: StatusCode, body: &Value) -> Response {
     (
         status,
-        axum::Json(
-            json!({"error": {"code": code, "message": message, "param": param, "type": null}}),
-        ),
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
     )
         .into_response()
 }
 
-/// The wire request, leniently: content may be a string or a list of text parts.
-#[derive(Debug, Deserialize)]
-struct WireRequest {
-    messages: Vec<Value>,
-    #[serde(default)]
-    tools: Vec<ToolDefinition>,
-    #[serde(default)]
-    max_tokens: Option<u32>,
-    #[serde(default)]
-    max_completion_tokens: Option<u32>,
-    #[serde(default)]
-    stream: bool,
-    #[serde(default)]
-    stream_options: Option<Value>,
-}
-
-fn normalize_message(mut message: Value) -> Value {
-    if let Some(parts) = message["content"].as_array() {
-        let text: Vec<&str> = parts.iter().filter_map(|p| p["text"].as_str()).collect();
-        message["content"] = Value::String(text.join("\n"));
-    }
-    message
-}
-
-impl Mock {
-    fn count(&self, f: impl FnOnce(&mut MockStats)) {
-        if let Ok(mut stats) = self.stats.lock() {
-            f(&mut stats);
-        }
-    }
-
-    fn check_key(&self, headers: &HeaderMap) -> Result<(), Response> {
-        let key = headers
-            .get("api-key")
-            .and_then(|v| v.to_str().ok())
-            .or_else(|| {
-                headers
-                    .get("authorization")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.strip_prefix("Bearer "))
-            });
-        if key == Some(self.config.api_key.as_str()) {
-            return Ok(());
-        }
-        self.count(|s| {
-            s.requests += 1;
-            s.auth_failures += 1;
-        });
-        Err(azure_error(
-            StatusCode::UNAUTHORIZED,
-            "401",
-            "Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a valid key for an active subscription and use a correct regional API endpoint for your resource.",
-            None,
-        ))
-    }
-
-    /// Uniform in [0, 1) from a seeded xorshift.
-    fn roll(&self) -> f64 {
-        let Ok(mut state) = self.rng.lock() else {
-            return 1.0;
-        };
-        let mut x = *state;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        *state = x;
-        (x >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// Quota check on arrival: `Err(retry-after)` when over.
-    fn admit(&self, tokens: u64) -> Result<(u32, u64), Duration> {
-        let Ok(mut w) = self.windows.lock() else {
-            return Ok((0, 0));
-        };
-        let now = Instant::now();
-        let second = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        if w.second != second {
-            w.second = second;
-            w.second_count = 0;
-        }
-        w.second_count += 1;
-        let arrivals = w.second_count;
-        self.count(|s| s.max_requests_in_any_second = s.max_requests_in_any_second.max(arrivals));
-        if now.duration_since(w.rpm_window) >= Duration::from_secs(10) {
-            w.rpm_window = now;
-            w.rpm_admitted = 0;
-        }
-        if now.duration_since(w.tpm_window) >= Duration::from_secs(60) {
-            w.tpm_window = now;
-            w.tpm_used = 0;
-        }
-        let rpm_window_quota = self.config.rpm.map(|rpm| (rpm / 6).max(1));
-        if let Some(quota) = rpm_window_quota
-            && w.rpm_admitted >= quota
-        {
-            return Err(Duration::from_secs(10).saturating_sub(now.duration_since(w.rpm_window)));
-        }
-        if let Some(tpm) = self.config.tpm
-            && w.tpm_used + tokens > u64::from(tpm)
-        {
-            return Err(Duration::from_secs(60).saturating_sub(now.duration_since(w.tpm_window)));
-        }
-        w.rpm_admitted += 1;
-        w.tpm_used += tokens;
-        let admitted = u64::from(w.rpm_admitted);
-        self.count(|s| s.max_admitted_in_any_10s = s.max_admitted_in_any_10s.max(admitted));
-        let remaining_requests = rpm_window_quota.map_or(u32::MAX, |q| q - w.rpm_admitted);
-        let remaining_tokens = self
-            .config
-            .tpm
-            .map_or(u64::MAX, |t| u64::from(t).saturating_sub(w.tpm_used));
-        Ok((remaining_requests, remaining_tokens))
-    }
-
-    async fn chat(&self, model: String, body: Bytes) -> Response {
-        self.count(|s| s.requests += 1);
-        let wire: WireRequest = match serde_json::from_slice(&body) {
-            Ok(wire) => wire,
-            Err(e) => {
-                self.count(|s| s.bad_requests += 1);
-                return azure_error(
-                    StatusCode::BAD_REQUEST,
-                    "BadRequest",
-                    &format!("Invalid request body: {e}"),
-                    None,
-                );
-            }
-        };
-        let messages: Result<Vec<ChatMessage>, _> = wire
-            .messages
-            .into_iter()
-            .map(|m| serde_json::from_value(normalize_message(m)))
-            .collect();
-        let messages = match messages {
-            Ok(messages) if !messages.is_empty() => messages,
-            Ok(_) => {
-                self.count(|s| s.bad_requests += 1);
-                return azure_error(
-                    StatusCode::BAD_REQUEST,
-                    "BadRequest",
-                    "'messages' must not be empty",
-                    Some("messages"),
-                );
-            }
-            Err(e) => {
-                self.count(|s| s.bad_requests += 1);
-                return azure_error(
-                    StatusCode::BAD_REQUEST,
-                    "BadRequest",
-                    &format!("Invalid 'messages': {e}"),
-                    Some("messages"),
-                );
-            }
-        };
-        let max_tokens = wire.max_tokens.or(wire.max_completion_tokens);
-        let request = ChatRequest {
-            messages,
-            tools: wire.tools,
-            max_tokens,
-            temperature: None,
-            user: None,
-        };
-        let prompt_chars: usize = body.len();
-        let estimated = (prompt_chars / 4) as u64 + u64::from(max_tokens.unwrap_or(0));
-        let (remaining_requests, remaining_tokens) = match self.admit(estimated) {
-            Ok(remaining) => remaining,
-            Err(retry_after) => {
-                self.count(|s| s.rate_limited += 1);
-                let seconds = retry_after.as_secs_f64().ceil().max(1.0) as u64;
-                let mut response = azure_error(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "429",
-                    &format!(
-                        "Requests to the ChatCompletions_Create Operation under Azure OpenAI API version 2024-10-21 have exceeded call rate limit of your current OpenAI S0 pricing tier. Please retry after {seconds} seconds."
-                    ),
-                    None,
-                );
-                let headers = response.headers_mut();
-                insert(headers, "retry-after-ms", retry_after.as_millis().max(1));
-                insert(headers, "retry-after", seconds);
-                insert(headers, "x-ratelimit-remaining-requests", 0);
-                insert(headers, "x-ratelimit-remaining-tokens", 0);
-                return response;
-            }
-        };
-        let roll = self.roll();
-        let c = &self.config;
-        if roll < c.hang_rate {
-            self.count(|s| s.hung += 1);
-            self.shutdown.cancelled().await;
-            return StatusCode::SERVICE_UNAVAILABLE.into_response();
-        }
-        if roll < c.hang_rate + c.fail_rate {
-            self.count(|s| s.server_errors_500 += 1);
-            return (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                axum::Json(json!({"error": {"message": "The server had an error while processing your request. Sorry about that!", "type": "server_error", "param": null, "code": null}})),
-            )
-                .into_response();
-        }
-        if roll < c.hang_rate + c.fail_rate + c.fail_503_rate {
-            self.count(|s| s.unavailable_503 += 1);
-            return azure_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "ServiceUnavailable",
-                "The service is temporarily unable to process your request. Please try again later.",
-                None,
-            );
-        }
-        let mut answer = self.model.complete(&request);
-        answer.model = model;
-        let malformed = roll < c.hang_rate + c.fail_rate + c.fail_503_rate + c.malformed_rate;
-        if malformed
-            && let ChatMessage::Assistant { tool_calls, .. } = &mut answer.message
-            && !tool_calls.is_empty()
-        {
-            for call in tool_calls.iter_mut() {
-                let cut = call.function.arguments.len() / 2;
-                let mut end = cut;
-                while !call.function.arguments.is_char_boundary(end) {
-                    end -= 1;
-                }
-                call.function.arguments.truncate(end);
-            }
-            self.count(|s| s.malformed_tool_args += 1);
-        }
-        let usage = answer.usage.unwrap_or_default();
-        let latency = Duration::from_millis(c.latency_ms)
-            + Duration::from_secs_f64(
-                (c.latency_per_token_ms * f64::from(usage.completion_tokens)).max(0.0) / 1000.0,
-            );
-        if !latency.is_zero() {
-            tokio::select! {
-                () = tokio::time::sleep(latency) => {}
-                () = self.shutdown.cancelled() => {}
-            }
-        }
-        self.count(|s| {
-            s.answered_ok += 1;
-            s.prompt_tokens += u64::from(usage.prompt_tokens);
-            s.completion_tokens += u64::from(usage.completion_tokens);
-            if let ChatMessage::Assistant { tool_calls, .. } = &answer.message {
-                for call in tool_calls {
-                    *s.tool_calls_by_name
-                        .entry(call.function.name.clone())
-                        .or_default() += 1;
-                }
-            }
-            if wire.stream {
-                s.streamed += 1;
-            }
-        });
-        let include_usage = wire
-            .stream_options
-            .as_ref()
-            .is_some_and(|o| o["include_usage"].as_bool() == Some(true));
-        let mut response = if wire.stream {
-            stream_response(&answer, include_usage)
-        } else {
-            axum::Json(completion_json(&answer)).into_response()
-        };
-        let headers = response.headers_mut();
-        insert(
-            headers,
-            "x-ratelimit-remaining-requests",
-            remaining_requests,
-        );
-        insert(headers, "x-ratelimit-remaining-tokens", remaining_tokens);
-        response
-    }
-}
-
-fn insert(headers: &mut HeaderMap, name: &'static str, value: impl std::fmt::Display) {
+fn set_header(headers: &mut HeaderMap, name: &'static str, value: impl std::fmt::Display) {
     if let Ok(value) = HeaderValue::from_str(&value.to_string()) {
         headers.insert(name, value);
     }
 }
 
-fn finish(reason: FinishReason) -> &'static str {
-    match reason {
-        FinishReason::Stop => "stop",
-        FinishReason::Length => "length",
-        FinishReason::ToolCalls => "tool_calls",
-        FinishReason::ContentFilter => "content_filter",
+/// Counts a chat request as in flight until dropped; a drop before [`Flight::finish`]
+/// means the client went away first.
+struct Flight {
+    mock: Arc<Mock>,
+    finished: bool,
+}
+
+impl Flight {
+    fn finish(mut self) {
+        self.finished = true;
     }
 }
 
-fn created() -> u64 {
+impl Drop for Flight {
+    fn drop(&mut self) {
+        let finished = self.finished;
+        self.mock.count(|s| {
+            s.in_flight = s.in_flight.saturating_sub(1);
+            if !finished {
+                s.abandoned += 1;
+            }
+        });
+    }
+}
+
+/// How a chat request ended, before the answer.
+enum Fault {
+    None,
+    Hang,
+    ServerError,
+    Unavailable,
+}
+
+impl Mock {
+    /// The counters, even if a panicking thread poisoned the lock (they stay usable).
+    fn counters(&self) -> MutexGuard<'_, Counters> {
+        self.counters.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn count(&self, f: impl FnOnce(&mut MockStats)) {
+        f(&mut self.counters().stats);
+    }
+
+    fn reset(&self) {
+        let mut counters = self.counters();
+        let in_flight = counters.stats.in_flight;
+        counters.stats = MockStats {
+            in_flight,
+            ..MockStats::default()
+        };
+        counters.epoch = Instant::now();
+    }
+
+    /// Counts an arrival and returns the guard that counts its end.
+    fn arrive(self: &Arc<Self>) -> Flight {
+        let mut counters = self.counters();
+        let second = counters.epoch.elapsed().as_secs();
+        let stats = &mut counters.stats;
+        stats.requests += 1;
+        stats.in_flight += 1;
+        stats.max_in_flight = stats.max_in_flight.max(stats.in_flight);
+        let arrivals = stats.arrivals_per_second.entry(second).or_default();
+        *arrivals += 1;
+        let arrivals = *arrivals;
+        stats.max_requests_in_any_second = stats.max_requests_in_any_second.max(arrivals);
+        while stats.arrivals_per_second.len() > ARRIVAL_HISTORY_SECONDS {
+            stats.arrivals_per_second.pop_first();
+        }
+        Flight {
+            mock: self.clone(),
+            finished: false,
+        }
+    }
+
+    fn key_ok(&self, headers: &HeaderMap) -> bool {
+        let key = headers
+            .get("api-key")
+            .and_then(|v| v.to_str().ok())
+            .or_else(|| {
+                headers
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer "))
+            });
+        key == Some(self.config.api_key.as_str())
+    }
+
+    /// Two uniform numbers in [0, 1) for the next request: the n-th request to draw
+    /// always gets the same pair.
+    fn draw(&self) -> (f64, f64) {
+        let n = self.draws.fetch_add(1, Ordering::Relaxed);
+        let unit = |x: u64| (splitmix64(x) >> 11) as f64 / (1u64 << 53) as f64;
+        let base = self.config.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        (
+            unit(base ^ n.wrapping_mul(2)),
+            unit(base ^ n.wrapping_mul(2).wrapping_add(1)),
+        )
+    }
+
+    fn fault(&self, draw: f64) -> Fault {
+        let c = &self.config;
+        if draw < c.hang_rate {
+            Fault::Hang
+        } else if draw < c.hang_rate + c.fail_rate {
+            Fault::ServerError
+        } else if draw < c.hang_rate + c.fail_rate + c.fail_503_rate {
+            Fault::Unavailable
+        } else {
+            Fault::None
+        }
+    }
+
+    /// Sleeps `duration`, or less when the mock stops.
+    async fn pause(&self, duration: Duration) {
+        if !duration.is_zero() {
+            tokio::select! {
+                () = tokio::time::sleep(duration) => {}
+                () = self.shutdown.cancelled() => {}
+            }
+        }
+    }
+
+    fn per_token(&self, tokens: u32) -> Duration {
+        let ms = self.config.latency_per_token_ms * f64::from(tokens);
+        Duration::try_from_secs_f64(ms / 1000.0).unwrap_or(Duration::ZERO)
+    }
+
+    async fn chat(
+        self: Arc<Self>,
+        flavor: Flavor,
+        path_deployment: Option<String>,
+        api_version: Option<String>,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Response {
+        let flight = self.arrive();
+        let mut response = self
+            .clone()
+            .serve(flavor, path_deployment, api_version, &headers, body, flight)
+            .await;
+        let n = self.arrivals.fetch_add(1, Ordering::Relaxed);
+        let request_id = format!(
+            "{:016x}{:016x}",
+            splitmix64(self.config.seed ^ n),
+            splitmix64(n)
+        );
+        set_header(response.headers_mut(), "apim-request-id", &request_id);
+        set_header(response.headers_mut(), "x-request-id", &request_id);
+        response
+    }
+
+    async fn serve(
+        self: Arc<Self>,
+        flavor: Flavor,
+        path_deployment: Option<String>,
+        api_version: Option<String>,
+        headers: &HeaderMap,
+        body: Bytes,
+        flight: Flight,
+    ) -> Response {
+        if !self.key_ok(headers) {
+            self.count(|s| s.auth_failures += 1);
+            flight.finish();
+            return json_response(StatusCode::UNAUTHORIZED, &wire::unauthorized(&flavor));
+        }
+        if path_deployment.is_some() {
+            match api_version.as_deref() {
+                None | Some("") => {
+                    self.count(|s| s.bad_requests += 1);
+                    flight.finish();
+                    return json_response(StatusCode::NOT_FOUND, &wire::resource_not_found());
+                }
+                Some(version) if !wire::plausible_api_version(version) => {
+                    self.count(|s| s.bad_requests += 1);
+                    flight.finish();
+                    return json_response(
+                        StatusCode::BAD_REQUEST,
+                        &wire::unsupported_api_version(),
+                    );
+                }
+                Some(_) => {}
+            }
+        }
+        let parsed = match wire::parse_request(&body) {
+            Ok(parsed) => parsed,
+            Err(error) => {
+                self.count(|s| s.bad_requests += 1);
+                flight.finish();
+                return json_response(StatusCode::BAD_REQUEST, &wire::bad_request(&flavor, &error));
+            }
+        };
+        let model = match (&flavor, path_deployment, parsed.model.clone()) {
+            (Flavor::AzureDated { .. }, Some(deployment), _) => deployment,
+            (_, _, Some(model)) => model,
+            (_, _, None) => {
+                self.count(|s| s.bad_requests += 1);
+                flight.finish();
+                let error = wire::BodyError {
+                    message: "you must provide a model parameter".into(),
+                    param: Some("model"),
+                };
+                return json_response(StatusCode::BAD_REQUEST, &wire::bad_request(&flavor, &error));
+            }
+        };
+        // An OpenAI-compatible server serves whatever model it is asked for.
+        if flavor != Flavor::OpenAi && self.config.deployment.as_ref().is_some_and(|d| *d != model)
+        {
+            self.count(|s| s.bad_requests += 1);
+            flight.finish();
+            return json_response(StatusCode::NOT_FOUND, &wire::deployment_not_found());
+        }
+
+        let estimate = wire::estimate_tokens(&parsed.request);
+        let admission = self
+            .quota
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .admit(Instant::now(), estimate);
+        let (remaining_requests, remaining_tokens) = match admission {
+            Admission::Admitted {
+                remaining_requests,
+                remaining_tokens,
+                admitted_in_window,
+            } => {
+                self.count(|s| {
+                    s.max_admitted_in_any_10s = s.max_admitted_in_any_10s.max(admitted_in_window)
+                });
+                (remaining_requests, remaining_tokens)
+            }
+            Admission::Throttled {
+                limit,
+                retry_after,
+                remaining_requests,
+                remaining_tokens,
+            } => {
+                self.count(|s| {
+                    s.rate_limited += 1;
+                    if limit == Limit::Tokens {
+                        s.rate_limited_tokens += 1;
+                    }
+                });
+                flight.finish();
+                let millis = retry_after.as_millis().max(1);
+                let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+                let seconds = seconds.max(1);
+                let mut response = json_response(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    &wire::rate_limited(&flavor, limit, seconds),
+                );
+                let headers = response.headers_mut();
+                set_header(headers, "retry-after-ms", millis);
+                set_header(headers, "retry-after", seconds);
+                set_remaining(headers, remaining_requests, remaining_tokens);
+                return response;
+            }
+        };
+
+        let (fault_draw, malformed_draw) = self.draw();
+        match self.fault(fault_draw) {
+            Fault::Hang => {
+                self.count(|s| s.hung += 1);
+                // Held until the client gives up (this future is dropped) or the mock stops.
+                self.shutdown.cancelled().await;
+                flight.finish();
+                return json_response(StatusCode::SERVICE_UNAVAILABLE, &wire::unavailable(&flavor));
+            }
+            Fault::ServerError => {
+                self.count(|s| s.server_errors_500 += 1);
+                flight.finish();
+                return json_response(StatusCode::INTERNAL_SERVER_ERROR, &wire::server_error());
+            }
+            Fault::Unavailable => {
+                self.count(|s| s.unavailable_503 += 1);
+                flight.finish();
+                return json_response(StatusCode::SERVICE_UNAVAILABLE, &wire::unavailable(&flavor));
+            }
+            Fault::None => {}
+        }
+
+        let mut answer: ChatResponse = self.model.complete(&parsed.request);
+        answer.model = model.clone();
+        let mut malformed = false;
+        if malformed_draw < self.config.malformed_rate
+            && let ChatMessage::Assistant { tool_calls, .. } = &mut answer.message
+            && !tool_calls.is_empty()
+        {
+            for call in tool_calls.iter_mut() {
+                wire::cut_arguments(&mut call.function.arguments);
+            }
+            malformed = true;
+        }
+        let usage = answer.usage.unwrap_or_default();
+        let n = self.answers.fetch_add(1, Ordering::Relaxed);
+        let meta = wire::Meta {
+            id: completion_id(self.config.seed, n),
+            created: unix_now(),
+            model,
+            flavor,
+        };
+
+        if parsed.stream {
+            let chunks = wire::chunks(&meta, &answer, parsed.include_usage);
+            self.pause(Duration::from_millis(self.config.latency_ms))
+                .await;
+            self.count(|s| {
+                s.answered_ok += 1;
+                s.streamed += 1;
+                s.malformed_tool_args += u64::from(malformed);
+                record_answer(s, &answer);
+            });
+            let mut response = self.clone().stream(chunks, flight);
+            set_remaining(response.headers_mut(), remaining_requests, remaining_tokens);
+            return response;
+        }
+
+        self.pause(
+            Duration::from_millis(self.config.latency_ms) + self.per_token(usage.completion_tokens),
+        )
+        .await;
+        self.count(|s| {
+            s.answered_ok += 1;
+            s.malformed_tool_args += u64::from(malformed);
+            record_answer(s, &answer);
+        });
+        flight.finish();
+        let mut response = json_response(StatusCode::OK, &wire::completion(&meta, &answer));
+        set_remaining(response.headers_mut(), remaining_requests, remaining_tokens);
+        response
+    }
+
+    /// The chunks as an SSE body, each after its share of the per-token latency.
+    fn stream(self: Arc<Self>, chunks: Vec<wire::Chunk>, flight: Flight) -> Response {
+        let events: Vec<(Duration, String)> = chunks
+            .into_iter()
+            .map(|chunk| (self.per_token(chunk.tokens), wire::sse(&chunk.data)))
+            .chain(std::iter::once((Duration::ZERO, wire::DONE.to_owned())))
+            .collect();
+        let events = events.into_iter();
+        let state = (events, Some(flight), self);
+        let body = futures::stream::unfold(state, |(mut events, flight, mock)| async move {
+            match events.next() {
+                Some((delay, event)) => {
+                    mock.pause(delay).await;
+                    Some((
+                        Ok::<Bytes, Infallible>(Bytes::from(event)),
+                        (events, flight, mock),
+                    ))
+                }
+                None => {
+                    if let Some(flight) = flight {
+                        flight.finish();
+                    }
+                    None
+                }
+            }
+        });
+        (
+            [
+                (header::CONTENT_TYPE, "text/event-stream; charset=utf-8"),
+                (header::CACHE_CONTROL, "no-cache"),
+            ],
+            Body::from_stream(body),
+        )
+            .into_response()
+    }
+}
+
+fn record_answer(stats: &mut MockStats, answer: &ChatResponse) {
+    let usage = answer.usage.unwrap_or_default();
+    stats.prompt_tokens += u64::from(usage.prompt_tokens);
+    stats.completion_tokens += u64::from(usage.completion_tokens);
+    if let ChatMessage::Assistant { tool_calls, .. } = &answer.message {
+        for call in tool_calls {
+            *stats
+                .tool_calls_by_name
+                .entry(call.function.name.clone())
+                .or_default() += 1;
+        }
+    }
+}
+
+fn set_remaining(headers: &mut HeaderMap, requests: Option<u64>, tokens: Option<u64>) {
+    if let Some(requests) = requests {
+        set_header(headers, "x-ratelimit-remaining-requests", requests);
+    }
+    if let Some(tokens) = tokens {
+        set_header(headers, "x-ratelimit-remaining-tokens", tokens);
+    }
+}
+
+fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
 }
 
-fn completion_json(answer: &ChatResponse) -> Value {
-    let usage = answer.usage.unwrap_or_default();
-    json!({
-        "id": format!("chatcmpl-{}", answer.id.clone().unwrap_or_default()),
-        "object": "chat.completion",
-        "created": created(),
-        "model": answer.model,
-        "prompt_filter_results": [],
-        "choices": [{
-            "index": 0,
-            "message": answer.message,
-            "finish_reason": finish(answer.finish_reason),
-            "logprobs": null,
-        }],
-        "usage": usage,
-    })
+/// `chatcmpl-` and 29 letters and digits, unique per answer of one mock.
+fn completion_id(seed: u64, n: u64) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut id = String::from("chatcmpl-");
+    let mut state = splitmix64(seed ^ 0x5bd1_e995) ^ n;
+    for i in 0..29u64 {
+        state = splitmix64(state.wrapping_add(i));
+        id.push(char::from(
+            ALPHABET[(state % ALPHABET.len() as u64) as usize],
+        ));
+    }
+    id
 }
 
-/// The same answer as SSE chunks: role, content pieces, tool-call fragments by `index`.
-fn stream_response(answer: &ChatResponse, include_usage: bool) -> Response {
-    let id = format!("chatcmpl-{}", answer.id.clone().unwrap_or_default());
-    let base = |delta: Value, finish_reason: Value| {
-        json!({
-            "id": id, "object": "chat.completion.chunk", "created": created(), "model": answer.model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
-        })
-    };
-    let mut chunks = vec![base(
-        json!({"role": "assistant", "content": ""}),
-        Value::Null,
-    )];
-    if let ChatMessage::Assistant {
-        content,
-        tool_calls,
-    } = &answer.message
-    {
-        if let Some(content) = content {
-            let words: Vec<&str> = content.split_inclusive(' ').collect();
-            for piece in words.chunks(4) {
-                chunks.push(base(json!({"content": piece.concat()}), Value::Null));
-            }
-        }
-        for (index, call) in tool_calls.iter().enumerate() {
-            chunks.push(base(
-                json!({"tool_calls": [{"index": index, "id": call.id, "type": "function", "function": {"name": call.function.name, "arguments": ""}}]}),
-                Value::Null,
-            ));
-            let args = &call.function.arguments;
-            let mut start = 0;
-            while start < args.len() {
-                let mut end = (start + 16).min(args.len());
-                while !args.is_char_boundary(end) {
-                    end += 1;
-                }
-                chunks.push(base(
-                    json!({"tool_calls": [{"index": index, "function": {"arguments": &args[start..end]}}]}),
-                    Value::Null,
-                ));
-                start = end;
-            }
-        }
-    }
-    chunks.push(base(json!({}), json!(finish(answer.finish_reason))));
-    if include_usage {
-        chunks.push(json!({
-            "id": id, "object": "chat.completion.chunk", "created": created(), "model": answer.model,
-            "choices": [], "usage": answer.usage.unwrap_or_default(),
-        }));
-    }
-    let mut body = String::new();
-    for chunk in chunks {
-        body.push_str("data: ");
-        body.push_str(&chunk.to_string());
-        body.push_str("\n\n");
-    }
-    body.push_str("data: [DONE]\n\n");
-    (
-        [
-            ("content-type", "text/event-stream"),
-            ("cache-control", "no-cache"),
-        ],
-        body,
-    )
-        .into_response()
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
+
+#[cfg(test)]
+mod tests;

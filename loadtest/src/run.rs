@@ -579,10 +579,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Report> {
                     if let Some(h) = shared.histogram.as_mut() {
                         h.saturating_record(micros);
                     }
-                    if shared.per_second.last().is_none_or(|(s, _)| *s != second) {
-                        if let Ok(h) = Histogram::new_with_bounds(1, 3_600_000_000, 2) {
-                            shared.per_second.push((second, h));
-                        }
+                    if shared.per_second.last().is_none_or(|(s, _)| *s != second)
+                        && let Ok(h) = Histogram::new_with_bounds(1, 3_600_000_000, 2)
+                    {
+                        shared.per_second.push((second, h));
                     }
                     if let Some((_, h)) = shared.per_second.last_mut() {
                         h.saturating_record(micros);
@@ -908,7 +908,7 @@ pub fn markdown(report: &Report) -> String {
         } else {
             format!("{:?}", report.errors)
         },
-        format!("{:?}", report.tool_calls),
+        format_args!("{:?}", report.tool_calls),
     );
     if let Some(llm) = &report.llm {
         out.push_str(&format!(

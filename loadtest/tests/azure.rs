@@ -1,7 +1,7 @@
 //! The LLM actor's real HTTP path (async-openai with Memento's HTTP service and retry
-//! policy) against the Azure mock, and the official Python SDK against the mock.
+//! policy) against the Azure mock. The mock's own behaviour (and the official Python SDK
+//! against it) is tested in `mock_azure.rs`.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use memento::llm::types::{ChatMessage, ChatRequest, FunctionDefinition, ToolDefinition};
@@ -255,39 +255,4 @@ async fn hung_requests_time_out_within_the_deadline() {
     assert!(matches!(error, LlmError::Timeout), "{error:?}");
     assert!(started.elapsed() < Duration::from_secs(5));
     assert_eq!(server.stats().hung, 3, "first attempt and two retries");
-}
-
-fn python() -> PathBuf {
-    if let Some(path) = std::env::var_os("MEMENTO_TEST_PYTHON") {
-        return PathBuf::from(path);
-    }
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
-    assert!(
-        venv.exists(),
-        "no Python test environment: run `bash .ci/python-env` or set MEMENTO_TEST_PYTHON"
-    );
-    venv
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_official_python_azure_client_uses_the_mock_unchanged() {
-    let server = mock(|_| {}).await;
-    let endpoint = server.endpoint();
-    let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(python())
-            .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/py/azure_openai_client.py"))
-            .arg(endpoint)
-            .arg("mock-key")
-            .output()
-    })
-    .await
-    .expect("join")
-    .expect("run python");
-    assert!(
-        output.status.success(),
-        "python AzureOpenAI client failed:\n{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert_eq!(server.stats().streamed, 1);
 }
