@@ -110,6 +110,22 @@ pub struct TurnOutcome {
     pub reply: String,
     /// Every tool call, in order.
     pub tool_calls: Vec<ToolCallRecord>,
+    /// Where the turn's time went.
+    pub timings: TurnTimings,
+}
+
+/// Where a turn's time went, in milliseconds. `turn_ms - llm_ms - tools_ms` is the daemon's
+/// own share of the turn (history, prompt building, actor hops), which the load-test
+/// harness reports as overhead together with the API's HTTP handling.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct TurnTimings {
+    /// The whole turn inside the conversation actor, history load and save included.
+    pub turn_ms: f64,
+    /// In the LLM provider's calls (`ChatResponse::provider_time`): network round trips
+    /// and the model's work; rate-limit waits, queueing and retry delays are not in it.
+    pub llm_ms: f64,
+    /// In tool rounds (concurrent calls count once, as wall time): the MCP round trips.
+    pub tools_ms: f64,
 }
 
 /// Progress of a streamed turn.
@@ -288,6 +304,8 @@ impl ConversationState {
     }
 
     async fn turn(&mut self, request: TurnRequest) -> Result<TurnOutcome, TurnError> {
+        let started = Instant::now();
+        let mut timings = TurnTimings::default();
         let args = self.args.clone();
         let history = self.loaded().await?.clone();
         let mut messages = Vec::with_capacity(history.len() + 4);
@@ -316,6 +334,7 @@ impl ConversationState {
                 user: Some(args.user.as_str().to_owned()),
             };
             let response = args.llm.complete(chat_request, request.deadline).await?;
+            timings.llm_ms += response.provider_time.as_secs_f64() * 1000.0;
             let (content, tool_calls) = match response.message {
                 ChatMessage::Assistant {
                     content,
@@ -338,12 +357,14 @@ impl ConversationState {
             };
             messages.push(assistant.clone());
             new_messages.push(assistant);
+            let tools_started = Instant::now();
             let results = join_all(
                 tool_calls
                     .iter()
                     .map(|call| run_tool(&args, call, &request.turn_id, request.events.as_ref())),
             )
             .await;
+            timings.tools_ms += tools_started.elapsed().as_secs_f64() * 1000.0;
             for record in results {
                 let tool_message = ChatMessage::Tool {
                     tool_call_id: record.id.clone(),
@@ -361,9 +382,11 @@ impl ConversationState {
         history.extend(new_messages);
         trim_history(history, args.config.history_token_budget);
         args.history.save(&args.user, history).await?;
+        timings.turn_ms = started.elapsed().as_secs_f64() * 1000.0;
         Ok(TurnOutcome {
             reply,
             tool_calls: records,
+            timings,
         })
     }
 }

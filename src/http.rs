@@ -162,6 +162,7 @@ fn outcome_json(outcome: &TurnOutcome, trace_id: &str) -> Value {
         "reply": outcome.reply,
         "tool_calls": outcome.tool_calls,
         "trace_id": trace_id,
+        "timings": outcome.timings,
     })
 }
 

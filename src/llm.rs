@@ -625,7 +625,13 @@ impl Shared {
             .map_err(|_| LlmError::ActorGone)?;
         self.metrics.in_flight.inc();
         let _in_flight = GaugeGuard(&self.metrics.in_flight);
-        self.wait_for_capacity(&request, deadline).await?;
+        if let (Some(limiter), Some(user)) = (&self.per_user, &request.user)
+            && limiter.check_key(user).is_err()
+        {
+            // A user over their own limit is told so rather than queued.
+            self.metrics.user_limited.inc();
+            return Err(LlmError::UserRateLimited);
+        }
         let result = crate::retry::retry(
             &self.retry,
             deadline,
@@ -664,20 +670,14 @@ impl Shared {
         Ok(response)
     }
 
-    /// Waits for the per-user, request and token budgets, bounded by the deadline.
+    /// Waits for the request and token budgets, bounded by the deadline. Every attempt,
+    /// retries included, waits here: the provider counts each request against the quota.
     async fn wait_for_capacity(
         &self,
         request: &ChatRequest,
         deadline: Instant,
     ) -> Result<(), LlmError> {
         let started = std::time::Instant::now();
-        if let (Some(limiter), Some(user)) = (&self.per_user, &request.user)
-            && limiter.check_key(user).is_err()
-        {
-            // A user over their own limit is told so rather than queued.
-            self.metrics.user_limited.inc();
-            return Err(LlmError::UserRateLimited);
-        }
         if let Some(limiter) = &self.rpm {
             tokio::time::timeout_at(deadline, limiter.until_ready())
                 .await
@@ -717,12 +717,14 @@ impl Shared {
         request: &ChatRequest,
         deadline: Instant,
     ) -> Result<ChatResponse, LlmError> {
+        self.wait_for_capacity(request, deadline).await?;
         let timeout = self
             .request_timeout
             .min(deadline.saturating_duration_since(Instant::now()));
         if timeout.is_zero() {
             return Err(LlmError::DeadlineExceeded);
         }
+        let started = std::time::Instant::now();
         let call = async {
             match &self.backend {
                 Backend::Offline(model) => Ok(model.complete(request)),
@@ -736,9 +738,11 @@ impl Shared {
                 }
             }
         };
-        tokio::time::timeout(timeout, call)
+        let mut response = tokio::time::timeout(timeout, call)
             .await
-            .unwrap_or(Err(LlmError::Timeout))
+            .unwrap_or(Err(LlmError::Timeout))?;
+        response.provider_time = started.elapsed();
+        Ok(response)
     }
 }
 
@@ -971,6 +975,7 @@ impl WireResponse {
                 },
             }),
             id: self.id,
+            provider_time: Duration::ZERO,
         })
     }
 }

@@ -148,6 +148,10 @@ async fn main() -> anyhow::Result<()> {
                 eprintln!("integrity check FAILED");
                 std::process::exit(1);
             }
+            if report.rate_limit.as_ref().is_some_and(|r| !r.ok) {
+                eprintln!("rate-limit check FAILED");
+                std::process::exit(1);
+            }
         }
         Command::MockAzure(args) => mock_azure(args).await?,
         Command::McpBench(args) => {

@@ -169,6 +169,35 @@ pub struct Report {
     pub p99_per_s_ms: Vec<f64>,
     /// The integrity check.
     pub integrity: Integrity,
+    /// The daemon's own share of each answered turn, ms: the latency measured here minus
+    /// the time the daemon reported in the LLM provider and in MCP tool calls
+    /// (`timings` in each API answer). Absent when the target reports no timings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overhead_ms: Option<Latency>,
+    /// The rate-limit check, when the spawned mock had an RPM quota.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimitCheck>,
+}
+
+/// Whether the daemon kept the LLM deployment's request quota (spawn mode with
+/// `--mock-rpm`): arrivals at the mock in any 10 consecutive seconds never exceed the
+/// quota's 10-second share plus the daemon's burst, and no user saw a 429.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RateLimitCheck {
+    /// The quota, requests per minute (the mock's and the daemon's).
+    pub rpm: u32,
+    /// What Azure admits in one 10-second window: rpm / 6.
+    pub window_quota: u64,
+    /// The daemon's burst allowance: one second's worth (rpm / 60, at least 1).
+    pub burst: u64,
+    /// Most requests that arrived at the mock in any 10 consecutive seconds.
+    pub max_arrivals_in_10s: u64,
+    /// Requests the mock refused with 429.
+    pub mock_429s: u64,
+    /// Turns that ended with HTTP 429 at the users.
+    pub user_429s: u64,
+    /// Both promises held.
+    pub ok: bool,
 }
 
 /// Latency percentiles, ms.
@@ -325,6 +354,7 @@ struct UserLog {
 #[derive(Default)]
 struct Shared {
     histogram: Option<Histogram<u64>>,
+    overhead: Option<Histogram<u64>>,
     per_second: Vec<(u64, Histogram<u64>)>,
     errors: BTreeMap<String, u64>,
     tool_calls: BTreeMap<String, u64>,
@@ -424,6 +454,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Report> {
         .build()?;
     let shared = Arc::new(Mutex::new(Shared {
         histogram: Some(
+            Histogram::new_with_bounds(1, 3_600_000_000, 3).map_err(|e| anyhow::anyhow!("{e}"))?,
+        ),
+        overhead: Some(
             Histogram::new_with_bounds(1, 3_600_000_000, 3).map_err(|e| anyhow::anyhow!("{e}"))?,
         ),
         ..Shared::default()
@@ -561,6 +594,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Report> {
                 if let Some(token) = &token {
                     request = request.bearer_auth(token);
                 }
+                let sent_at = Instant::now();
                 let outcome = request.send().await;
                 let (status, body) = match outcome {
                     Ok(response) => {
@@ -573,9 +607,22 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Report> {
                     Err(error) => (0, json!({"transport": error.to_string()})),
                 };
                 let micros = t0.elapsed().as_micros().max(1) as u64;
+                // Overhead counts from the actual send: a late open-loop send is the
+                // harness's schedule, not the daemon's work.
+                let overhead_micros = (status == 200)
+                    .then(|| {
+                        let timings = &body["timings"];
+                        let outside = timings["llm_ms"].as_f64()? + timings["tools_ms"].as_f64()?;
+                        let total = sent_at.elapsed().as_secs_f64() * 1e6;
+                        Some((total - outside * 1000.0).max(1.0) as u64)
+                    })
+                    .flatten();
                 let second = started.elapsed().as_secs();
                 if let Ok(mut shared) = shared.lock() {
                     shared.turns += 1;
+                    if let (Some(h), Some(o)) = (shared.overhead.as_mut(), overhead_micros) {
+                        h.saturating_record(o);
+                    }
                     if let Some(h) = shared.histogram.as_mut() {
                         h.saturating_record(micros);
                     }
@@ -725,11 +772,64 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Report> {
             .map(|(_, h)| h.value_at_quantile(0.99) as f64 / 1000.0)
             .collect(),
         integrity,
+        overhead_ms: shared.overhead.as_ref().filter(|h| !h.is_empty()).map(|h| {
+            let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+            Latency {
+                p50: ms(0.5),
+                p90: ms(0.9),
+                p99: ms(0.99),
+                p999: ms(0.999),
+                max: h.max() as f64 / 1000.0,
+            }
+        }),
+        rate_limit: None,
     };
     drop(shared);
+    let mut report = report;
+    if let (Some(rpm), Some(llm)) = (args.mock_rpm.filter(|_| args.target.is_none()), &report.llm) {
+        report.rate_limit = Some(rate_limit_check(rpm, llm, &report.errors));
+    }
     write_reports(&args.out, &report)?;
     drop(stack);
     Ok(report)
+}
+
+/// The rate-limit check over what the mock saw and what the users saw.
+pub fn rate_limit_check(
+    rpm: u32,
+    llm: &MockStats,
+    errors: &BTreeMap<String, u64>,
+) -> RateLimitCheck {
+    let window_quota = u64::from((rpm / 6).max(1));
+    let burst = u64::from((rpm / 60).max(1));
+    let max_arrivals_in_10s = max_in_window(&llm.arrivals_per_second, 10);
+    let user_429s = errors
+        .iter()
+        .filter(|(kind, _)| kind.starts_with("429"))
+        .map(|(_, n)| n)
+        .sum();
+    RateLimitCheck {
+        rpm,
+        window_quota,
+        burst,
+        max_arrivals_in_10s,
+        mock_429s: llm.rate_limited,
+        user_429s,
+        ok: max_arrivals_in_10s <= window_quota + burst && user_429s == 0,
+    }
+}
+
+/// Largest sum of `window` consecutive one-second buckets (missing seconds count 0).
+fn max_in_window(per_second: &BTreeMap<u64, u64>, window: u64) -> u64 {
+    let mut best = 0;
+    for &start in per_second.keys() {
+        let sum = per_second
+            .range(start..start + window)
+            .map(|(_, n)| n)
+            .sum();
+        best = best.max(sum);
+    }
+    best
 }
 
 fn metric(text: &str, name: &str) -> Option<u64> {
@@ -916,6 +1016,24 @@ pub fn markdown(report: &Report) -> String {
             llm.requests, llm.rate_limited, llm.server_errors_500, llm.unavailable_503, llm.max_requests_in_any_second
         ));
     }
+    if let Some(o) = &report.overhead_ms {
+        out.push_str(&format!(
+            "| daemon overhead p50 / p90 / p99 / p99.9 / max (ms) | {:.2} / {:.2} / {:.2} / {:.2} / {:.2} |\n",
+            o.p50, o.p90, o.p99, o.p999, o.max
+        ));
+    }
+    if let Some(r) = &report.rate_limit {
+        out.push_str(&format!(
+            "| rate limit ({} RPM) | {}: at most {} arrivals in any 10 s (quota {} + burst {}), {} 429s at the mock, {} at users |\n",
+            r.rpm,
+            if r.ok { "ok" } else { "FAILED" },
+            r.max_arrivals_in_10s,
+            r.window_quota,
+            r.burst,
+            r.mock_429s,
+            r.user_429s
+        ));
+    }
     if let Some(retries) = report.llm_retries {
         out.push_str(&format!("| daemon LLM retries | {retries} |\n"));
     }
@@ -985,3 +1103,6 @@ pub fn svg(report: &Report) -> String {
         report.turns_per_s
     )
 }
+
+#[cfg(test)]
+mod tests;

@@ -69,7 +69,76 @@ fn a_spawned_smoke_run_reports_and_passes_integrity() {
             .as_u64()
             .is_some_and(|n| n > 0)
     );
+    for key in ["p50", "p99", "max"] {
+        assert!(
+            report["overhead_ms"][key].as_f64().is_some_and(|v| v > 0.0),
+            "overhead {key}: {}",
+            report["overhead_ms"]
+        );
+    }
+    assert!(
+        report["overhead_ms"]["p50"].as_f64() <= report["latency_ms"]["p50"].as_f64(),
+        "overhead is a share of the latency"
+    );
     assert!(out.path().join("report.md").is_file());
     let svg = std::fs::read_to_string(out.path().join("report.svg")).expect("svg");
     assert!(svg.starts_with("<svg"));
+}
+
+/// With a 600-RPM quota on the mock and the daemon, 60 turns (about 120 LLM requests, more
+/// than one 10-second window's 100) run past the first window: arrivals at the mock stay
+/// within the quota plus the daemon's burst, and no user sees a 429.
+#[test]
+fn a_rate_limited_run_keeps_the_quota_and_users_see_no_429() {
+    let harness = PathBuf::from(env!("CARGO_BIN_EXE_memento-loadtest"));
+    let memento = harness.with_file_name("memento");
+    let out = tempfile::tempdir().expect("tempdir");
+    let scenario = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scenarios/smoke.toml");
+    let output = Command::new(&harness)
+        .args([
+            "run",
+            "--users",
+            "10",
+            "--turns",
+            "60",
+            "--mock-rpm",
+            "600",
+            "--quiet",
+            "--scenario",
+        ])
+        .arg(&scenario)
+        .arg("--out")
+        .arg(out.path())
+        .arg("--memento-bin")
+        .arg(&memento)
+        .output()
+        .expect("run the harness");
+    let report: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(out.path().join("report.json")).expect("report.json"),
+    )
+    .expect("json");
+    assert!(
+        output.status.success(),
+        "harness failed:\n{}\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+        report["rate_limit"]
+    );
+    let check = &report["rate_limit"];
+    assert_eq!(check["ok"], true, "{check}");
+    assert_eq!(check["window_quota"], 100);
+    assert_eq!(check["burst"], 10);
+    assert!(
+        check["max_arrivals_in_10s"]
+            .as_u64()
+            .is_some_and(|n| n <= 110),
+        "{check}"
+    );
+    assert_eq!(check["user_429s"], 0);
+    assert!(
+        report["errors"].as_object().is_some_and(|e| e.is_empty()),
+        "{}",
+        report["errors"]
+    );
+    assert_eq!(report["integrity"]["ok"], true, "{}", report["integrity"]);
 }

@@ -139,6 +139,7 @@ impl OfflineModel {
                 total_tokens: prompt_tokens.saturating_add(completion_tokens),
             }),
             id: Some(format!("offline-{seed:016x}")),
+            provider_time: std::time::Duration::ZERO,
         }
     }
 }

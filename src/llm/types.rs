@@ -143,6 +143,11 @@ pub struct ChatResponse {
     /// Provider's response id, when there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
+    /// Time spent in the provider call that produced this answer (the HTTP round trip, or
+    /// the offline model's work), excluding rate-limit waits, queueing and retries. Not on
+    /// the wire: it lets a turn report how much of its time was the model's.
+    #[serde(skip)]
+    pub provider_time: std::time::Duration,
 }
 
 fn function_type() -> String {

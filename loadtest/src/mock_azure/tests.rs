@@ -258,6 +258,7 @@ fn answer_with(content: Option<&str>, tool_calls: Vec<ToolCall>) -> ChatResponse
             total_tokens: 15,
         }),
         id: None,
+        provider_time: std::time::Duration::ZERO,
     }
 }
 
