@@ -27,6 +27,10 @@ enum Command {
     /// Streamable HTTP: calls/s and latency at several client counts, optionally at
     /// 1,000,000 preloaded memories.
     McpBench(memento_loadtest::mcp_bench::McpBenchArgs),
+    /// Measure the daemon's memory per idle conversation actor: spawn the stack, warm up,
+    /// add --users users with one small-talk turn each, and divide the RSS growth by the
+    /// growth in live actors. Writes idle.json into --out.
+    IdleActors(memento_loadtest::idle::IdleArgs),
 }
 
 /// Flags of `mock-azure`. Every flag can also come from its `MOCK_AZURE_*` variable.
@@ -154,6 +158,21 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::MockAzure(args) => mock_azure(args).await?,
+        Command::IdleActors(args) => {
+            let out = args.out.clone();
+            let report = memento_loadtest::idle::run(args).await?;
+            println!(
+                "{} idle actors added ({} -> {}); daemon RSS {:.1} -> {:.1} MiB; {:.0} bytes per idle actor (created in {:.1} s)",
+                report.actors_after - report.actors_before,
+                report.actors_before,
+                report.actors_after,
+                report.rss_before_mib,
+                report.rss_after_mib,
+                report.bytes_per_idle_actor,
+                report.create_s
+            );
+            println!("written to {}", out.join("idle.json").display());
+        }
         Command::McpBench(args) => {
             memento_loadtest::mcp_bench::run(args).await?;
         }

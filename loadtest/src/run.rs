@@ -233,11 +233,11 @@ pub struct Integrity {
 }
 
 /// What a spawned stack consists of.
-struct Stack {
-    daemon_url: String,
+pub(crate) struct Stack {
+    pub(crate) daemon_url: String,
     mcp_url: String,
     mcp_token: String,
-    daemon: Child,
+    pub(crate) daemon: Child,
     mcp: Child,
     mock: MockServer,
     _dir: tempfile::TempDir,
@@ -283,7 +283,7 @@ fn url_from(child: &mut Child, what: &str) -> anyhow::Result<String> {
         .with_context(|| format!("{what} did not start: {first:?}"))
 }
 
-async fn spawn_stack(args: &RunArgs) -> anyhow::Result<Stack> {
+pub(crate) async fn spawn_stack(args: &RunArgs) -> anyhow::Result<Stack> {
     let bin = memento_bin(args.memento_bin.as_deref())?;
     let dir = tempfile::tempdir()?;
     let mock = MockServer::start(MockConfig {
@@ -832,7 +832,7 @@ fn max_in_window(per_second: &BTreeMap<u64, u64>, window: u64) -> u64 {
     best
 }
 
-fn metric(text: &str, name: &str) -> Option<u64> {
+pub(crate) fn metric(text: &str, name: &str) -> Option<u64> {
     text.lines()
         .find(|l| l.starts_with(name) && l.as_bytes().get(name.len()) == Some(&b' '))
         .and_then(|l| l.rsplit(' ').next())
@@ -840,7 +840,7 @@ fn metric(text: &str, name: &str) -> Option<u64> {
         .map(|v| v as u64)
 }
 
-fn rss_mib(pid: u32) -> f64 {
+pub(crate) fn rss_mib(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {

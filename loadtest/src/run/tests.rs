@@ -42,3 +42,26 @@ fn the_rate_limit_check_allows_the_burst_and_no_more() {
     assert_eq!(check.user_429s, 1);
     assert!(!check.ok, "a 429 at a user fails the check");
 }
+
+#[test]
+fn every_bundled_scenario_parses() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).expect("scenarios dir") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let text = std::fs::read_to_string(&path).expect("read");
+            let scenario: super::Scenario =
+                toml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let mix = scenario.mix;
+            assert!(
+                mix.store + mix.retrieve + mix.search + mix.delete + mix.chat > 0,
+                "{}: empty mix",
+                path.display()
+            );
+            assert!(scenario.text.min_words <= scenario.text.max_words);
+            seen += 1;
+        }
+    }
+    assert!(seen >= 3, "expected the bundled scenarios, found {seen}");
+}

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# The daemon benchmarks of BENCHMARKS.md, in one script: each step spawns the whole stack
+# (Azure mock, memento mcp-server, memento serve) on free loopback ports with a temporary
+# data dir, and writes its report into loadtest/out/bench-<name>/.
+#
+# Usage: bash loadtest/bench.sh [step ...]
+#   steps: max (max turns/s, 0 ms mock), overhead (1,000 users), users10k (10,000 users,
+#   200 ms mock), idle (RSS per idle actor), soak (10 minutes)
+#   default: all of them, in that order (about 20 minutes).
+# Needs a release build (the script builds it) and `ulimit -n` of at least 25,000 for the
+# 10,000-user step (it raises the soft limit itself when the hard limit allows).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release --workspace --quiet
+TARGET_DIR="${CARGO_TARGET_DIR:-target}"
+LT="$TARGET_DIR/release/memento-loadtest"
+OUT=loadtest/out
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+steps=("$@")
+[ ${#steps[@]} -eq 0 ] && steps=(max overhead users10k idle soak)
+
+for step in "${steps[@]}"; do
+  echo "== $step ($(date -u +%FT%TZ))"
+  case "$step" in
+    max)
+      for users in 16 64 256; do
+        "$LT" run --quiet --users "$users" --duration 30s --out "$OUT/bench-max-$users"
+      done
+      ;;
+    overhead)
+      # 1,000 closed-loop users, each pausing 1 s between turns (think time), against a
+      # 0 ms mock: the load stays below saturation, so the overhead is the daemon's work,
+      # not queueing behind the two cores.
+      "$LT" run --quiet --users 1000 --duration 60s --scenario loadtest/scenarios/think1s.toml \
+        --out "$OUT/bench-overhead"
+      ;;
+    users10k)
+      "$LT" run --quiet --users 10000 --duration 60s --mock-latency-ms 200 \
+        --scenario loadtest/scenarios/think1s.toml --out "$OUT/bench-users10k"
+      ;;
+    idle)
+      "$LT" idle-actors --users 10000 --warmup 1000 --out "$OUT/bench-idle"
+      ;;
+    soak)
+      "$LT" run --quiet --users 200 --rate 200 --duration 10m --out "$OUT/bench-soak"
+      ;;
+    *)
+      echo "unknown step $step (max, overhead, users10k, idle, soak)" >&2
+      exit 64
+      ;;
+  esac
+done

@@ -1,0 +1,174 @@
+//! `memento-loadtest idle-actors`: what an idle conversation costs the daemon.
+//!
+//! Spawns the whole stack (as `run --spawn` does: Azure mock, `memento mcp-server`,
+//! `memento serve`), warms the daemon up with `--warmup` users (so that allocator arenas,
+//! connection pools and caches exist before the baseline), then has `--users` new users
+//! each send one small-talk turn. Every one of them leaves a live, idle conversation actor
+//! holding a one-turn history. The daemon's RSS growth divided by the growth in live actors
+//! (from its `/metrics`) is the memory per idle actor.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use futures::StreamExt;
+use serde::Serialize;
+use serde_json::json;
+
+use crate::run::{RunArgs, metric, rss_mib, spawn_stack};
+
+/// Flags of `idle-actors`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct IdleArgs {
+    /// Users (and so idle conversation actors) to add after the warm-up.
+    #[arg(long, default_value_t = 10_000)]
+    pub users: usize,
+    /// Users served before the baseline is measured.
+    #[arg(long, default_value_t = 1_000)]
+    pub warmup: usize,
+    /// Turns in flight at once while creating users.
+    #[arg(long, default_value_t = 128)]
+    pub concurrency: usize,
+    /// Where to write idle.json (created if missing).
+    #[arg(long, default_value = "loadtest/out")]
+    pub out: PathBuf,
+    /// The `memento` binary (default: next to this one).
+    #[arg(long, env = "MEMENTO_BIN")]
+    pub memento_bin: Option<PathBuf>,
+}
+
+/// The measurement (`idle.json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct IdleReport {
+    /// Live conversation actors at the baseline (the warm-up users).
+    pub actors_before: u64,
+    /// Live conversation actors at the end.
+    pub actors_after: u64,
+    /// Daemon RSS at the baseline, MiB.
+    pub rss_before_mib: f64,
+    /// Daemon RSS with every actor alive and idle, MiB.
+    pub rss_after_mib: f64,
+    /// (after - before) / (actors added), bytes.
+    pub bytes_per_idle_actor: f64,
+    /// Seconds spent creating the users.
+    pub create_s: f64,
+}
+
+/// Runs the measurement and writes `idle.json`.
+pub async fn run(args: IdleArgs) -> anyhow::Result<IdleReport> {
+    if args.users == 0 {
+        bail!("--users must be at least 1");
+    }
+    let stack_args = RunArgs {
+        target: None,
+        users: 1,
+        duration: None,
+        turns: None,
+        rate: None,
+        scenario: None,
+        out: args.out.clone(),
+        token: None,
+        mock_latency_ms: 0,
+        mock_rpm: None,
+        memento_bin: args.memento_bin.clone(),
+        quiet: true,
+    };
+    let stack = spawn_stack(&stack_args).await?;
+    let pid = stack.daemon.id();
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.concurrency)
+        .tcp_nodelay(true)
+        .timeout(Duration::from_secs(120))
+        .build()?;
+    let base = stack.daemon_url.clone();
+
+    create_users(&http, &base, "warm", args.warmup, args.concurrency).await?;
+    let actors_before = live_actors(&http, &base).await?;
+    let rss_before_mib = settled_rss(pid).await;
+    eprintln!("baseline: {actors_before} actors, {rss_before_mib:.1} MiB");
+
+    let started = Instant::now();
+    create_users(&http, &base, "idle", args.users, args.concurrency).await?;
+    let create_s = started.elapsed().as_secs_f64();
+    let actors_after = live_actors(&http, &base).await?;
+    let rss_after_mib = settled_rss(pid).await;
+    let added = actors_after.saturating_sub(actors_before);
+    if added == 0 {
+        bail!("no conversation actor was added (is the daemon's max_actors too low?)");
+    }
+    let report = IdleReport {
+        actors_before,
+        actors_after,
+        rss_before_mib,
+        rss_after_mib,
+        bytes_per_idle_actor: (rss_after_mib - rss_before_mib) * 1024.0 * 1024.0 / added as f64,
+        create_s,
+    };
+    std::fs::create_dir_all(&args.out).with_context(|| format!("create {}", args.out.display()))?;
+    std::fs::write(
+        args.out.join("idle.json"),
+        serde_json::to_vec_pretty(&report)?,
+    )?;
+    drop(stack);
+    Ok(report)
+}
+
+/// `count` users named `{prefix}-{n}`, one small-talk turn each, `concurrency` at a time.
+async fn create_users(
+    http: &reqwest::Client,
+    base: &str,
+    prefix: &str,
+    count: usize,
+    concurrency: usize,
+) -> anyhow::Result<()> {
+    let progress = indicatif::ProgressBar::new(count as u64);
+    let results = futures::stream::iter(0..count)
+        .map(|n| {
+            let request = http
+                .post(format!("{base}/v1/users/{prefix}-{n:06}/messages"))
+                .json(&json!({"message": "hello, how are you?"}));
+            let progress = progress.clone();
+            async move {
+                let status = request.send().await.map(|r| r.status());
+                progress.inc(1);
+                status
+            }
+        })
+        .buffer_unordered(concurrency.max(1))
+        .collect::<Vec<_>>()
+        .await;
+    progress.finish_and_clear();
+    let failed = results
+        .iter()
+        .filter(|r| !matches!(r, Ok(status) if status.is_success()))
+        .count();
+    if failed > 0 {
+        bail!("{failed} of {count} turns failed while creating users");
+    }
+    Ok(())
+}
+
+async fn live_actors(http: &reqwest::Client, base: &str) -> anyhow::Result<u64> {
+    let text = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    metric(&text, "memento_live_conversations").context("no memento_live_conversations metric")
+}
+
+/// RSS once it stops moving (background work such as history writes has finished): the
+/// last of consecutive samples 200 ms apart that differ by under 0.1 MiB, at most 5 s.
+async fn settled_rss(pid: u32) -> f64 {
+    let mut last = rss_mib(pid);
+    for _ in 0..25 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = rss_mib(pid);
+        if (now - last).abs() < 0.1 {
+            return now;
+        }
+        last = now;
+    }
+    last
+}
