@@ -333,7 +333,11 @@ impl ConversationState {
                 temperature: None,
                 user: Some(args.user.as_str().to_owned()),
             };
-            let response = args.llm.complete(chat_request, request.deadline).await?;
+            let response = args
+                .llm
+                .complete(chat_request, request.deadline)
+                .await
+                .map_err(|error| llm_failure(error, request.deadline))?;
             timings.llm_ms += response.provider_time.as_secs_f64() * 1000.0;
             let (content, tool_calls) = match response.message {
                 ChatMessage::Assistant {
@@ -399,7 +403,14 @@ async fn run_tool(
     events: Option<&mpsc::UnboundedSender<TurnEvent>>,
 ) -> ToolCallRecord {
     let name = call.function.name.clone();
-    let parsed = serde_json::from_str::<Value>(&call.function.arguments);
+    let parsed = serde_json::from_str::<Value>(&call.function.arguments).map(|mut value| {
+        // A `user_id` from the model is never used (mcp.rs binds the caller), so it is not
+        // reported as if it had been either.
+        if let Value::Object(object) = &mut value {
+            object.remove(crate::mcp::USER_ARGUMENT);
+        }
+        value
+    });
     let arguments = match &parsed {
         Ok(value) => value.clone(),
         Err(_) => Value::String(call.function.arguments.clone()),
@@ -473,6 +484,16 @@ async fn run_tool(
         let _ = events.send(TurnEvent::ToolResult(record.clone()));
     }
     record
+}
+
+/// An LLM failure the turn's deadline caused is the turn's deadline failure, whichever of
+/// the two timers (the turn's, or the LLM call's, capped at the same instant) fired first.
+fn llm_failure(error: LlmError, deadline: Instant) -> TurnError {
+    match error {
+        LlmError::DeadlineExceeded => TurnError::DeadlineExceeded,
+        LlmError::Timeout if Instant::now() >= deadline => TurnError::DeadlineExceeded,
+        other => TurnError::Llm(other),
+    }
 }
 
 fn message_text(message: &ChatMessage) -> String {

@@ -27,6 +27,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::metrics::{Counter, Gauge, Histogram};
 use crate::retry::{RetryPolicy, Retryable};
@@ -310,7 +311,8 @@ pub struct LlmMetrics {
 
 /// Messages of the LLM actor.
 pub enum LlmMsg {
-    /// Complete `request` before `deadline`. The actor MUST reply, from a spawned task.
+    /// Complete `request` before `deadline`. The actor MUST reply, from a spawned task,
+    /// unless the caller abandons the request first.
     Complete {
         /// The request.
         request: ChatRequest,
@@ -318,6 +320,9 @@ pub enum LlmMsg {
         deadline: Instant,
         /// The caller's span: the `chat` span becomes its child.
         parent: tracing::Span,
+        /// Cancelled when the caller stops waiting (its turn was cancelled or timed out):
+        /// the request is abandoned, its connection closed and nothing retried.
+        abandon: CancellationToken,
         /// The answer.
         reply: RpcReplyPort<Result<ChatResponse, LlmError>>,
     },
@@ -342,13 +347,16 @@ impl LlmHandle {
     }
 
     /// Completes one chat request, waiting for rate-limit capacity and retrying as
-    /// configured, never past `deadline`.
+    /// configured, never past `deadline`. Dropping the future abandons the request (its
+    /// task stops waiting, retrying and holding the provider's connection).
     pub async fn complete(
         &self,
         request: ChatRequest,
         deadline: Instant,
     ) -> Result<ChatResponse, LlmError> {
         let wait = deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(1);
+        let abandon = CancellationToken::new();
+        let _abandon_when_dropped = abandon.clone().drop_guard();
         match self
             .actor
             .call(
@@ -356,6 +364,7 @@ impl LlmHandle {
                     request,
                     deadline,
                     parent: tracing::Span::current(),
+                    abandon,
                     reply,
                 },
                 Some(wait),
@@ -424,6 +433,7 @@ impl Actor for Llm {
                 request,
                 deadline,
                 parent,
+                abandon,
                 reply,
             } => {
                 shared.metrics.requests.inc();
@@ -445,11 +455,20 @@ impl Actor for Llm {
                         error.type = tracing::field::Empty,
                     );
                     let started = std::time::Instant::now();
-                    let result = tracing::Instrument::instrument(
+                    let call = tracing::Instrument::instrument(
                         shared.run(request, deadline),
                         span.clone(),
-                    )
-                    .await;
+                    );
+                    let result = tokio::select! {
+                        biased;
+                        result = call => result,
+                        // Nobody waits for the answer: drop the call (and its connection).
+                        () = abandon.cancelled() => {
+                            span.record("error.type", "cancelled");
+                            tracing::debug!(parent: &span, "LLM request abandoned by its caller");
+                            return;
+                        }
+                    };
                     shared.metrics.latency.observe(started.elapsed());
                     match &result {
                         Ok(response) => {

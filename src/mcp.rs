@@ -154,7 +154,8 @@ impl McpHandle {
         &self.metrics
     }
 
-    /// Calls `name` for `user`. `arguments` come from the model; `user_id` is overwritten.
+    /// Calls `name` for `user`. `arguments` come from the model; their `user_id`, if any,
+    /// is dropped, and `user` bound instead for the tools that take one.
     /// `meta` goes into the request's `_meta` (idempotency key, trace context).
     pub async fn call_tool(
         &self,
@@ -171,6 +172,8 @@ impl McpHandle {
         if !session.tools.iter().any(|t| t.function.name == name) {
             return Err(McpError::UnknownTool(name.to_owned()));
         }
+        // The model never names the user, not even to a tool that takes no `user_id`.
+        arguments.remove(USER_ARGUMENT);
         if session.binds_user.contains(name) {
             arguments.insert(
                 USER_ARGUMENT.into(),
