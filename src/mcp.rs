@@ -223,7 +223,12 @@ impl McpHandle {
                 let _ = self.actor.cast(McpMsg::CallFailed {
                     generation: session.generation,
                 });
-                Err(McpError::Unavailable(error.to_string()))
+                // The text reaches the model and, through it, the person: rmcp's error names
+                // Rust types, so it goes to the log and the person gets plain words.
+                tracing::warn!(tool = name, %error, "memory MCP call failed at the transport");
+                Err(McpError::Unavailable(
+                    "the connection to it broke during the call".into(),
+                ))
             }
         };
         match result {

@@ -6,6 +6,7 @@ mod chat;
 mod daemon;
 mod deploy;
 mod durability;
+mod faults;
 mod memory_server;
 mod python_interop;
 mod seed_interop;
