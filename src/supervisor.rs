@@ -135,15 +135,17 @@ impl SupervisorHandle {
             self.metrics.overloaded.inc();
             return Err(TurnError::Overloaded);
         };
-        let started = Instant::now();
+        // Counted when the turn ends, however it ends: a turn whose caller hung up (this
+        // future dropped) is a finished, failed turn too.
+        let mut counted = TurnCounter {
+            metrics: &self.metrics,
+            started: Instant::now(),
+            failed: true,
+        };
         let result = self
             .turn_inner(user, message, deadline, events, cancel)
             .await;
-        self.metrics.turns.inc();
-        self.metrics.latency.observe(started.elapsed());
-        if result.is_err() {
-            self.metrics.turn_errors.inc();
-        }
+        counted.failed = result.is_err();
         result
     }
 
@@ -290,6 +292,23 @@ impl SupervisorHandle {
         {
             Ok(ractor::rpc::CallResult::Success(result)) => result,
             _ => Err(TurnError::ShuttingDown),
+        }
+    }
+}
+
+/// Counts one turn in the metrics when dropped: finished, failed, or abandoned by its caller.
+struct TurnCounter<'a> {
+    metrics: &'a TurnMetrics,
+    started: Instant,
+    failed: bool,
+}
+
+impl Drop for TurnCounter<'_> {
+    fn drop(&mut self) {
+        self.metrics.turns.inc();
+        self.metrics.latency.observe(self.started.elapsed());
+        if self.failed {
+            self.metrics.turn_errors.inc();
         }
     }
 }

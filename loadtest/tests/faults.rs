@@ -1244,6 +1244,16 @@ async fn a_client_hanging_up_stops_the_turns_llm_work() {
         )
         .await;
         assert_eq!(seen.requests().len(), 2, "no request after the hang-up");
+        // The abandoned turn is counted, as a failed one.
+        eventually(
+            Duration::from_secs(10),
+            "the abandoned turn in the turn metrics",
+            || async {
+                daemon.metric("memento_turns_total").await == 1.0
+                    && daemon.metric("memento_turn_errors_total").await == 1.0
+            },
+        )
+        .await;
 
         // The conversation is free: Alice's next turn runs at once.
         let body = daemon.turn("alice", "list my memories").await;
