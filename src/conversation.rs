@@ -254,8 +254,11 @@ impl Actor for Conversation {
                 if state.args.config.record_content {
                     span.record("memento.message", request.message.as_str());
                 }
+                // Boxed: an idle actor's task is as large as its biggest pending future,
+                // and a turn's (prompt, tool calls, LLM round trips) is kilobytes. Boxing
+                // keeps that cost to the turn that runs, not to every idle conversation.
                 let turn = tracing::Instrument::instrument(
-                    tokio::time::timeout_at(deadline, state.turn(request)),
+                    tokio::time::timeout_at(deadline, Box::pin(state.turn(request))),
                     span.clone(),
                 );
                 let outcome = tokio::select! {
