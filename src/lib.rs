@@ -17,6 +17,7 @@
 //! - [`daemon`]: `memento serve`, wiring and shutdown order.
 //! - [`telemetry`]: logs, OTLP traces, trace-context propagation.
 //! - [`metrics`], [`sse`]: small shared pieces.
+//! - [`fuzzing`]: the invariant checks behind the cargo-fuzz targets in `fuzz/`.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
@@ -26,6 +27,7 @@ pub mod config;
 pub mod conversation;
 pub mod daemon;
 pub mod domain;
+pub mod fuzzing;
 pub mod history;
 pub mod http;
 pub mod llm;

@@ -60,3 +60,61 @@ fn reconnect_delays_grow_and_cap() {
     let late = reconnect_delay(&config, 30);
     assert!(late <= config.reconnect_max);
 }
+
+#[test]
+fn user_id_is_hidden_wherever_the_schema_declares_it() {
+    // Found by fuzz/convert_tools: a `user_id` declared in a `oneOf`/`allOf` branch, behind a
+    // `$ref`, or only in `required` reached the model, and the tool was not bound to the
+    // user, so the model's value went to the server unchanged.
+    let tools = vec![
+        tool(
+            "one_of",
+            json!({"type": "object", "oneOf": [
+                {"properties": {"user_id": {"type": "string"}, "a": {}}, "required": ["user_id", "a"]},
+                {"properties": {"b": {}}}
+            ]}),
+        ),
+        tool(
+            "all_of",
+            json!({"allOf": [{"anyOf": [{"required": ["user_id"]}]}], "then": {"properties": {"user_id": {}}}}),
+        ),
+        tool(
+            "by_ref",
+            json!({"$ref": "#/$defs/Args", "$defs": {"Args": {"type": "object", "properties": {"user_id": {"type": "string"}, "q": {}}}}}),
+        ),
+        tool(
+            "required_only",
+            json!({"type": "object", "required": ["user_id"]}),
+        ),
+        tool(
+            "cycle",
+            json!({"$ref": "#", "allOf": [{"$ref": "#/allOf/0"}]}),
+        ),
+        tool(
+            "nested",
+            json!({"properties": {"filter": {"properties": {"user_id": {}}}}}),
+        ),
+    ];
+    let (definitions, binds_user) = convert_tools(&tools);
+    assert_eq!(
+        binds_user,
+        HashSet::from(["one_of", "all_of", "by_ref", "required_only"].map(String::from))
+    );
+    for definition in &definitions[..4] {
+        let parameters = definition.function.parameters.to_string();
+        assert!(!parameters.contains("user_id"), "{parameters}");
+    }
+    assert_eq!(
+        definitions[0].function.parameters["oneOf"][0],
+        json!({"properties": {"a": {}}, "required": ["a"]})
+    );
+    assert_eq!(
+        definitions[2].function.parameters["$defs"]["Args"]["properties"],
+        json!({"q": {}})
+    );
+    // A `user_id` field inside another argument belongs to that argument.
+    assert_eq!(
+        definitions[5].function.parameters["properties"]["filter"],
+        json!({"properties": {"user_id": {}}})
+    );
+}
