@@ -218,6 +218,10 @@ pub struct Latency {
 /// The integrity check's outcome.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Integrity {
+    /// Memories not checked because their delete turn failed (timeout or error): the
+    /// harness cannot know whether the delete happened before the failure.
+    #[serde(default)]
+    pub uncertain: u64,
     /// Nothing lost, nothing leaked, order kept.
     pub ok: bool,
     /// Memories checked.
@@ -349,6 +353,9 @@ fn uuid_like() -> String {
 struct UserLog {
     sent: Vec<String>,
     markers: Vec<String>,
+    /// Markers whose delete turn ended without an answer: the delete may or may not have
+    /// happened, so they are neither expected nor counted as lost.
+    uncertain: u64,
 }
 
 #[derive(Default)]
@@ -668,6 +675,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Report> {
                             _ => {}
                         }
                     }
+                } else if let ("delete", Some(marker)) = (kind, &marker)
+                    && let Ok(mut log) = logs[user_index].lock()
+                {
+                    log.markers.retain(|m| m != marker);
+                    log.uncertain += 1;
                 }
                 if stop_at.is_none() {
                     progress.inc(1);
@@ -894,7 +906,13 @@ async fn check_integrity(
             Some(result.structured_content?["count"].as_u64().unwrap_or(0))
         }
     };
-    let mut integrity = Integrity::default();
+    let mut integrity = Integrity {
+        uncertain: logs
+            .iter()
+            .filter_map(|log| log.lock().ok().map(|l| l.uncertain))
+            .sum(),
+        ..Integrity::default()
+    };
     let users: Vec<(usize, Vec<String>, Vec<String>)> = logs
         .iter()
         .enumerate()
@@ -1046,12 +1064,13 @@ pub fn markdown(report: &Report) -> String {
     }
     let i = &report.integrity;
     out.push_str(&format!(
-        "| integrity | {} (checked {}, lost {}, leaked {}, out of order {}){} |\n",
+        "| integrity | {} (checked {}, lost {}, leaked {}, out of order {}, unchecked after a failed delete {}){} |\n",
         if i.ok { "ok" } else { "FAILED" },
         i.checked,
         i.lost,
         i.leaked,
         i.out_of_order,
+        i.uncertain,
         i.skipped
             .as_ref()
             .map(|s| format!(", {s}"))
