@@ -298,6 +298,27 @@ async fn api_errors_are_json_with_fitting_status() {
             "invalid_user_id",
         ),
         (
+            url("b%C3%B6b"),
+            Some("service-secret-token"),
+            br#"{"message":"hi"}"#.to_vec(),
+            400,
+            "invalid_user_id",
+        ),
+        (
+            url(".hidden"),
+            Some("service-secret-token"),
+            br#"{"message":"hi"}"#.to_vec(),
+            400,
+            "invalid_user_id",
+        ),
+        (
+            url(""),
+            Some("service-secret-token"),
+            br#"{"message":"hi"}"#.to_vec(),
+            400,
+            "invalid_user_id",
+        ),
+        (
             url("alice"),
             Some("alice-secret-token"),
             b"{not json".to_vec(),
@@ -347,6 +368,17 @@ async fn api_errors_are_json_with_fitting_status() {
                 .as_str()
                 .is_some_and(|m| !m.is_empty())
         );
+    }
+    // Encoded dots, sent as they are: reqwest (like browsers) would resolve `%2e%2e` as
+    // `..` and never send it, so this request is written by hand.
+    for path in [
+        "/v1/users/%2e%2e/messages",
+        "/v1/users/%2E%2e%2fbob/messages",
+    ] {
+        let (status, body) = raw_post(&fixture.url, path, "service-secret-token").await;
+        assert_eq!(status, 400, "{path}: {body}");
+        let body: Value = serde_json::from_str(&body).expect("json error body");
+        assert_eq!(body["error"]["code"], "invalid_user_id", "{path}: {body}");
     }
     let ok = http
         .post(url("bob"))
@@ -404,4 +436,30 @@ async fn idle_conversations_stop_and_the_actor_cap_evicts_the_least_recent() {
         history.first().map(|m| m["content"].clone()),
         Some(json!("remember that the cap test works"))
     );
+}
+
+/// POSTs `{"message":"hi"}` to `path` over a plain TCP connection, the path exactly as given.
+async fn raw_post(base: &str, path: &str, token: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(host).await.expect("connect");
+    let body = r#"{"message":"hi"}"#;
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("read");
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
 }

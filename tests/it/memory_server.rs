@@ -166,8 +166,15 @@ async fn alice_never_sees_bobs_memories() {
 /// session keeps working afterwards.
 #[tokio::test]
 async fn input_rules_table() {
+    // Every hostile argument, over both transports (each with a fresh server).
+    for transport in BOTH {
+        input_rules_over(transport).await;
+    }
+}
+
+async fn input_rules_over(transport: Transport) {
     let fixture = McpFixture::start_with(|c| c.max_content_bytes = 1000).await;
-    let client = connect(&fixture.url(), Transport::Streamable, None).await;
+    let client = connect(&fixture.url(), transport, None).await;
     let id = store(&client, "rules", "a memory for the id tests", "").await;
     let long_tag = "t".repeat(65);
     let many_tags: Vec<String> = (0..40).map(|i| format!("t{i}")).collect();
