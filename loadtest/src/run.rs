@@ -1079,48 +1079,84 @@ pub fn markdown(report: &Report) -> String {
     out
 }
 
-/// Throughput (bars) and p99 latency (line) per second, as a standalone SVG.
+/// Throughput and p99 latency per second over the run, as a standalone SVG (plotters): two
+/// stacked charts sharing the time axis.
 pub fn svg(report: &Report) -> String {
-    let (w, h, pad) = (800.0, 300.0, 40.0);
-    let n = report.throughput_per_s.len().max(1) as f64;
-    let max_t = report
+    let mut out = String::new();
+    match draw_svg(report, &mut out) {
+        Ok(()) => out,
+        // Drawing into a String fails only on impossible ranges; say so in the picture
+        // rather than failing the whole report.
+        Err(error) => format!(
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"600\" height=\"40\"><text x=\"10\" y=\"25\">no plot: {}</text></svg>",
+            error.to_string().replace('&', "&amp;").replace('<', "&lt;")
+        ),
+    }
+}
+
+fn draw_svg(report: &Report, out: &mut String) -> Result<(), Box<dyn std::error::Error>> {
+    use plotters::prelude::*;
+
+    let seconds = u32::try_from(report.throughput_per_s.len().max(1)).unwrap_or(u32::MAX);
+    let max_turns = report
         .throughput_per_s
         .iter()
         .copied()
         .max()
-        .unwrap_or(1)
-        .max(1) as f64;
-    let max_l = report.p99_per_s_ms.iter().cloned().fold(1.0, f64::max);
-    let bw = (w - 2.0 * pad) / n;
-    let mut body = String::new();
-    for (i, t) in report.throughput_per_s.iter().enumerate() {
-        let bh = (*t as f64 / max_t) * (h - 2.0 * pad);
-        body.push_str(&format!(
-            "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"#9ecae1\"/>",
-            pad + i as f64 * bw,
-            h - pad - bh,
-            (bw - 1.0).max(0.5),
-            bh
-        ));
-    }
-    let points: Vec<String> = report
-        .p99_per_s_ms
-        .iter()
-        .enumerate()
-        .map(|(i, l)| {
+        .unwrap_or(0)
+        .max(1);
+    let max_p99 = report.p99_per_s_ms.iter().copied().fold(1.0, f64::max);
+    let root = SVGBackend::with_string(out, (900, 560)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let (upper, lower) = root.split_vertically(280);
+
+    let mut turns = ChartBuilder::on(&upper)
+        .caption(
             format!(
-                "{:.1},{:.1}",
-                pad + (i as f64 + 0.5) * bw,
-                h - pad - (l / max_l) * (h - 2.0 * pad)
-            )
-        })
-        .collect();
-    format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\"><rect width=\"100%\" height=\"100%\" fill=\"white\"/>{body}<polyline fill=\"none\" stroke=\"#d62728\" stroke-width=\"2\" points=\"{}\"/><text x=\"{pad}\" y=\"20\" font-family=\"sans-serif\" font-size=\"12\">turns/s per second (bars, max {max_t:.0}) and p99 latency (red line, max {max_l:.1} ms); {} turns, {:.1} turns/s</text></svg>",
-        points.join(" "),
-        report.turns,
-        report.turns_per_s
-    )
+                "{}: {} turns, {:.1} turns/s ({} loop, {} users)",
+                report.scenario, report.turns, report.turns_per_s, report.mode, report.users
+            ),
+            ("sans-serif", 18),
+        )
+        .margin(12)
+        .x_label_area_size(32)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0u32..seconds, 0u64..max_turns + max_turns / 10 + 1)?;
+    turns
+        .configure_mesh()
+        .x_desc("seconds since start")
+        .y_desc("turns answered")
+        .draw()?;
+    turns.draw_series(LineSeries::new(
+        report
+            .throughput_per_s
+            .iter()
+            .enumerate()
+            .map(|(second, n)| (u32::try_from(second).unwrap_or(u32::MAX), *n)),
+        &BLUE,
+    ))?;
+
+    let mut latency = ChartBuilder::on(&lower)
+        .caption("p99 latency in each second (ms)", ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(32)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0u32..seconds, 0f64..max_p99 * 1.1)?;
+    latency
+        .configure_mesh()
+        .x_desc("seconds since start")
+        .y_desc("ms")
+        .draw()?;
+    latency.draw_series(LineSeries::new(
+        report
+            .p99_per_s_ms
+            .iter()
+            .enumerate()
+            .map(|(second, ms)| (u32::try_from(second).unwrap_or(u32::MAX), *ms)),
+        &RED,
+    ))?;
+    root.present()?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -82,7 +82,12 @@ fn a_spawned_smoke_run_reports_and_passes_integrity() {
     );
     assert!(out.path().join("report.md").is_file());
     let svg = std::fs::read_to_string(out.path().join("report.svg")).expect("svg");
-    assert!(svg.starts_with("<svg"));
+    assert!(svg.starts_with("<svg"), "{}", &svg[..svg.len().min(200)]);
+    assert!(
+        svg.matches("<polyline").count() >= 2,
+        "a throughput line and a latency line"
+    );
+    assert!(svg.contains("turns answered") && svg.contains("p99 latency"));
 }
 
 /// With a 600-RPM quota on the mock and the daemon, 60 turns (about 120 LLM requests, more
