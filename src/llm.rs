@@ -780,21 +780,7 @@ pub fn estimate_tokens(request: &ChatRequest) -> u32 {
     let chars: usize = request
         .messages
         .iter()
-        .map(|m| match m {
-            ChatMessage::System { content }
-            | ChatMessage::User { content }
-            | ChatMessage::Tool { content, .. } => content.len(),
-            ChatMessage::Assistant {
-                content,
-                tool_calls,
-            } => {
-                content.as_ref().map_or(0, String::len)
-                    + tool_calls
-                        .iter()
-                        .map(|c| c.function.arguments.len() + c.function.name.len())
-                        .sum::<usize>()
-            }
-        })
+        .map(ChatMessage::text_len)
         .sum::<usize>()
         + request
             .tools

@@ -128,7 +128,7 @@ impl OfflineModel {
             }
         }
         let prompt_tokens = estimate_prompt(request);
-        let completion_tokens = tokens(message_len(&message));
+        let completion_tokens = tokens(message.text_len());
         ChatResponse {
             model: OFFLINE_MODEL_NAME.to_owned(),
             message,
@@ -1713,31 +1713,13 @@ fn tool_calls(seed: u64, calls: Vec<(&'static str, Value)>) -> ChatMessage {
     }
 }
 
-fn message_len(message: &ChatMessage) -> usize {
-    match message {
-        ChatMessage::System { content }
-        | ChatMessage::User { content }
-        | ChatMessage::Tool { content, .. } => content.len(),
-        ChatMessage::Assistant {
-            content,
-            tool_calls,
-        } => {
-            content.as_ref().map_or(0, String::len)
-                + tool_calls
-                    .iter()
-                    .map(|c| c.function.arguments.len() + c.function.name.len())
-                    .sum::<usize>()
-        }
-    }
-}
-
 /// About four characters a token, as Azure estimates on arrival.
 fn tokens(bytes: usize) -> u32 {
     u32::try_from(bytes / 4 + 1).unwrap_or(u32::MAX)
 }
 
 fn estimate_prompt(request: &ChatRequest) -> u32 {
-    let messages: usize = request.messages.iter().map(message_len).sum();
+    let messages: usize = request.messages.iter().map(ChatMessage::text_len).sum();
     let tools: usize = request
         .tools
         .iter()

@@ -149,3 +149,24 @@ fn wire_responses_decode() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn text_len_counts_content_and_tool_calls() {
+    use crate::llm::types::{FunctionCall, ToolCall};
+    let user = ChatMessage::User {
+        content: "héllo".into(),
+    };
+    assert_eq!(user.text_len(), 6, "bytes, not characters");
+    let assistant = ChatMessage::Assistant {
+        content: Some("ok".into()),
+        tool_calls: vec![ToolCall {
+            id: "call_1".into(),
+            kind: "function".into(),
+            function: FunctionCall {
+                name: "get_memory".into(),
+                arguments: r#"{"id":"x"}"#.into(),
+            },
+        }],
+    };
+    assert_eq!(assistant.text_len(), 2 + 10 + 10);
+}

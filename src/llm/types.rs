@@ -38,6 +38,29 @@ pub enum ChatMessage {
     },
 }
 
+impl ChatMessage {
+    /// Bytes of text the message carries: its content, and for an assistant message each
+    /// tool call's name and arguments. The unit of every token estimate (four bytes a
+    /// token), in the daemon and in the Azure mock alike.
+    pub fn text_len(&self) -> usize {
+        match self {
+            ChatMessage::System { content }
+            | ChatMessage::User { content }
+            | ChatMessage::Tool { content, .. } => content.len(),
+            ChatMessage::Assistant {
+                content,
+                tool_calls,
+            } => {
+                content.as_ref().map_or(0, String::len)
+                    + tool_calls
+                        .iter()
+                        .map(|c| c.function.name.len() + c.function.arguments.len())
+                        .sum::<usize>()
+            }
+        }
+    }
+}
+
 /// A tool call requested by the model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ToolCall {

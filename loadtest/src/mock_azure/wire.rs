@@ -192,25 +192,7 @@ fn normalize_message(mut message: Value) -> Value {
 /// Tokens Azure estimates on arrival: the prompt's text at four characters a token plus
 /// `max_tokens` (what the TPM quota counts).
 pub(crate) fn estimate_tokens(request: &ChatRequest) -> u64 {
-    let messages: usize = request
-        .messages
-        .iter()
-        .map(|m| match m {
-            ChatMessage::System { content }
-            | ChatMessage::User { content }
-            | ChatMessage::Tool { content, .. } => content.len(),
-            ChatMessage::Assistant {
-                content,
-                tool_calls,
-            } => {
-                content.as_ref().map_or(0, String::len)
-                    + tool_calls
-                        .iter()
-                        .map(|c| c.function.name.len() + c.function.arguments.len())
-                        .sum::<usize>()
-            }
-        })
-        .sum();
+    let messages: usize = request.messages.iter().map(ChatMessage::text_len).sum();
     let tools: usize = request
         .tools
         .iter()
