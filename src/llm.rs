@@ -777,19 +777,7 @@ impl Drop for GaugeGuard<'_> {
 /// token (close enough for quota pacing; the provider's `usage` corrects it) plus
 /// `max_tokens`, as Azure itself estimates on arrival.
 pub fn estimate_tokens(request: &ChatRequest) -> u32 {
-    let chars: usize = request
-        .messages
-        .iter()
-        .map(ChatMessage::text_len)
-        .sum::<usize>()
-        + request
-            .tools
-            .iter()
-            .map(|t| {
-                t.function.parameters.to_string().len()
-                    + t.function.description.as_ref().map_or(0, String::len)
-            })
-            .sum::<usize>();
+    let chars = request.prompt_text_len();
     u32::try_from(chars / 4)
         .unwrap_or(u32::MAX)
         .saturating_add(request.max_tokens.unwrap_or(0))

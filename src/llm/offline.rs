@@ -1719,17 +1719,7 @@ fn tokens(bytes: usize) -> u32 {
 }
 
 fn estimate_prompt(request: &ChatRequest) -> u32 {
-    let messages: usize = request.messages.iter().map(ChatMessage::text_len).sum();
-    let tools: usize = request
-        .tools
-        .iter()
-        .map(|t| {
-            t.function.name.len()
-                + t.function.description.as_ref().map_or(0, String::len)
-                + t.function.parameters.to_string().len()
-        })
-        .sum();
-    tokens(messages.saturating_add(tools))
+    tokens(request.prompt_text_len())
 }
 
 /// FNV-1a over the conversation's roles and texts: deterministic tool-call ids.

@@ -126,6 +126,25 @@ pub struct ChatRequest {
     pub user: Option<String>,
 }
 
+impl ChatRequest {
+    /// Bytes of prompt text: every message's [`ChatMessage::text_len`] plus each offered
+    /// tool's name, description and parameter schema. Azure's on-arrival estimate, and so
+    /// ours, is this over four, plus `max_tokens`.
+    pub fn prompt_text_len(&self) -> usize {
+        let messages: usize = self.messages.iter().map(ChatMessage::text_len).sum();
+        let tools: usize = self
+            .tools
+            .iter()
+            .map(|t| {
+                t.function.name.len()
+                    + t.function.description.as_ref().map_or(0, String::len)
+                    + t.function.parameters.to_string().len()
+            })
+            .sum();
+        messages + tools
+    }
+}
+
 /// Why the model stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

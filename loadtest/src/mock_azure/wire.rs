@@ -192,17 +192,7 @@ fn normalize_message(mut message: Value) -> Value {
 /// Tokens Azure estimates on arrival: the prompt's text at four characters a token plus
 /// `max_tokens` (what the TPM quota counts).
 pub(crate) fn estimate_tokens(request: &ChatRequest) -> u64 {
-    let messages: usize = request.messages.iter().map(ChatMessage::text_len).sum();
-    let tools: usize = request
-        .tools
-        .iter()
-        .map(|t| {
-            t.function.name.len()
-                + t.function.description.as_ref().map_or(0, String::len)
-                + t.function.parameters.to_string().len()
-        })
-        .sum();
-    u64::try_from((messages + tools) / 4).unwrap_or(u64::MAX)
+    u64::try_from(request.prompt_text_len() / 4).unwrap_or(u64::MAX)
         + u64::from(request.max_tokens.unwrap_or(0))
 }
 
