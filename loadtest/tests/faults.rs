@@ -994,6 +994,22 @@ fn ends_with_tool_results(request: &ChatRequest) -> bool {
     matches!(request.messages.last(), Some(ChatMessage::Tool { .. }))
 }
 
+/// A model that asks for `tool_call` and, once it has the result, answers `reply`.
+fn one_call_then_reply(tool_call: ToolCall, reply: &'static str) -> Script {
+    Arc::new(move |request: &ChatRequest| {
+        if ends_with_tool_results(request) {
+            return Action::Say(ChatMessage::Assistant {
+                content: Some(reply.into()),
+                tool_calls: Vec::new(),
+            });
+        }
+        Action::Say(ChatMessage::Assistant {
+            content: None,
+            tool_calls: vec![tool_call.clone()],
+        })
+    })
+}
+
 fn call(id: &str, name: &str, arguments: Value) -> ToolCall {
     ToolCall {
         id: id.into(),
@@ -1360,22 +1376,14 @@ async fn slow_tools_server(tools: SlowTools) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_running_tool_call_is_cancelled_on_hang_up_and_at_the_deadline() {
     bounded(async {
-        let script: Script = Arc::new(|request: &ChatRequest| {
-            if ends_with_tool_results(request) {
-                return Action::Say(ChatMessage::Assistant {
-                    content: Some("Noted.".into()),
-                    tool_calls: Vec::new(),
-                });
-            }
-            Action::Say(ChatMessage::Assistant {
-                content: None,
-                tool_calls: vec![call(
-                    "call_1",
-                    "slow_note",
-                    json!({"text": "slowly", "user_id": "mallory"}),
-                )],
-            })
-        });
+        let script = one_call_then_reply(
+            call(
+                "call_1",
+                "slow_note",
+                json!({"text": "slowly", "user_id": "mallory"}),
+            ),
+            "Noted.",
+        );
         let (base_url, seen) = scripted_model(script).await;
         let tools = SlowTools::default();
         let mcp_url = slow_tools_server(tools.clone()).await;
@@ -1458,22 +1466,10 @@ async fn a_running_tool_call_is_cancelled_on_hang_up_and_at_the_deadline() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_model_chosen_user_id_reaches_no_tool() {
     bounded(async {
-        let script: Script = Arc::new(|request: &ChatRequest| {
-            if ends_with_tool_results(request) {
-                return Action::Say(ChatMessage::Assistant {
-                    content: Some("Echoed.".into()),
-                    tool_calls: Vec::new(),
-                });
-            }
-            Action::Say(ChatMessage::Assistant {
-                content: None,
-                tool_calls: vec![call(
-                    "call_1",
-                    "echo",
-                    json!({"text": "hi", "user_id": "bob"}),
-                )],
-            })
-        });
+        let script = one_call_then_reply(
+            call("call_1", "echo", json!({"text": "hi", "user_id": "bob"})),
+            "Echoed.",
+        );
         let (base_url, _seen) = scripted_model(script).await;
         let mcp_url = slow_tools_server(SlowTools::default()).await;
         let daemon = TestDaemon::start(|c| {
