@@ -2,46 +2,17 @@
 //! field, with the integrity check passing.
 
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Command, Output};
 
 #[test]
 fn a_spawned_smoke_run_reports_and_passes_integrity() {
-    let harness = PathBuf::from(env!("CARGO_BIN_EXE_memento-loadtest"));
-    let memento = harness.with_file_name("memento");
-    assert!(
-        memento.is_file(),
-        "the memento binary is not built next to {} (run the workspace tests: cargo test --workspace)",
-        harness.display()
-    );
-    let out = tempfile::tempdir().expect("tempdir");
-    let scenario = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scenarios/smoke.toml");
-    let output = Command::new(&harness)
-        .args([
-            "run",
-            "--users",
-            "10",
-            "--turns",
-            "150",
-            "--quiet",
-            "--scenario",
-        ])
-        .arg(&scenario)
-        .arg("--out")
-        .arg(out.path())
-        .arg("--memento-bin")
-        .arg(&memento)
-        .output()
-        .expect("run the harness");
+    let (output, report, out) = run_harness(&["--users", "10", "--turns", "150"]);
     assert!(
         output.status.success(),
         "harness failed:\n{}\n{}",
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    let report: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(out.path().join("report.json")).expect("report.json"),
-    )
-    .expect("json");
     assert_eq!(report["turns"], 150);
     assert!(report["turns_per_s"].as_f64().is_some_and(|t| t > 0.0));
     for key in ["p50", "p90", "p99", "p999", "max"] {
@@ -95,33 +66,8 @@ fn a_spawned_smoke_run_reports_and_passes_integrity() {
 /// within the quota plus the daemon's burst, and no user sees a 429.
 #[test]
 fn a_rate_limited_run_keeps_the_quota_and_users_see_no_429() {
-    let harness = PathBuf::from(env!("CARGO_BIN_EXE_memento-loadtest"));
-    let memento = harness.with_file_name("memento");
-    let out = tempfile::tempdir().expect("tempdir");
-    let scenario = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scenarios/smoke.toml");
-    let output = Command::new(&harness)
-        .args([
-            "run",
-            "--users",
-            "10",
-            "--turns",
-            "60",
-            "--mock-rpm",
-            "600",
-            "--quiet",
-            "--scenario",
-        ])
-        .arg(&scenario)
-        .arg("--out")
-        .arg(out.path())
-        .arg("--memento-bin")
-        .arg(&memento)
-        .output()
-        .expect("run the harness");
-    let report: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(out.path().join("report.json")).expect("report.json"),
-    )
-    .expect("json");
+    let (output, report, _out) =
+        run_harness(&["--users", "10", "--turns", "60", "--mock-rpm", "600"]);
     assert!(
         output.status.success(),
         "harness failed:\n{}\n{}\n{}",
@@ -146,4 +92,42 @@ fn a_rate_limited_run_keeps_the_quota_and_users_see_no_429() {
         report["errors"]
     );
     assert_eq!(report["integrity"]["ok"], true, "{}", report["integrity"]);
+}
+
+/// Runs `memento-loadtest run --quiet --scenario smoke.toml` with `args`, spawning the stack
+/// from the `memento` binary built beside it; returns the process output, report.json and
+/// the output directory (kept alive for the caller's file checks).
+fn run_harness(args: &[&str]) -> (Output, serde_json::Value, tempfile::TempDir) {
+    let harness = PathBuf::from(env!("CARGO_BIN_EXE_memento-loadtest"));
+    let memento = harness.with_file_name("memento");
+    assert!(
+        memento.is_file(),
+        "the memento binary is not built next to {} (run the workspace tests: cargo test --workspace)",
+        harness.display()
+    );
+    let out = tempfile::tempdir().expect("tempdir");
+    let scenario = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scenarios/smoke.toml");
+    let output = Command::new(&harness)
+        .arg("run")
+        .args(args)
+        .arg("--quiet")
+        .arg("--scenario")
+        .arg(&scenario)
+        .arg("--out")
+        .arg(out.path())
+        .arg("--memento-bin")
+        .arg(&memento)
+        .output()
+        .expect("run the harness");
+    let report = std::fs::read(out.path().join("report.json"))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "no report.json:\n{}\n{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            )
+        });
+    (output, report, out)
 }
