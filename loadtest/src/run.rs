@@ -215,6 +215,20 @@ pub struct Latency {
     pub max: f64,
 }
 
+impl Latency {
+    /// The percentiles of a histogram of microseconds, in milliseconds.
+    fn of(histogram: &Histogram<u64>) -> Latency {
+        let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
+        Latency {
+            p50: ms(0.5),
+            p90: ms(0.9),
+            p99: ms(0.99),
+            p999: ms(0.999),
+            max: histogram.max() as f64 / 1000.0,
+        }
+    }
+}
+
 /// The integrity check's outcome.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Integrity {
@@ -751,9 +765,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Report> {
     };
     let shared = shared.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
     let histogram = shared.histogram.as_ref().context("histogram")?;
-    let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
     let (rss, cpu) = samples.lock().map(|s| s.clone()).unwrap_or_default();
-    let report = Report {
+    let mut report = Report {
         scenario: scenario.name.clone(),
         mode: if open_loop.is_some() {
             "open".into()
@@ -764,13 +777,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Report> {
         turns: shared.turns,
         elapsed_s: elapsed,
         turns_per_s: shared.turns as f64 / elapsed.max(0.001),
-        latency_ms: Latency {
-            p50: ms(0.5),
-            p90: ms(0.9),
-            p99: ms(0.99),
-            p999: ms(0.999),
-            max: histogram.max() as f64 / 1000.0,
-        },
+        latency_ms: Latency::of(histogram),
         errors: shared.errors.clone(),
         tool_calls: shared.tool_calls.clone(),
         llm,
@@ -784,20 +791,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Report> {
             .map(|(_, h)| h.value_at_quantile(0.99) as f64 / 1000.0)
             .collect(),
         integrity,
-        overhead_ms: shared.overhead.as_ref().filter(|h| !h.is_empty()).map(|h| {
-            let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-            Latency {
-                p50: ms(0.5),
-                p90: ms(0.9),
-                p99: ms(0.99),
-                p999: ms(0.999),
-                max: h.max() as f64 / 1000.0,
-            }
-        }),
+        overhead_ms: shared
+            .overhead
+            .as_ref()
+            .filter(|h| !h.is_empty())
+            .map(Latency::of),
         rate_limit: None,
     };
     drop(shared);
-    let mut report = report;
     if let (Some(rpm), Some(llm)) = (args.mock_rpm.filter(|_| args.target.is_none()), &report.llm) {
         report.rate_limit = Some(rate_limit_check(rpm, llm, &report.errors));
     }
