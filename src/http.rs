@@ -54,11 +54,21 @@ pub struct ApiState {
     pub turn_deadline: Duration,
     /// Trace export counters, when exporting.
     pub export_stats: Option<Arc<crate::telemetry::ExportStats>>,
+    /// Browser and proxy rules of `[server]`.
+    pub policy: Arc<crate::edge::guard::OriginPolicy>,
 }
 
-/// The router.
+/// The router: the routes, behind the edge (see [`crate::edge`]): browser and proxy rules,
+/// then authentication of `/v1/` requests, both before the body is read, then the body under
+/// its size limit and deadline.
 pub fn router(state: ApiState) -> Router {
     let body_limit = state.config.max_body_bytes;
+    let body_limits = crate::edge::body::BodyLimits {
+        max_bytes: body_limit,
+        timeout: state.config.request_timeout,
+        key: "server.max_body_bytes",
+    };
+    let edge_state = state.clone();
     Router::new()
         .route("/v1/users/{user_id}/messages", post(post_message))
         .route(
@@ -79,7 +89,42 @@ pub fn router(state: ApiState) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            body_limits,
+            crate::edge::body::bounded,
+        ))
+        .layer(axum::middleware::from_fn(move |request, next| {
+            let state = edge_state.clone();
+            async move { edge(state, request, next).await }
+        }))
         .with_state(state)
+}
+
+/// The daemon's edge: the shared origin policy, then the caller's token for `/v1/` routes.
+async fn edge(
+    state: ApiState,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    crate::edge::guard::enforce_with(&state.policy, request, next, |request| {
+        if !request.uri().path().starts_with("/v1/") {
+            return Ok(());
+        }
+        let Some(ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<SocketAddr>>() else {
+            return Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "no_peer",
+                "the server could not tell who connected",
+            )
+            .into_response());
+        };
+        state
+            .auth
+            .caller(*peer, request.headers())
+            .map(|_| ())
+            .map_err(IntoResponse::into_response)
+    })
+    .await
 }
 
 /// Authenticates, validates `user_id`, authorises. Nothing else happens before this.
@@ -393,6 +438,13 @@ fn render_metrics(state: &ApiState) -> String {
         "counter",
         "Turns refused: too many in progress.",
         turns.overloaded.get(),
+    );
+    render_value(
+        &mut out,
+        "memento_turns_queue_full_total",
+        "counter",
+        "Turns refused: their user had conversation.max_queued_turns waiting.",
+        turns.queue_full.get(),
     );
     render_value(
         &mut out,

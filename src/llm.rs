@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 use crate::metrics::{Counter, Gauge, Histogram};
 use crate::retry::{RetryPolicy, Retryable};
 
+pub mod framing;
 pub mod offline;
 pub mod types;
 

@@ -16,6 +16,8 @@ pub struct ApiError {
     pub code: &'static str,
     /// What happened and what to do.
     pub message: String,
+    /// Seconds for a `Retry-After` header (429 and 503 answers).
+    pub retry_after: Option<u32>,
 }
 
 impl ApiError {
@@ -25,6 +27,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -41,7 +44,14 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, axum::Json(self.body())).into_response()
+        let mut response = (self.status, axum::Json(self.body())).into_response();
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(seconds),
+            );
+        }
+        response
     }
 }
 
@@ -58,9 +68,18 @@ impl From<TurnError> for ApiError {
             TurnError::Llm(_) => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "llm_unavailable", message)
             }
-            TurnError::Overloaded => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", message)
-            }
+            TurnError::Overloaded => ApiError {
+                retry_after: Some(1),
+                ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", message)
+            },
+            TurnError::QueueFull { .. } => ApiError {
+                retry_after: Some(2),
+                ..ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_queued_turns",
+                    message,
+                )
+            },
             TurnError::ShuttingDown => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", message)
             }

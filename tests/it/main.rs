@@ -9,5 +9,6 @@ mod durability;
 mod faults;
 mod memory_server;
 mod python_interop;
+mod security;
 mod seed_interop;
 mod tracing;

@@ -456,6 +456,7 @@ async fn bad_messages_do_not_close_the_sse_session() {
     for (query, status) in [("", 400), ("?session_id=nope", 404)] {
         let response = http
             .post(format!("{}/messages{query}", fixture.url()))
+            .header("content-type", "application/json")
             .body("{}")
             .send()
             .await
@@ -482,6 +483,7 @@ async fn bad_messages_do_not_close_the_sse_session() {
     for garbage in ["", "not json", "{\"jsonrpc\": \"2.0\"}", "[1,2,3]", "\u{0}"] {
         let response = http
             .post(&post_url)
+            .header("content-type", "application/json")
             .body(garbage)
             .send()
             .await
