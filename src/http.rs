@@ -33,6 +33,8 @@ use crate::supervisor::SupervisorHandle;
 
 pub mod auth;
 pub mod error;
+pub mod memories;
+pub mod page;
 
 use auth::Auth;
 use error::ApiError;
@@ -75,6 +77,16 @@ pub fn router(state: ApiState) -> Router {
             "/v1/users/{user_id}/history",
             get(get_history).delete(delete_history),
         )
+        .route("/v1/users/{user_id}/memories", get(memories::list))
+        .route(
+            "/v1/users/{user_id}/memories/{id}",
+            get(memories::get_one).delete(memories::delete_one),
+        )
+        .route("/v1/users/{user_id}/tags", get(memories::tags))
+        .route("/v1/auth/mode", get(page::auth_mode))
+        .route("/v1/auth/whoami", get(page::whoami))
+        .route("/", get(page::index))
+        .route("/assets/{name}", get(page::asset))
         .route(
             "/healthz",
             get(|| async { axum::Json(json!({"status": "ok"})) }),

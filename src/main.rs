@@ -227,6 +227,7 @@ async fn run_daemon(
     let daemon = memento::daemon::Daemon::start_with_telemetry(config, export_stats).await?;
     println!("memento daemon listening on {}", daemon.url());
     println!("  memory MCP server: {}", daemon.mcp_url());
+    println!("  web page:          {}/", daemon.url());
     println!("  try: memento chat --user alice");
     signal::shutdown().await;
     daemon.shutdown().await;

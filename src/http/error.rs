@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::conversation::TurnError;
+use crate::mcp::McpError;
 
 /// An API failure with its status, a stable machine-readable code and a message for people.
 #[derive(Debug, Clone)]
@@ -96,6 +97,45 @@ impl From<TurnError> for ApiError {
                 "history_unavailable",
                 message,
             ),
+        }
+    }
+}
+
+impl ApiError {
+    /// A memory tool's error result (`isError: true`), by the `error.code` of its structured
+    /// content: `not_found` is a 404, `invalid_argument` a 400, anything else (a storage
+    /// failure, a server that sends no code) a 502.
+    pub fn from_tool_error(tool: &str, code: Option<&str>, message: &str) -> ApiError {
+        match code {
+            Some("not_found") => ApiError::new(StatusCode::NOT_FOUND, "not_found", message),
+            Some("invalid_argument") => ApiError::bad_request("invalid_argument", message),
+            _ => ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "memory_tool_failed",
+                format!("{tool} failed: {message}"),
+            ),
+        }
+    }
+}
+
+/// A memory call the daemon makes itself (the memory endpoints), not one inside a turn.
+impl From<McpError> for ApiError {
+    fn from(error: McpError) -> Self {
+        let message = error.to_string();
+        match error {
+            McpError::Rejected(_) => {
+                ApiError::new(StatusCode::BAD_GATEWAY, "memory_rejected", message)
+            }
+            McpError::Timeout(_) => {
+                ApiError::new(StatusCode::GATEWAY_TIMEOUT, "memory_timeout", message)
+            }
+            McpError::Unavailable(_) | McpError::UnknownTool(_) | McpError::Closed => {
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "memory_unavailable",
+                    message,
+                )
+            }
         }
     }
 }

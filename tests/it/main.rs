@@ -12,3 +12,4 @@ mod python_interop;
 mod security;
 mod seed_interop;
 mod tracing;
+mod web;

@@ -335,6 +335,17 @@ async fn input_rules_over(transport: Transport) {
                     message.contains(fragment),
                     "{tool} {args}: {message:?} lacks {fragment:?}"
                 );
+                // Programs read the cause from the structured copy (the daemon's 404 vs 400).
+                let code = result
+                    .structured_content
+                    .as_ref()
+                    .and_then(|s| s["error"]["code"].as_str());
+                let expected_code = if fragment == "no memory with id" {
+                    "not_found"
+                } else {
+                    "invalid_argument"
+                };
+                assert_eq!(code, Some(expected_code), "{tool} {args}");
             }
             None => assert!(!is_error(&result), "{tool} {args} failed: {message}"),
         }
