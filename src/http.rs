@@ -33,6 +33,7 @@ use crate::supervisor::SupervisorHandle;
 
 pub mod auth;
 pub mod error;
+pub mod openai;
 
 use auth::Auth;
 use error::ApiError;
@@ -61,6 +62,9 @@ pub fn router(state: ApiState) -> Router {
     let body_limit = state.config.max_body_bytes;
     Router::new()
         .route("/v1/users/{user_id}/messages", post(post_message))
+        .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/models", get(openai::list_models))
+        .route("/v1/models/{model}", get(openai::get_model))
         .route(
             "/v1/users/{user_id}/history",
             get(get_history).delete(delete_history),
