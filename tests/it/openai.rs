@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::time::Duration;
 
 use futures::StreamExt;
 use serde_json::{Value, json};
@@ -141,6 +142,46 @@ async fn a_store_in_one_request_is_found_by_a_question_in_a_later_one() {
         .turn("ann", "what did I store about my locker code?")
         .await;
     assert!(native.to_string().contains("4512"), "{native}");
+
+    // Ann now has a stored conversation, which a completion neither reads nor extends: the
+    // same request costs the same prompt tokens for her as for a user with no history.
+    let history = fixture.history("ann").await;
+    assert!(!history.is_empty());
+    let mut prompts = Vec::new();
+    for user in ["ann", "newcomer"] {
+        let (status, _, body) = complete(&fixture, None, &ask(user, "hello")).await;
+        assert_eq!(status, 200, "{body}");
+        prompts.push(body["usage"]["prompt_tokens"].clone());
+    }
+    assert_eq!(prompts[0], prompts[1], "{prompts:?}");
+    assert_eq!(fixture.history("ann").await, history);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_turn_past_its_deadline_is_a_504_streamed_or_not() {
+    // A deadline already passed when the turn starts: it fails at its first wait.
+    let fixture =
+        DaemonFixture::start_with(|config| config.llm.turn_deadline = Duration::ZERO).await;
+    let (status, _, body) = complete(&fixture, None, &ask("late", "hello")).await;
+    assert_eq!(status, 504, "{body}");
+    assert_eq!(body["error"]["type"], "server_error");
+    assert_eq!(body["error"]["code"], "deadline_exceeded");
+
+    let mut request = ask("late", "hello");
+    request["stream"] = json!(true);
+    let response = fixture
+        .http
+        .post(format!("{}/v1/chat/completions", fixture.url))
+        .json(&request)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 200);
+    let data = sse_data(response).await;
+    assert_eq!(data.len(), 2, "a role delta, then the error: {data:?}");
+    let error: Value = serde_json::from_str(&data[1]).expect("json");
+    assert_eq!(error["error"]["code"], "deadline_exceeded", "{error}");
+    assert_eq!(error["error"]["type"], "server_error");
 }
 
 /// Reads an SSE response to its end; returns each event's data.
