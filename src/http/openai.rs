@@ -17,9 +17,9 @@
 //!   `usage` summed over the turn's LLM rounds.
 //! - **Not supported, refused with a 400 naming the parameter:** client-side tools
 //!   (`tools`, `functions`, a forced `tool_choice`; Memento runs its own tools server-side),
-//!   `tool` messages and assistant `tool_calls`, non-text content parts and `n` other than
-//!   1. Sampling parameters (`temperature`, `max_tokens`, ...) are accepted and ignored: the
-//!   daemon's `[llm]` settings apply.
+//!   `tool` messages and assistant `tool_calls`, non-text content parts, and any `n` but
+//!   one. Sampling parameters (`temperature`, `max_tokens`, ...) are accepted and ignored:
+//!   the daemon's `[llm]` settings apply.
 //! - **`stream: true`** gives `chat.completion.chunk` events built from the turn's
 //!   [`TurnEvent`]s: a role delta at once, the answer's text, a final chunk with
 //!   `finish_reason: "stop"`, a usage chunk with `stream_options.include_usage`, then
