@@ -1,4 +1,9 @@
+use super::request::{CompletionBody, conversation, refuse_client_tools, request_user};
 use super::*;
+use crate::config::ServerConfig;
+use crate::domain::UserId;
+use crate::http::auth::Caller;
+use crate::llm::types::ChatMessage;
 
 fn config(max_message_chars: usize) -> ServerConfig {
     ServerConfig {
