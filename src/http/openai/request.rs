@@ -11,15 +11,15 @@ use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::super::ApiState;
-use super::super::auth::Caller;
-use super::super::error::ApiError;
 use super::{
     MAX_MESSAGES, MAX_TOTAL_CHARS_FACTOR, MODEL_ID, OpenAiError, invalid, missing, model_not_found,
     too_large,
 };
 use crate::config::ServerConfig;
 use crate::domain::UserId;
+use crate::http::ApiState;
+use crate::http::auth::Caller;
+use crate::http::error::ApiError;
 use crate::llm::types::ChatMessage;
 
 /// A checked request: whose turn, on which conversation, streamed or not.
