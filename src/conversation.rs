@@ -10,6 +10,9 @@
 //! History is bounded by a token budget (oldest turns dropped first, a tool call and its
 //! result always together) and saved to [`HistoryStore`] after every turn, so a restarted
 //! actor or daemon picks the conversation up where it was.
+//!
+//! A turn of the OpenAI-compatible API ([`TurnContext::Given`]) runs the same way on the
+//! messages its client sent instead of the stored history, and leaves that history alone.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,7 +27,7 @@ use tokio::time::Instant;
 use crate::config::ConversationConfig;
 use crate::domain::UserId;
 use crate::history::{HistoryError, HistoryStore};
-use crate::llm::types::{ChatMessage, ChatRequest, ToolCall};
+use crate::llm::types::{ChatMessage, ChatRequest, ToolCall, Usage};
 use crate::llm::{LlmError, LlmHandle};
 use crate::mcp::{McpError, McpHandle};
 
@@ -123,6 +126,9 @@ pub struct TurnOutcome {
     pub tool_calls: Vec<ToolCallRecord>,
     /// Where the turn's time went.
     pub timings: TurnTimings,
+    /// Tokens over every LLM round of the turn: the provider's counts, or the estimate
+    /// (four bytes a token) for a round whose provider reported none.
+    pub usage: Usage,
 }
 
 /// Where a turn's time went, in milliseconds. `turn_ms - llm_ms - tools_ms` is the daemon's
@@ -157,10 +163,23 @@ pub enum TurnEvent {
     Text(String),
 }
 
+/// Which conversation a turn continues.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TurnContext {
+    /// The user's stored history: the turn reads it, extends it and saves it.
+    Stored,
+    /// The messages a client sent before `message` (the OpenAI-compatible API, whose
+    /// clients keep the conversation themselves): the turn runs on them and neither reads
+    /// nor changes the stored history.
+    Given(Vec<ChatMessage>),
+}
+
 /// A turn to run.
 pub struct TurnRequest {
     /// The person's message.
     pub message: String,
+    /// The conversation before `message`.
+    pub context: TurnContext,
     /// When the turn must be done.
     pub deadline: Instant,
     /// Where to send progress, for streamed turns.
@@ -335,7 +354,11 @@ impl ConversationState {
         let started = Instant::now();
         let mut timings = TurnTimings::default();
         let args = self.args.clone();
-        let history = self.loaded().await?.clone();
+        let (history, stored) = match request.context {
+            TurnContext::Stored => (self.loaded().await?.clone(), true),
+            TurnContext::Given(messages) => (messages, false),
+        };
+        let mut usage = Usage::default();
         let mut messages = Vec::with_capacity(history.len() + 4);
         messages.push(ChatMessage::System {
             content: SYSTEM_PROMPT.to_owned(),
@@ -363,12 +386,25 @@ impl ConversationState {
                 temperature: None,
                 user: Some(args.user.as_str().to_owned()),
             };
+            let estimated_prompt = crate::llm::estimate_tokens(&chat_request);
             let response = args
                 .llm
                 .complete(chat_request, request.deadline)
                 .await
                 .map_err(|error| llm_failure(error, request.deadline))?;
             timings.llm_ms += response.provider_time.as_secs_f64() * 1000.0;
+            add_usage(
+                &mut usage,
+                response.usage.unwrap_or_else(|| {
+                    let completion =
+                        u32::try_from(estimate_tokens(&response.message)).unwrap_or(u32::MAX);
+                    Usage {
+                        prompt_tokens: estimated_prompt,
+                        completion_tokens: completion,
+                        total_tokens: estimated_prompt.saturating_add(completion),
+                    }
+                }),
+            );
             let (content, tool_calls) = match response.message {
                 ChatMessage::Assistant {
                     content,
@@ -424,15 +460,18 @@ impl ConversationState {
         if let Some(events) = &request.events {
             let _ = events.send(TurnEvent::Text(reply.clone()));
         }
-        let history = self.history.get_or_insert_with(Vec::new);
-        history.extend(new_messages);
-        trim_history(history, args.config.history_token_budget);
-        args.history.save(&args.user, history).await?;
+        if stored {
+            let history = self.history.get_or_insert_with(Vec::new);
+            history.extend(new_messages);
+            trim_history(history, args.config.history_token_budget);
+            args.history.save(&args.user, history).await?;
+        }
         timings.turn_ms = started.elapsed().as_secs_f64() * 1000.0;
         Ok(TurnOutcome {
             reply,
             tool_calls: records,
             timings,
+            usage,
         })
     }
 }
@@ -558,6 +597,15 @@ fn refused_delete(
         let _ = events.send(TurnEvent::ToolResult(record.clone()));
     }
     record
+}
+
+/// Adds one round's token counts to the turn's.
+fn add_usage(total: &mut Usage, round: Usage) {
+    total.prompt_tokens = total.prompt_tokens.saturating_add(round.prompt_tokens);
+    total.completion_tokens = total
+        .completion_tokens
+        .saturating_add(round.completion_tokens);
+    total.total_tokens = total.total_tokens.saturating_add(round.total_tokens);
 }
 
 /// An LLM failure the turn's deadline caused is the turn's deadline failure, whichever of

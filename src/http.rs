@@ -35,6 +35,7 @@ pub mod auth;
 pub mod error;
 pub mod memories;
 pub mod page;
+pub mod openai;
 
 use auth::Auth;
 use error::ApiError;
@@ -73,6 +74,9 @@ pub fn router(state: ApiState) -> Router {
     let edge_state = state.clone();
     Router::new()
         .route("/v1/users/{user_id}/messages", post(post_message))
+        .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/models", get(openai::list_models))
+        .route("/v1/models/{model}", get(openai::get_model))
         .route(
             "/v1/users/{user_id}/history",
             get(get_history).delete(delete_history),

@@ -19,8 +19,8 @@ use tokio::time::Instant;
 
 use crate::config::ConversationConfig;
 use crate::conversation::{
-    Conversation, ConversationArgs, ConversationMsg, REPLY_GRACE, TurnError, TurnEvent,
-    TurnOutcome, TurnRequest,
+    Conversation, ConversationArgs, ConversationMsg, REPLY_GRACE, TurnContext, TurnError,
+    TurnEvent, TurnOutcome, TurnRequest,
 };
 use crate::domain::UserId;
 use crate::history::HistoryStore;
@@ -134,6 +134,33 @@ impl SupervisorHandle {
         deadline: Instant,
         events: Option<mpsc::UnboundedSender<TurnEvent>>,
     ) -> Result<TurnOutcome, TurnError> {
+        self.run_turn(user, message, TurnContext::Stored, deadline, events)
+            .await
+    }
+
+    /// Runs one turn for `user` on a conversation the caller supplies (`prior`, oldest
+    /// first, then `message`) instead of the stored history, which it leaves unchanged:
+    /// the OpenAI-compatible API. Same actor, order, limits and tools as [`Self::turn`].
+    pub async fn turn_given(
+        &self,
+        user: &UserId,
+        prior: Vec<ChatMessage>,
+        message: String,
+        deadline: Instant,
+        events: Option<mpsc::UnboundedSender<TurnEvent>>,
+    ) -> Result<TurnOutcome, TurnError> {
+        self.run_turn(user, message, TurnContext::Given(prior), deadline, events)
+            .await
+    }
+
+    async fn run_turn(
+        &self,
+        user: &UserId,
+        message: String,
+        context: TurnContext,
+        deadline: Instant,
+        events: Option<mpsc::UnboundedSender<TurnEvent>>,
+    ) -> Result<TurnOutcome, TurnError> {
         // Dropping this future (the HTTP client went away) cancels the turn.
         let cancel = tokio_util::sync::CancellationToken::new();
         let _cancel_on_drop = cancel.clone().drop_guard();
@@ -148,7 +175,7 @@ impl SupervisorHandle {
             failed: true,
         };
         let result = self
-            .turn_inner(user, message, deadline, events, cancel)
+            .turn_inner(user, message, context, deadline, events, cancel)
             .await;
         counted.failed = result.is_err();
         if matches!(result, Err(TurnError::Overloaded)) {
@@ -161,6 +188,7 @@ impl SupervisorHandle {
         &self,
         user: &UserId,
         message: String,
+        context: TurnContext,
         deadline: Instant,
         events: Option<mpsc::UnboundedSender<TurnEvent>>,
         cancel: tokio_util::sync::CancellationToken,
@@ -181,6 +209,7 @@ impl SupervisorHandle {
             }
             let request = TurnRequest {
                 message: message.clone(),
+                context: context.clone(),
                 deadline,
                 events: events.clone(),
                 turn_id: turn_id.clone(),

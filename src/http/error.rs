@@ -1,7 +1,10 @@
-//! `ApiError`: the only place where failures become HTTP status codes and the JSON error
-//! shape `{"error": {"code": "...", "message": "..."}}`.
+//! `ApiError`: the only place where failures become HTTP status codes (and `Retry-After`
+//! hints) and the JSON error shape `{"error": {"code": "...", "message": "..."}}`. The
+//! OpenAI-compatible API (`openai.rs`) renders the same errors in OpenAI's body shape.
 
-use axum::http::StatusCode;
+use std::time::Duration;
+
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
@@ -17,8 +20,8 @@ pub struct ApiError {
     pub code: &'static str,
     /// What happened and what to do.
     pub message: String,
-    /// Seconds for a `Retry-After` header (429 and 503 answers).
-    pub retry_after: Option<u32>,
+    /// When the caller may try again (sent as `Retry-After`, whole seconds rounded up).
+    pub retry_after: Option<Duration>,
 }
 
 impl ApiError {
@@ -32,6 +35,20 @@ impl ApiError {
         }
     }
 
+    /// The same error with a `Retry-After` hint.
+    pub fn with_retry_after(mut self, retry_after: Duration) -> ApiError {
+        self.retry_after = Some(retry_after);
+        self
+    }
+
+    /// The `Retry-After` header value: whole seconds, rounded up, at least 1.
+    pub fn retry_after_header(&self) -> Option<HeaderValue> {
+        self.retry_after.map(|wait| {
+            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            HeaderValue::from(seconds.max(1))
+        })
+    }
+
     /// 400.
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, code, message)
@@ -43,14 +60,15 @@ impl ApiError {
     }
 }
 
+/// What an overloaded daemon tells callers to wait: turns are short, so a second is enough
+/// for most of the ones in progress to finish.
+const OVERLOADED_RETRY_AFTER: Duration = Duration::from_secs(1);
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status, axum::Json(self.body())).into_response();
-        if let Some(seconds) = self.retry_after {
-            response.headers_mut().insert(
-                axum::http::header::RETRY_AFTER,
-                axum::http::HeaderValue::from(seconds),
-            );
+        if let Some(value) = self.retry_after_header() {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
         }
         response
     }
@@ -64,23 +82,25 @@ impl From<TurnError> for ApiError {
                 ApiError::new(StatusCode::GATEWAY_TIMEOUT, "deadline_exceeded", message)
             }
             TurnError::Llm(llm) if llm.is_user_rate_limited() => {
-                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
+                let error = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message);
+                match llm.user_retry_after() {
+                    Some(wait) => error.with_retry_after(wait),
+                    None => error,
+                }
             }
             TurnError::Llm(_) => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "llm_unavailable", message)
             }
-            TurnError::Overloaded => ApiError {
-                retry_after: Some(1),
-                ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", message)
-            },
-            TurnError::QueueFull { .. } => ApiError {
-                retry_after: Some(2),
-                ..ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "too_many_queued_turns",
-                    message,
-                )
-            },
+            TurnError::Overloaded => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", message)
+                    .with_retry_after(OVERLOADED_RETRY_AFTER)
+            }
+            TurnError::QueueFull { .. } => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_queued_turns",
+                message,
+            )
+            .with_retry_after(Duration::from_secs(2)),
             TurnError::ShuttingDown => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", message)
             }

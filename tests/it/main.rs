@@ -8,6 +8,7 @@ mod deploy;
 mod durability;
 mod faults;
 mod memory_server;
+mod openai;
 mod python_interop;
 mod security;
 mod seed_interop;
