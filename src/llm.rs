@@ -227,6 +227,18 @@ pub enum LlmError {
     /// The provider's content filter refused.
     #[error("the LLM provider's content filter refused this request")]
     ContentFilter,
+    /// The provider answered with a redirect. None is followed: the `api-key` (or bearer key)
+    /// must never reach another host.
+    #[error(
+        "the LLM provider answered {status} redirecting to {location:?}; redirects are not \
+         followed (the API key must never reach another host): configure the final URL"
+    )]
+    Redirect {
+        /// HTTP status (301, 302, 303, 307, 308).
+        status: u16,
+        /// The `Location` it pointed to ("" when none).
+        location: String,
+    },
     /// The response could not be understood.
     #[error("unexpected LLM response: {0}")]
     InvalidResponse(String),
@@ -514,6 +526,7 @@ fn error_type(error: &LlmError) -> &'static str {
         LlmError::UserRateLimited => "user_rate_limited",
         LlmError::ContentFilter => "content_filter",
         LlmError::InvalidResponse(_) => "invalid_response",
+        LlmError::Redirect { .. } => "redirect",
         LlmError::Config(_) => "config",
         LlmError::ActorGone => "shutdown",
     }
@@ -800,6 +813,9 @@ fn http_service(
     LlmError,
 > {
     let http = reqwest::Client::builder()
+        // No redirects: a redirect would resend the `api-key` header to whatever host the
+        // `Location` names. A 3xx is an error instead (`LlmError::Redirect`).
+        .redirect(reqwest::redirect::Policy::none())
         .tcp_nodelay(true)
         .connect_timeout(config.request_timeout.min(Duration::from_secs(10)))
         .pool_max_idle_per_host(config.max_in_flight.max(1))
@@ -828,6 +844,19 @@ fn http_service(
                 return Ok(response);
             }
             let headers = response.headers().clone();
+            if status.is_redirection() {
+                let location = headers
+                    .get(http::header::LOCATION)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .chars()
+                    .take(200)
+                    .collect();
+                return Err(Box::new(LlmError::Redirect {
+                    status: status.as_u16(),
+                    location,
+                }) as tower::BoxError);
+            }
             let body = response.text().await.unwrap_or_default();
             Err(Box::new(LlmError::from_http(status.as_u16(), &headers, &body)) as tower::BoxError)
         }

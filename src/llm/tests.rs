@@ -170,3 +170,70 @@ fn text_len_counts_content_and_tool_calls() {
     };
     assert_eq!(assistant.text_len(), 2 + 10 + 10);
 }
+
+/// Issue 11: a provider answering 307 to another host gets no second request: the api-key
+/// stays with the configured endpoint, and the turn fails with a clear, non-retried error.
+#[tokio::test]
+async fn redirects_are_never_followed() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    // The host a redirect points to: counts every connection it gets.
+    let other = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let other_addr = other.local_addr().unwrap();
+    let reached = Arc::new(AtomicUsize::new(0));
+    let counter = reached.clone();
+    tokio::spawn(async move {
+        while let Ok((_socket, _)) = other.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    // The configured endpoint: answers every request with a 307 to the other host.
+    let target = format!("http://{other_addr}/steal");
+    let app = axum::Router::new().fallback(move || {
+        let target = target.clone();
+        async move {
+            (
+                axum::http::StatusCode::TEMPORARY_REDIRECT,
+                [(axum::http::header::LOCATION, target)],
+            )
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+
+    let config = LlmConfig {
+        provider: Provider::Azure,
+        endpoint: Some(endpoint),
+        deployment: Some("gpt-4o-mini".into()),
+        api_key: Some("secret-azure-key-never-leaves".into()),
+        max_retries: 2,
+        retry_initial: Duration::from_millis(1),
+        ..LlmConfig::default()
+    };
+    let handle = LlmHandle::spawn(config).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let error = handle
+        .complete(request("alice"), deadline)
+        .await
+        .unwrap_err();
+    match &error {
+        LlmError::Redirect { status, location } => {
+            assert_eq!(*status, 307);
+            assert!(location.ends_with("/steal"), "{location}");
+        }
+        other => panic!("expected a redirect error, got {other:?}"),
+    }
+    assert!(
+        error.to_string().contains("redirects are not followed"),
+        "{error}"
+    );
+    assert_eq!(
+        reached.load(Ordering::SeqCst),
+        0,
+        "the redirect target was contacted"
+    );
+}
