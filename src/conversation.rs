@@ -365,11 +365,12 @@ impl ConversationState {
             messages.push(assistant.clone());
             new_messages.push(assistant);
             let tools_started = Instant::now();
-            let results = join_all(
-                tool_calls
-                    .iter()
-                    .map(|call| run_tool(&args, call, &request.turn_id, request.events.as_ref())),
-            )
+            let results = join_all(tool_calls.iter().enumerate().map(|(index, call)| {
+                // The daemon's own key, never the provider's call id (it may be empty or
+                // repeated): unique per call within the turn, identical on a replay.
+                let key = format!("{}:{round}:{index}", request.turn_id);
+                run_tool(&args, call, key, request.events.as_ref())
+            }))
             .await;
             timings.tools_ms += tools_started.elapsed().as_secs_f64() * 1000.0;
             for record in results {
@@ -402,7 +403,7 @@ impl ConversationState {
 async fn run_tool(
     args: &ConversationArgs,
     call: &ToolCall,
-    turn_id: &str,
+    idempotency_key: String,
     events: Option<&mpsc::UnboundedSender<TurnEvent>>,
 ) -> ToolCallRecord {
     let name = call.function.name.clone();
@@ -437,7 +438,7 @@ async fn run_tool(
             let mut meta = serde_json::Map::new();
             meta.insert(
                 crate::domain::IDEMPOTENCY_META_KEY.into(),
-                Value::String(format!("{turn_id}:{}", call.id)),
+                Value::String(idempotency_key),
             );
             match args.mcp.call_tool(&args.user, &name, object, meta).await {
                 Ok(output) if output.is_error && !output.text.starts_with("Error") => {

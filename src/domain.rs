@@ -24,8 +24,10 @@ pub const MAX_QUERY_LEN: usize = 1024;
 /// Most search terms kept from one query.
 pub const MAX_QUERY_TERMS: usize = 32;
 
-/// The request `_meta` key carrying a tool call's idempotency key. The daemon sends
-/// `<turn id>:<tool call id>`; the memory server answers a repeat with the first result.
+/// The request `_meta` key carrying a tool call's idempotency key. The daemon builds it as
+/// `<turn id>:<round>:<index of the call in the round>`, never from the provider's call id
+/// (a model may send empty or repeated ids). The memory server answers a repeat with the same
+/// arguments with the first result, and a reuse with other arguments with a tool error.
 pub const IDEMPOTENCY_META_KEY: &str = "io.memento/idempotency-key";
 
 /// Why a value was rejected. Messages are written for a person (or a model) to act on.

@@ -69,6 +69,9 @@ const MIGRATIONS: &[Migration] = &[
         )?;
         super::reindex_all(conn)
     }),
+    // 4: the SHA-256 of a store's canonical arguments kept with its idempotency key, so a
+    // key reused for other arguments is refused instead of replayed. '' for older keys.
+    Migration::Sql("ALTER TABLE idempotency ADD COLUMN arguments TEXT NOT NULL DEFAULT '';"),
 ];
 
 /// Brings the schema up to date.
