@@ -9,6 +9,9 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+mod fts;
+pub use fts::{FTS_TOKENIZER, fts_words, is_token_char};
+
 /// Longest accepted user id, in bytes (all accepted characters are ASCII).
 pub const MAX_USER_ID_LEN: usize = 64;
 /// Longest stored filename, in bytes.
@@ -246,8 +249,9 @@ const STOP_WORDS: &[&str] = &[
 ];
 
 /// A full-text query reduced to plain search terms. The raw text never reaches the FTS
-/// engine: only letters and digits survive, each term is quoted, so operators (`NEAR`, `*`,
-/// `-`, quotes, parentheses, column filters) are impossible.
+/// engine: only the tokenizer's token characters survive (ASCII letters and digits, and the
+/// non-ASCII characters FTS5 keeps in a token), each term is quoted, so operators (`NEAR`,
+/// `*`, `-`, quotes, parentheses, column filters) are impossible.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SearchTerms(Vec<String>);
 
@@ -259,11 +263,8 @@ impl SearchTerms {
                 "query is longer than {MAX_QUERY_LEN} characters; use a few key words"
             )));
         }
-        let words: Vec<String> = raw
-            .split(|c: char| !c.is_alphanumeric())
-            .filter(|w| !w.is_empty())
-            .map(str::to_lowercase)
-            .collect();
+        // Split as the FTS5 tokenizer splits (see `fts`), so each term is one token.
+        let words: Vec<String> = fts_words(raw);
         let meaningful: Vec<String> = words
             .iter()
             .filter(|w| !STOP_WORDS.contains(&w.as_str()))

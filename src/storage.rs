@@ -689,20 +689,20 @@ fn scope_prefix(user_no: i64) -> String {
     format!("u{user_no:x}q")
 }
 
-/// Rewrites `text` for the FTS index: each word (a run of letters and digits, lower-cased)
-/// becomes `<scope prefix><word>`. Queries use the same split (`SearchTerms`).
+/// Rewrites `text` for the FTS index: each word becomes `<scope prefix><word>`. Words are
+/// split with FTS5 unicode61's own character classes (`domain::fts_words`), so each scoped
+/// word is exactly one token: no text can make the tokenizer start a new token mid-word
+/// (`xⓐu2qsecret` would otherwise plant `u2qsecret` in user 2's scope). Queries use the
+/// same split (`SearchTerms`).
 pub(crate) fn scoped_text(user_no: i64, text: &str) -> String {
     let prefix = scope_prefix(user_no);
     let mut out = String::with_capacity(text.len() + text.len() / 3);
-    for word in text
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-    {
+    for word in crate::domain::fts_words(text) {
         if !out.is_empty() {
             out.push(' ');
         }
         out.push_str(&prefix);
-        out.push_str(&word.to_lowercase());
+        out.push_str(&word);
     }
     out
 }

@@ -441,3 +441,93 @@ async fn a_full_writer_queue_answers_busy_without_blocking() {
     let all = store.search(query("ann", None)).await.unwrap();
     assert_eq!(all.len(), stored + 1);
 }
+
+/// Issue 11: text crafted to look like another user's scoped tokens plants nothing in that
+/// user's scope, in either direction, and searches never cross users.
+#[tokio::test]
+async fn hostile_text_plants_no_token_in_another_users_scope() {
+    let (dir, store) = open();
+    // alice is user 1 (`u1q`), bob user 2 (`u2q`).
+    store
+        .store(new_memory("alice", "first", "a.txt", &[]))
+        .await
+        .unwrap();
+    store
+        .store(new_memory("bob", "first", "b.txt", &[]))
+        .await
+        .unwrap();
+    // Each separator candidate between a harmless word and a forged scoped token: symbols
+    // Rust calls alphanumeric (ⓐ, Ⓐ), combining marks, joiners, odd spaces, a letter whose
+    // lower case is two characters (İ), full-width letters, and plain punctuation.
+    let glue = [
+        "ⓐ",
+        "Ⓐ",
+        "\u{0345}",
+        "\u{0301}",
+        "\u{200D}",
+        "\u{00A0}",
+        "\u{2028}",
+        "İ",
+        "-",
+        "_",
+        "\u{FF55}",
+        "\u{E000}",
+        "\u{30000}",
+        "",
+    ];
+    let forge = |target: &str, word: &str| -> String {
+        glue.iter()
+            .map(|g| format!("x{g}{target}{word} {g}{target}{word}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let mut from_alice = new_memory("alice", &forge("u2q", "secretb"), "u2qsecretb.txt", &[]);
+    from_alice.description = forge("U2Q", "secretb");
+    from_alice.tags = vec![forge("u2q", "secretb")];
+    store.store(from_alice).await.unwrap();
+    let mut from_bob = new_memory("bob", &forge("u1q", "secreta"), "u1qsecreta.txt", &[]);
+    from_bob.description = forge("u1q", "secreta");
+    store.store(from_bob).await.unwrap();
+
+    // No token of bob's scope came from alice's text, and none of alice's from bob's.
+    let conn = Connection::open(dir.path().join("memento.db")).unwrap();
+    let planted = |expression: &str| -> i64 {
+        conn.query_row(
+            "SELECT count(*) FROM memories_fts WHERE memories_fts MATCH ?1",
+            [expression],
+            |row| row.get(0),
+        )
+        .unwrap()
+    };
+    assert_eq!(
+        planted("\"u2qsecretb\""),
+        0,
+        "alice planted a token in bob's scope"
+    );
+    assert_eq!(
+        planted("\"u1qsecreta\""),
+        0,
+        "bob planted a token in alice's scope"
+    );
+    // And the searches see only their own rows, whatever the query.
+    for (owner, word) in [("bob", "secretb"), ("alice", "secreta")] {
+        for text in [word, "u2qsecretb", "u1qsecreta", "first"] {
+            let hits = store.search(query(owner, Some(text))).await.unwrap();
+            for hit in &hits {
+                let memory = store.get(user(owner), hit.id).await.unwrap();
+                assert!(
+                    memory.is_some(),
+                    "{owner} got another user's memory for {text:?}"
+                );
+            }
+        }
+    }
+    // Each user still finds their own text, forged words included, in their own scope.
+    assert_eq!(planted("\"u1qu2qsecretb\""), 1);
+    let own = |owner: &'static str, text: &'static str| {
+        let store = store.clone();
+        async move { store.search(query(owner, Some(text))).await.unwrap().len() }
+    };
+    assert_eq!(own("alice", "u2qsecretb").await, 1);
+    assert_eq!(own("bob", "u1qsecreta").await, 1);
+}
