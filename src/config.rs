@@ -149,6 +149,9 @@ pub struct ConversationConfig {
     pub record_user_id: bool,
     /// Record message and reply text on traces, for debugging only (it is personal data).
     pub record_content: bool,
+    /// Key of the opaque user ids sent to the LLM provider and put on traces (HMAC-SHA256,
+    /// at least 32 bytes). Unset: generated once into `DATA_DIR/trace-key` (mode 0600).
+    pub trace_user_key: Option<String>,
 }
 
 impl Default for ConversationConfig {
@@ -160,6 +163,7 @@ impl Default for ConversationConfig {
             max_actors: 100_000,
             record_user_id: false,
             record_content: false,
+            trace_user_key: None,
         }
     }
 }
@@ -500,6 +504,18 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "conversation.max_actors and server.max_concurrent_turns must be at least 1".into(),
             ));
+        }
+        if self
+            .conversation
+            .trace_user_key
+            .as_deref()
+            .is_some_and(|k| k.len() < crate::llm::pseudonym::MIN_KEY_LEN)
+        {
+            // The key itself is never echoed.
+            return Err(ConfigError::Invalid(format!(
+                "conversation.trace_user_key must be at least {} bytes",
+                crate::llm::pseudonym::MIN_KEY_LEN
+            )));
         }
         if let Some(url) = &self.mcp.url
             && !(url.starts_with("http://") || url.starts_with("https://"))

@@ -243,6 +243,7 @@ impl Actor for Conversation {
                     "turn",
                     otel.name = "conversation turn",
                     memento.user.id = tracing::field::Empty,
+                    memento.user.opaque = tracing::field::Empty,
                     memento.message = tracing::field::Empty,
                     memento.reply = tracing::field::Empty,
                     memento.tool_rounds = tracing::field::Empty,
@@ -251,6 +252,11 @@ impl Actor for Conversation {
                 if state.args.config.record_user_id {
                     span.record("memento.user.id", state.args.user.as_str());
                 }
+                // Always: the keyed pseudonym the provider also sees (issue 11).
+                span.record(
+                    "memento.user.opaque",
+                    state.args.llm.pseudonym(state.args.user.as_str()),
+                );
                 if state.args.config.record_content {
                     span.record("memento.message", request.message.as_str());
                 }

@@ -33,6 +33,7 @@ use crate::metrics::{Counter, Gauge, Histogram};
 use crate::retry::{RetryPolicy, Retryable};
 
 pub mod offline;
+pub mod pseudonym;
 pub mod types;
 
 use types::{
@@ -345,6 +346,8 @@ pub enum LlmMsg {
 pub struct LlmHandle {
     actor: ActorRef<LlmMsg>,
     shared: Arc<Shared>,
+    /// Turns `ChatRequest::user` into the opaque id the provider sees.
+    pseudonyms: Arc<pseudonym::UserPseudonyms>,
 }
 
 impl LlmHandle {
@@ -355,7 +358,23 @@ impl LlmHandle {
         let (actor, _join) = Actor::spawn(None, Llm, shared.clone())
             .await
             .map_err(|e| LlmError::Config(format!("cannot start the LLM actor: {e}")))?;
-        Ok(LlmHandle { actor, shared })
+        Ok(LlmHandle {
+            actor,
+            shared,
+            pseudonyms: Arc::new(pseudonym::UserPseudonyms::ephemeral()),
+        })
+    }
+
+    /// Uses `pseudonyms` (the daemon's keyed ones) for the `user` sent to the provider,
+    /// instead of the per-process random key [`LlmHandle::spawn`] starts with.
+    pub fn with_pseudonyms(mut self, pseudonyms: Arc<pseudonym::UserPseudonyms>) -> LlmHandle {
+        self.pseudonyms = pseudonyms;
+        self
+    }
+
+    /// The opaque id of `user`: what the provider and traces see instead of the id.
+    pub fn pseudonym(&self, user: &str) -> String {
+        self.pseudonyms.of(user)
     }
 
     /// Completes one chat request, waiting for rate-limit capacity and retrying as
@@ -363,9 +382,11 @@ impl LlmHandle {
     /// task stops waiting, retrying and holding the provider's connection).
     pub async fn complete(
         &self,
-        request: ChatRequest,
+        mut request: ChatRequest,
         deadline: Instant,
     ) -> Result<ChatResponse, LlmError> {
+        // From here on, the user is only its keyed pseudonym (the per-user limit's key too).
+        request.user = request.user.map(|user| self.pseudonyms.of(&user));
         let wait = deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(1);
         let abandon = CancellationToken::new();
         let _abandon_when_dropped = abandon.clone().drop_guard();
@@ -898,9 +919,9 @@ struct WireRequest<'a> {
     max_tokens: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     temperature: Option<f32>,
-    /// An opaque hash of the user id, never the id itself.
+    /// The user's keyed pseudonym (`LlmHandle::complete`), never the id itself.
     #[serde(skip_serializing_if = "Option::is_none")]
-    user: Option<String>,
+    user: Option<&'a str>,
     stream: bool,
 }
 
@@ -913,19 +934,10 @@ impl<'a> WireRequest<'a> {
             tool_choice: (!request.tools.is_empty()).then_some("auto"),
             max_tokens: request.max_tokens,
             temperature: request.temperature,
-            user: request.user.as_deref().map(opaque_user),
+            user: request.user.as_deref(),
             stream: false,
         }
     }
-}
-
-fn opaque_user(user: &str) -> String {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in user.bytes() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("u{hash:016x}")
 }
 
 #[derive(Deserialize)]

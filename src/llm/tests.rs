@@ -237,3 +237,99 @@ async fn redirects_are_never_followed() {
         "the redirect target was contacted"
     );
 }
+
+/// Issue 11: opaque user ids are keyed (HMAC), stable per key, and the key comes from the
+/// config or a 0600 file generated once per data directory.
+#[test]
+fn user_pseudonyms_are_keyed_and_stable_per_data_directory() {
+    use pseudonym::{TRACE_KEY_FILE, UserPseudonyms};
+    let a = UserPseudonyms::with_key(&[1; 32]);
+    let b = UserPseudonyms::with_key(&[2; 32]);
+    assert_eq!(a.of("alice"), a.of("alice"));
+    assert_ne!(a.of("alice"), a.of("bob"));
+    assert_ne!(
+        a.of("alice"),
+        b.of("alice"),
+        "another key, another pseudonym"
+    );
+    assert_eq!(a.of("alice").len(), 33);
+    assert!(!a.of("alice").contains("alice"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let first = UserPseudonyms::load(None, dir.path()).unwrap();
+    let path = dir.path().join(TRACE_KEY_FILE);
+    let key = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(key.len(), 64);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{mode:o}");
+    }
+    // The next start reads the same key: the same pseudonyms.
+    let again = UserPseudonyms::load(None, dir.path()).unwrap();
+    assert_eq!(first.of("alice"), again.of("alice"));
+    assert_eq!(
+        first.of("alice"),
+        UserPseudonyms::with_key(key.as_bytes()).of("alice")
+    );
+    // Another data directory, another key.
+    let other = tempfile::tempdir().unwrap();
+    let elsewhere = UserPseudonyms::load(None, other.path()).unwrap();
+    assert_ne!(first.of("alice"), elsewhere.of("alice"));
+
+    // A configured key wins and writes no file; a short one is refused without echoing it.
+    let configured_dir = tempfile::tempdir().unwrap();
+    let configured = "k".repeat(40);
+    let from_config = UserPseudonyms::load(Some(&configured), configured_dir.path()).unwrap();
+    assert_eq!(
+        from_config.of("alice"),
+        UserPseudonyms::with_key(configured.as_bytes()).of("alice")
+    );
+    assert!(!configured_dir.path().join(TRACE_KEY_FILE).exists());
+    let error = UserPseudonyms::load(Some("short-secret-value"), configured_dir.path())
+        .unwrap_err()
+        .to_string();
+    assert!(!error.contains("short-secret-value"), "{error}");
+}
+
+/// The provider's `user` field carries the keyed pseudonym, never the user id.
+#[tokio::test]
+async fn the_provider_sees_the_keyed_pseudonym() {
+    use std::sync::{Arc, Mutex};
+    let seen: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+    let record = seen.clone();
+    let app = axum::Router::new().fallback(move |body: axum::body::Bytes| {
+        let record = record.clone();
+        async move {
+            let value: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            record.lock().unwrap().push(value);
+            axum::Json(serde_json::json!({
+                "id": "x", "object": "chat.completion", "created": 0, "model": "m",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"},
+                             "finish_reason": "stop"}],
+            }))
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}/v1", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let config = LlmConfig {
+        provider: Provider::Openai,
+        base_url: Some(base),
+        model: Some("m".into()),
+        ..LlmConfig::default()
+    };
+    let pseudonyms = Arc::new(pseudonym::UserPseudonyms::with_key(&[7; 32]));
+    let handle = LlmHandle::spawn(config)
+        .await
+        .unwrap()
+        .with_pseudonyms(pseudonyms.clone());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    handle.complete(request("alice"), deadline).await.unwrap();
+    let body = seen.lock().unwrap()[0].clone();
+    assert_eq!(body["user"], pseudonyms.of("alice"), "{body}");
+    assert_eq!(handle.pseudonym("alice"), pseudonyms.of("alice"));
+}
