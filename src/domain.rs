@@ -1,9 +1,10 @@
 //! Validated value types shared by every layer: user ids, memory ids, tags, filenames and
 //! full-text queries.
 //!
-//! Everything here is pure (no I/O). Each type can only be built through a constructor that
-//! enforces the input rules of `shared/interfaces.md`, so a value that reaches storage or an
-//! actor is valid by construction.
+//! Everything here is pure (no I/O), except that `fts` asks an in-memory SQLite once per
+//! distinct non-ASCII character how the FTS5 tokenizer classifies it. Each type can only be
+//! built through a constructor that enforces the input rules of `shared/interfaces.md`, so a
+//! value that reaches storage or an actor is valid by construction.
 
 use std::fmt;
 

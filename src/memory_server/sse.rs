@@ -46,7 +46,10 @@ const POST_WAIT: Duration = Duration::from_secs(10);
 /// Live SSE sessions: id -> the sender that feeds the session's rmcp service, and its
 /// activity clock.
 #[derive(Clone, Default)]
-pub struct SseSessions(Arc<DashMap<String, (mpsc::Sender<ClientJsonRpcMessage>, Arc<Activity>)>>);
+pub struct SseSessions(Arc<DashMap<String, SessionEntry>>);
+
+/// A live session: the sender feeding its service, and when it was last active.
+type SessionEntry = (mpsc::Sender<ClientJsonRpcMessage>, Arc<Activity>);
 
 /// When a session last did something.
 struct Activity {

@@ -424,7 +424,7 @@ async fn a_full_writer_queue_answers_busy_without_blocking() {
         }
     }
     // At most one batch (4) in the writer and 2 queued were accepted.
-    assert!(stored >= 1 && stored <= 6, "stored {stored}");
+    assert!((1..=6).contains(&stored), "stored {stored}");
     assert_eq!(busy, 64 - stored);
     assert!(
         StorageError::Busy
