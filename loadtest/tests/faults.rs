@@ -1561,3 +1561,59 @@ async fn empty_or_repeated_call_ids_never_merge_two_stores() {
     })
     .await;
 }
+
+/// Issue 11, item 8: an Azure endpoint that answers 307 to another host never gets the
+/// daemon to follow it: the other host sees no connection (so no `api-key`), and the turn
+/// fails at once with a message saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirecting_provider_fails_the_turn_and_the_key_stays_home() {
+    bounded(async {
+        let thief = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let thief_addr = thief.local_addr().expect("addr");
+        let reached = Arc::new(AtomicUsize::new(0));
+        let counter = reached.clone();
+        tokio::spawn(async move {
+            while let Ok((_socket, _)) = thief.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        let location =
+            format!("http://{thief_addr}/openai/deployments/{DEPLOYMENT}/chat/completions");
+        let app = Router::new().fallback(move || {
+            let location = location.clone();
+            async move {
+                (
+                    StatusCode::TEMPORARY_REDIRECT,
+                    [(axum::http::header::LOCATION, location)],
+                )
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        let daemon = TestDaemon::start(|c| use_azure_at(c, &endpoint)).await;
+        let started = Instant::now();
+        let (status, body) = daemon.post("alice", "store this: the vault code").await;
+        assert_eq!(status, 503, "{body}");
+        let message = body.to_string();
+        assert!(message.contains("redirects are not followed"), "{body}");
+        // Not retried: well under the retry schedule and the turn deadline.
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(
+            reached.load(Ordering::SeqCst),
+            0,
+            "the redirect target was contacted"
+        );
+    })
+    .await;
+}
