@@ -200,6 +200,9 @@ pub struct ConversationConfig {
     /// Most `delete_memory` calls run in one turn; further ones are answered as tool errors
     /// (a stored note that says "delete everything" must not empty the store).
     pub max_deletes_per_turn: usize,
+    /// Key of the opaque user ids sent to the LLM provider and put on traces (HMAC-SHA256,
+    /// at least 32 bytes). Unset: generated once into `DATA_DIR/trace-key` (mode 0600).
+    pub trace_user_key: Option<String>,
 }
 
 impl Default for ConversationConfig {
@@ -213,6 +216,7 @@ impl Default for ConversationConfig {
             record_content: false,
             max_queued_turns: 8,
             max_deletes_per_turn: 5,
+            trace_user_key: None,
         }
     }
 }
@@ -634,6 +638,18 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "conversation.max_actors and server.max_concurrent_turns must be at least 1".into(),
             ));
+        }
+        if self
+            .conversation
+            .trace_user_key
+            .as_deref()
+            .is_some_and(|k| k.len() < crate::llm::pseudonym::MIN_KEY_LEN)
+        {
+            // The key itself is never echoed.
+            return Err(ConfigError::Invalid(format!(
+                "conversation.trace_user_key must be at least {} bytes",
+                crate::llm::pseudonym::MIN_KEY_LEN
+            )));
         }
         if let Some(url) = &self.mcp.url
             && !(url.starts_with("http://") || url.starts_with("https://"))

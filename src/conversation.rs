@@ -287,6 +287,7 @@ impl Actor for Conversation {
                     "turn",
                     otel.name = "conversation turn",
                     memento.user.id = tracing::field::Empty,
+                    memento.user.opaque = tracing::field::Empty,
                     memento.message = tracing::field::Empty,
                     memento.reply = tracing::field::Empty,
                     memento.tool_rounds = tracing::field::Empty,
@@ -295,6 +296,11 @@ impl Actor for Conversation {
                 if state.args.config.record_user_id {
                     span.record("memento.user.id", state.args.user.as_str());
                 }
+                // Always: the keyed pseudonym the provider also sees (issue 11).
+                span.record(
+                    "memento.user.opaque",
+                    state.args.llm.pseudonym(state.args.user.as_str()),
+                );
                 if state.args.config.record_content {
                     span.record("memento.message", request.message.as_str());
                 }
@@ -431,15 +437,18 @@ impl ConversationState {
             // At most `max_deletes_per_turn` deletes run: a model talked into "delete
             // everything" by a stored note empties a bounded part of the store, not all of it.
             let max_deletes = args.config.max_deletes_per_turn;
-            let results = join_all(tool_calls.iter().map(|call| {
+            let results = join_all(tool_calls.iter().enumerate().map(|(index, call)| {
                 let allowed = call.function.name != crate::mcp::DELETE_TOOL || {
                     deletes += 1;
                     deletes <= max_deletes
                 };
-                let (args, turn_id, events) = (&args, &request.turn_id, request.events.as_ref());
+                // The daemon's own key, never the provider's call id (it may be empty or
+                // repeated): unique per call within the turn, identical on a replay.
+                let key = format!("{}:{round}:{index}", request.turn_id);
+                let (args, events) = (&args, request.events.as_ref());
                 async move {
                     if allowed {
-                        run_tool(args, call, turn_id, events).await
+                        run_tool(args, call, key, events).await
                     } else {
                         refused_delete(call, max_deletes, events)
                     }
@@ -480,7 +489,7 @@ impl ConversationState {
 async fn run_tool(
     args: &ConversationArgs,
     call: &ToolCall,
-    turn_id: &str,
+    idempotency_key: String,
     events: Option<&mpsc::UnboundedSender<TurnEvent>>,
 ) -> ToolCallRecord {
     let name = call.function.name.clone();
@@ -515,7 +524,7 @@ async fn run_tool(
             let mut meta = serde_json::Map::new();
             meta.insert(
                 crate::domain::IDEMPOTENCY_META_KEY.into(),
-                Value::String(format!("{turn_id}:{}", call.id)),
+                Value::String(idempotency_key),
             );
             match args.mcp.call_tool(&args.user, &name, object, meta).await {
                 Ok(output) if output.is_error && !output.text.starts_with("Error") => {

@@ -98,7 +98,15 @@ impl Daemon {
                 (format!("{}/mcp", server.url()), Some(server))
             }
         };
-        let llm = LlmHandle::spawn(config.llm.clone()).await?;
+        // Keyed pseudonyms of user ids for the provider and traces (issue 11).
+        let pseudonyms = crate::llm::pseudonym::UserPseudonyms::load(
+            config.conversation.trace_user_key.as_deref(),
+            &config.storage.data_dir,
+        )
+        .map_err(|e| LlmError::Config(e.to_string()))?;
+        let llm = LlmHandle::spawn(config.llm.clone())
+            .await?
+            .with_pseudonyms(Arc::new(pseudonyms));
         let mcp = McpHandle::spawn(mcp_config.clone(), mcp_url.clone()).await?;
         if !mcp.wait_connected(mcp_config.connect_timeout).await {
             tracing::warn!(url = %mcp_url, "memory MCP server not reachable yet; turns will report the memory tools unavailable until it is");

@@ -1,13 +1,17 @@
 //! Validated value types shared by every layer: user ids, memory ids, tags, filenames and
 //! full-text queries.
 //!
-//! Everything here is pure (no I/O). Each type can only be built through a constructor that
-//! enforces the input rules of `shared/interfaces.md`, so a value that reaches storage or an
-//! actor is valid by construction.
+//! Everything here is pure (no I/O), except that `fts` asks an in-memory SQLite once per
+//! distinct non-ASCII character how the FTS5 tokenizer classifies it. Each type can only be
+//! built through a constructor that enforces the input rules of `shared/interfaces.md`, so a
+//! value that reaches storage or an actor is valid by construction.
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+
+mod fts;
+pub use fts::{FTS_TOKENIZER, fts_words, is_token_char};
 
 /// Longest accepted user id, in bytes (all accepted characters are ASCII).
 pub const MAX_USER_ID_LEN: usize = 64;
@@ -24,8 +28,10 @@ pub const MAX_QUERY_LEN: usize = 1024;
 /// Most search terms kept from one query.
 pub const MAX_QUERY_TERMS: usize = 32;
 
-/// The request `_meta` key carrying a tool call's idempotency key. The daemon sends
-/// `<turn id>:<tool call id>`; the memory server answers a repeat with the first result.
+/// The request `_meta` key carrying a tool call's idempotency key. The daemon builds it as
+/// `<turn id>:<round>:<index of the call in the round>`, never from the provider's call id
+/// (a model may send empty or repeated ids). The memory server answers a repeat with the same
+/// arguments with the first result, and a reuse with other arguments with a tool error.
 pub const IDEMPOTENCY_META_KEY: &str = "io.memento/idempotency-key";
 
 /// Why a value was rejected. Messages are written for a person (or a model) to act on.
@@ -244,8 +250,9 @@ const STOP_WORDS: &[&str] = &[
 ];
 
 /// A full-text query reduced to plain search terms. The raw text never reaches the FTS
-/// engine: only letters and digits survive, each term is quoted, so operators (`NEAR`, `*`,
-/// `-`, quotes, parentheses, column filters) are impossible.
+/// engine: only the tokenizer's token characters survive (ASCII letters and digits, and the
+/// non-ASCII characters FTS5 keeps in a token), each term is quoted, so operators (`NEAR`,
+/// `*`, `-`, quotes, parentheses, column filters) are impossible.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SearchTerms(Vec<String>);
 
@@ -257,11 +264,8 @@ impl SearchTerms {
                 "query is longer than {MAX_QUERY_LEN} characters; use a few key words"
             )));
         }
-        let words: Vec<String> = raw
-            .split(|c: char| !c.is_alphanumeric())
-            .filter(|w| !w.is_empty())
-            .map(str::to_lowercase)
-            .collect();
+        // Split as the FTS5 tokenizer splits (see `fts`), so each term is one token.
+        let words: Vec<String> = fts_words(raw);
         let meaningful: Vec<String> = words
             .iter()
             .filter(|w| !STOP_WORDS.contains(&w.as_str()))

@@ -35,6 +35,7 @@ use crate::retry::{RetryPolicy, Retryable};
 
 pub mod framing;
 pub mod offline;
+pub mod pseudonym;
 pub mod types;
 
 use types::{
@@ -232,6 +233,18 @@ pub enum LlmError {
     /// The provider's content filter refused.
     #[error("the LLM provider's content filter refused this request")]
     ContentFilter,
+    /// The provider answered with a redirect. None is followed: the `api-key` (or bearer key)
+    /// must never reach another host.
+    #[error(
+        "the LLM provider answered {status} redirecting to {location:?}; redirects are not \
+         followed (the API key must never reach another host): configure the final URL"
+    )]
+    Redirect {
+        /// HTTP status (301, 302, 303, 307, 308).
+        status: u16,
+        /// The `Location` it pointed to ("" when none).
+        location: String,
+    },
     /// The response could not be understood.
     #[error("unexpected LLM response: {0}")]
     InvalidResponse(String),
@@ -346,6 +359,8 @@ pub enum LlmMsg {
 pub struct LlmHandle {
     actor: ActorRef<LlmMsg>,
     shared: Arc<Shared>,
+    /// Turns `ChatRequest::user` into the opaque id the provider sees.
+    pseudonyms: Arc<pseudonym::UserPseudonyms>,
 }
 
 impl LlmHandle {
@@ -356,7 +371,23 @@ impl LlmHandle {
         let (actor, _join) = Actor::spawn(None, Llm, shared.clone())
             .await
             .map_err(|e| LlmError::Config(format!("cannot start the LLM actor: {e}")))?;
-        Ok(LlmHandle { actor, shared })
+        Ok(LlmHandle {
+            actor,
+            shared,
+            pseudonyms: Arc::new(pseudonym::UserPseudonyms::ephemeral()),
+        })
+    }
+
+    /// Uses `pseudonyms` (the daemon's keyed ones) for the `user` sent to the provider,
+    /// instead of the per-process random key [`LlmHandle::spawn`] starts with.
+    pub fn with_pseudonyms(mut self, pseudonyms: Arc<pseudonym::UserPseudonyms>) -> LlmHandle {
+        self.pseudonyms = pseudonyms;
+        self
+    }
+
+    /// The opaque id of `user`: what the provider and traces see instead of the id.
+    pub fn pseudonym(&self, user: &str) -> String {
+        self.pseudonyms.of(user)
     }
 
     /// Completes one chat request, waiting for rate-limit capacity and retrying as
@@ -364,9 +395,11 @@ impl LlmHandle {
     /// task stops waiting, retrying and holding the provider's connection).
     pub async fn complete(
         &self,
-        request: ChatRequest,
+        mut request: ChatRequest,
         deadline: Instant,
     ) -> Result<ChatResponse, LlmError> {
+        // From here on, the user is only its keyed pseudonym (the per-user limit's key too).
+        request.user = request.user.map(|user| self.pseudonyms.of(&user));
         let wait = deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(1);
         let abandon = CancellationToken::new();
         let _abandon_when_dropped = abandon.clone().drop_guard();
@@ -527,6 +560,7 @@ fn error_type(error: &LlmError) -> &'static str {
         LlmError::UserRateLimited { .. } => "user_rate_limited",
         LlmError::ContentFilter => "content_filter",
         LlmError::InvalidResponse(_) => "invalid_response",
+        LlmError::Redirect { .. } => "redirect",
         LlmError::Config(_) => "config",
         LlmError::ActorGone => "shutdown",
     }
@@ -816,6 +850,9 @@ fn http_service(
     LlmError,
 > {
     let http = reqwest::Client::builder()
+        // No redirects: a redirect would resend the `api-key` header to whatever host the
+        // `Location` names. A 3xx is an error instead (`LlmError::Redirect`).
+        .redirect(reqwest::redirect::Policy::none())
         .tcp_nodelay(true)
         .connect_timeout(config.request_timeout.min(Duration::from_secs(10)))
         .pool_max_idle_per_host(config.max_in_flight.max(1))
@@ -844,6 +881,19 @@ fn http_service(
                 return Ok(response);
             }
             let headers = response.headers().clone();
+            if status.is_redirection() {
+                let location = headers
+                    .get(http::header::LOCATION)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .chars()
+                    .take(200)
+                    .collect();
+                return Err(Box::new(LlmError::Redirect {
+                    status: status.as_u16(),
+                    location,
+                }) as tower::BoxError);
+            }
             let body = response.text().await.unwrap_or_default();
             Err(Box::new(LlmError::from_http(status.as_u16(), &headers, &body)) as tower::BoxError)
         }
@@ -885,9 +935,9 @@ struct WireRequest<'a> {
     max_tokens: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     temperature: Option<f32>,
-    /// An opaque hash of the user id, never the id itself.
+    /// The user's keyed pseudonym (`LlmHandle::complete`), never the id itself.
     #[serde(skip_serializing_if = "Option::is_none")]
-    user: Option<String>,
+    user: Option<&'a str>,
     stream: bool,
 }
 
@@ -900,19 +950,10 @@ impl<'a> WireRequest<'a> {
             tool_choice: (!request.tools.is_empty()).then_some("auto"),
             max_tokens: request.max_tokens,
             temperature: request.temperature,
-            user: request.user.as_deref().map(opaque_user),
+            user: request.user.as_deref(),
             stream: false,
         }
     }
-}
-
-fn opaque_user(user: &str) -> String {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in user.bytes() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("u{hash:016x}")
 }
 
 #[derive(Deserialize)]

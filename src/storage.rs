@@ -62,9 +62,23 @@ pub enum StorageError {
     /// The storage threads are gone (shutting down, or one of them crashed).
     #[error("storage is shut down")]
     Closed,
+    /// The job queue of the writer (or of the readers) is full. Callers are never blocked
+    /// waiting for room: they get this, and the tool answers an error to retry.
+    #[error("the memory store is busy, retry shortly")]
+    Busy,
     /// The transaction holding this write could not commit; nothing of it was stored.
     #[error("commit failed: {0}")]
     Commit(String),
+    /// The idempotency key was already used, within the window, for a store with other
+    /// arguments: nothing was stored (a replay must repeat the first call exactly).
+    #[error(
+        "idempotency key {key:?} was already used with different arguments; nothing was \
+         stored (send a new key for a new store)"
+    )]
+    KeyReused {
+        /// The key, as sent.
+        key: String,
+    },
     /// A stored row could not be decoded.
     #[error("corrupt row: {0}")]
     Corrupt(String),
@@ -83,8 +97,9 @@ pub struct NewMemory {
     pub description: String,
     /// Normalised tags.
     pub tags: Vec<String>,
-    /// When set, a second store with the same key (for the same user, within the
-    /// idempotency window) returns the first store's result instead of storing again.
+    /// When set, a second store with the same key and the same arguments (for the same
+    /// user, within the idempotency window) returns the first store's result instead of
+    /// storing again; the same key with other arguments is [`StorageError::KeyReused`].
     pub idempotency_key: Option<String>,
 }
 
@@ -305,10 +320,22 @@ struct Counters {
     reads: AtomicU64,
 }
 
+/// Jobs queued for the writer, and for the readers, before callers get [`StorageError::Busy`].
+const QUEUE_CAPACITY: usize = 4096;
+
 impl SqliteStore {
     /// Opens (creating if needed) `memento.db` in `data_dir`, runs migrations and starts the
     /// writer and reader threads.
     pub fn open(data_dir: &Path, options: &SqliteOptions) -> Result<SqliteStore, StorageError> {
+        SqliteStore::open_with_queues(data_dir, options, QUEUE_CAPACITY)
+    }
+
+    /// [`SqliteStore::open`] with job queues of `capacity` (tests use tiny ones).
+    pub(crate) fn open_with_queues(
+        data_dir: &Path,
+        options: &SqliteOptions,
+        capacity: usize,
+    ) -> Result<SqliteStore, StorageError> {
         std::fs::create_dir_all(data_dir).map_err(|source| StorageError::DataDir {
             path: data_dir.to_owned(),
             source,
@@ -319,7 +346,8 @@ impl SqliteStore {
         migrations::run(&writer_conn)?;
 
         let counters = Arc::new(Counters::default());
-        let (writer_tx, writer_rx) = crossbeam_channel::bounded::<Box<dyn WriteJob>>(4096);
+        let (writer_tx, writer_rx) =
+            crossbeam_channel::bounded::<Box<dyn WriteJob>>(capacity.max(1));
         let writer_counters = counters.clone();
         let max_batch = options.max_batch.max(1);
         let options_window = options.idempotency_window;
@@ -339,7 +367,7 @@ impl SqliteStore {
                 source,
             })?;
 
-        let (reader_tx, reader_rx) = crossbeam_channel::bounded::<ReadJob>(4096);
+        let (reader_tx, reader_rx) = crossbeam_channel::bounded::<ReadJob>(capacity.max(1));
         for n in 0..options.readers.max(1) {
             let conn = Connection::open_with_flags(
                 &path,
@@ -388,9 +416,10 @@ impl SqliteStore {
             // The caller may have given up (deadline, disconnect); nothing to do then.
             let _ = tx.send(f(conn));
         });
-        let sent = self.inner.readers.send(job);
+        // Never `send`: it would block an async worker thread while the queue is full.
+        let sent = self.inner.readers.try_send(job).map_err(queue_error);
         Box::pin(async move {
-            sent.map_err(|_| StorageError::Closed)?;
+            sent?;
             rx.await.map_err(|_| StorageError::Closed)?
         })
     }
@@ -408,11 +437,20 @@ impl SqliteStore {
             result: None,
             reply: tx,
         });
-        let sent = self.inner.writer.send(job);
+        // Never `send`: it would block an async worker thread while the queue is full.
+        let sent = self.inner.writer.try_send(job).map_err(queue_error);
         Box::pin(async move {
-            sent.map_err(|_| StorageError::Closed)?;
+            sent?;
             rx.await.map_err(|_| StorageError::Closed)?
         })
+    }
+}
+
+/// A full queue is [`StorageError::Busy`]; a queue with no thread behind it is `Closed`.
+fn queue_error<T>(error: crossbeam_channel::TrySendError<T>) -> StorageError {
+    match error {
+        crossbeam_channel::TrySendError::Full(_) => StorageError::Busy,
+        crossbeam_channel::TrySendError::Disconnected(_) => StorageError::Closed,
     }
 }
 
@@ -651,20 +689,20 @@ fn scope_prefix(user_no: i64) -> String {
     format!("u{user_no:x}q")
 }
 
-/// Rewrites `text` for the FTS index: each word (a run of letters and digits, lower-cased)
-/// becomes `<scope prefix><word>`. Queries use the same split (`SearchTerms`).
+/// Rewrites `text` for the FTS index: each word becomes `<scope prefix><word>`. Words are
+/// split with FTS5 unicode61's own character classes (`domain::fts_words`), so each scoped
+/// word is exactly one token: no text can make the tokenizer start a new token mid-word
+/// (`xⓐu2qsecret` would otherwise plant `u2qsecret` in user 2's scope). Queries use the
+/// same split (`SearchTerms`).
 pub(crate) fn scoped_text(user_no: i64, text: &str) -> String {
     let prefix = scope_prefix(user_no);
     let mut out = String::with_capacity(text.len() + text.len() / 3);
-    for word in text
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-    {
+    for word in crate::domain::fts_words(text) {
         if !out.is_empty() {
             out.push(' ');
         }
         out.push_str(&prefix);
-        out.push_str(&word.to_lowercase());
+        out.push_str(&word);
     }
     out
 }
@@ -734,21 +772,54 @@ pub(crate) fn reindex_all(conn: &Connection) -> Result<(), StorageError> {
     Ok(())
 }
 
+/// SHA-256 (hex) of a store's canonical arguments: the validated, normalised fields, each
+/// length-prefixed so no two different argument sets encode alike. Kept with an idempotency
+/// key, so a replay can be told from a different store that reuses the key.
+pub(crate) fn arguments_digest(memory: &NewMemory) -> String {
+    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut field = |bytes: &[u8]| {
+        context.update(&(bytes.len() as u64).to_le_bytes());
+        context.update(bytes);
+    };
+    field(b"store_memory/v1");
+    field(memory.user.as_str().as_bytes());
+    field(memory.content.as_bytes());
+    field(memory.filename.as_bytes());
+    field(memory.description.as_bytes());
+    field(&(memory.tags.len() as u64).to_le_bytes());
+    for tag in &memory.tags {
+        field(tag.as_bytes());
+    }
+    let digest = context.finish();
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
 fn insert_memory(
     conn: &Connection,
     memory: &NewMemory,
     window: std::time::Duration,
 ) -> Result<StoredMemory, StorageError> {
     let now_micros = Utc::now().timestamp_micros();
-    if let Some(key) = &memory.idempotency_key {
+    let digest = memory
+        .idempotency_key
+        .as_ref()
+        .map(|_| arguments_digest(memory));
+    if let (Some(key), Some(digest)) = (&memory.idempotency_key, &digest) {
         let horizon = now_micros - i64::try_from(window.as_micros()).unwrap_or(i64::MAX);
-        let previous: Option<String> = conn
+        let previous: Option<(String, String)> = conn
             .prepare_cached(
-                "SELECT result FROM idempotency WHERE user_id = ?1 AND key = ?2 AND created_at >= ?3",
+                "SELECT result, arguments FROM idempotency \
+                 WHERE user_id = ?1 AND key = ?2 AND created_at >= ?3",
             )?
-            .query_row((memory.user.as_str(), key, horizon), |row| row.get(0))
+            .query_row((memory.user.as_str(), key, horizon), |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })
             .optional()?;
-        if let Some(previous) = previous {
+        if let Some((previous, previous_digest)) = previous {
+            // "" is a key stored before digests were kept: a replay, as it was then.
+            if !previous_digest.is_empty() && previous_digest != *digest {
+                return Err(StorageError::KeyReused { key: key.clone() });
+            }
             let mut stored: StoredMemory = serde_json::from_str(&previous)
                 .map_err(|e| StorageError::Corrupt(format!("idempotency record: {e}")))?;
             stored.replayed = true;
@@ -808,14 +879,14 @@ fn insert_memory(
         size_bytes,
         replayed: false,
     };
-    if let Some(key) = &memory.idempotency_key {
+    if let (Some(key), Some(digest)) = (&memory.idempotency_key, &digest) {
         let result = serde_json::to_string(&stored)
             .map_err(|e| StorageError::Corrupt(format!("idempotency record: {e}")))?;
         conn.prepare_cached(
-            "INSERT OR REPLACE INTO idempotency (user_id, key, result, created_at) \
-             VALUES (?1, ?2, ?3, ?4)",
+            "INSERT OR REPLACE INTO idempotency (user_id, key, result, created_at, arguments) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
         )?
-        .execute((memory.user.as_str(), key, result, now_micros))?;
+        .execute((memory.user.as_str(), key, result, now_micros, digest))?;
     }
     Ok(stored)
 }

@@ -114,3 +114,46 @@ fn hostile_queries_become_plain_terms() {
     );
     assert!(SearchTerms::parse(&"x ".repeat(MAX_QUERY_LEN)).is_err());
 }
+
+/// Issue 11: the word split follows SQLite's unicode61 classes, not Rust's.
+#[test]
+fn fts_character_classes_are_sqlites() {
+    // U+30000 is outside SQLite's tables: category 0, which unicode61 keeps in tokens.
+    for c in [
+        'a',
+        'Z',
+        '7',
+        'é',
+        'ß',
+        '日',
+        'я',
+        '\u{0301}',
+        '\u{E000}',
+        '\u{30000}',
+    ] {
+        assert!(
+            is_token_char(c),
+            "{} is a token character",
+            c.escape_unicode()
+        );
+    }
+    // `ⓐ` is alphabetic for Rust (Other_Alphabetic) but a symbol (So), a separator, for
+    // SQLite; the others are spaces, joiners and punctuation everywhere.
+    for c in [
+        ' ', '-', '_', '"', '*', 'ⓐ', 'Ⓐ', '\u{2028}', '\u{00A0}', '\u{200D}',
+    ] {
+        assert!(!is_token_char(c), "{} is a separator", c.escape_unicode());
+    }
+    assert!(
+        'ⓐ'.is_alphanumeric(),
+        "the case that made Rust's split unsafe"
+    );
+    assert_eq!(
+        fts_words("Xⓐu2qSecret café-au-lait"),
+        ["x", "u2qsecret", "café", "au", "lait"]
+    );
+    assert_eq!(
+        SearchTerms::parse("xⓐsecret").unwrap().terms(),
+        ["x", "secret"]
+    );
+}

@@ -170,3 +170,166 @@ fn text_len_counts_content_and_tool_calls() {
     };
     assert_eq!(assistant.text_len(), 2 + 10 + 10);
 }
+
+/// Issue 11: a provider answering 307 to another host gets no second request: the api-key
+/// stays with the configured endpoint, and the turn fails with a clear, non-retried error.
+#[tokio::test]
+async fn redirects_are_never_followed() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    // The host a redirect points to: counts every connection it gets.
+    let other = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let other_addr = other.local_addr().unwrap();
+    let reached = Arc::new(AtomicUsize::new(0));
+    let counter = reached.clone();
+    tokio::spawn(async move {
+        while let Ok((_socket, _)) = other.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    // The configured endpoint: answers every request with a 307 to the other host.
+    let target = format!("http://{other_addr}/steal");
+    let app = axum::Router::new().fallback(move || {
+        let target = target.clone();
+        async move {
+            (
+                axum::http::StatusCode::TEMPORARY_REDIRECT,
+                [(axum::http::header::LOCATION, target)],
+            )
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+
+    let config = LlmConfig {
+        provider: Provider::Azure,
+        endpoint: Some(endpoint),
+        deployment: Some("gpt-4o-mini".into()),
+        api_key: Some("secret-azure-key-never-leaves".into()),
+        max_retries: 2,
+        retry_initial: Duration::from_millis(1),
+        ..LlmConfig::default()
+    };
+    let handle = LlmHandle::spawn(config).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let error = handle
+        .complete(request("alice"), deadline)
+        .await
+        .unwrap_err();
+    match &error {
+        LlmError::Redirect { status, location } => {
+            assert_eq!(*status, 307);
+            assert!(location.ends_with("/steal"), "{location}");
+        }
+        other => panic!("expected a redirect error, got {other:?}"),
+    }
+    assert!(
+        error.to_string().contains("redirects are not followed"),
+        "{error}"
+    );
+    assert_eq!(
+        reached.load(Ordering::SeqCst),
+        0,
+        "the redirect target was contacted"
+    );
+}
+
+/// Issue 11: opaque user ids are keyed (HMAC), stable per key, and the key comes from the
+/// config or a 0600 file generated once per data directory.
+#[test]
+fn user_pseudonyms_are_keyed_and_stable_per_data_directory() {
+    use pseudonym::{TRACE_KEY_FILE, UserPseudonyms};
+    let a = UserPseudonyms::with_key(&[1; 32]);
+    let b = UserPseudonyms::with_key(&[2; 32]);
+    assert_eq!(a.of("alice"), a.of("alice"));
+    assert_ne!(a.of("alice"), a.of("bob"));
+    assert_ne!(
+        a.of("alice"),
+        b.of("alice"),
+        "another key, another pseudonym"
+    );
+    assert_eq!(a.of("alice").len(), 33);
+    assert!(!a.of("alice").contains("alice"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let first = UserPseudonyms::load(None, dir.path()).unwrap();
+    let path = dir.path().join(TRACE_KEY_FILE);
+    let key = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(key.len(), 64);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{mode:o}");
+    }
+    // The next start reads the same key: the same pseudonyms.
+    let again = UserPseudonyms::load(None, dir.path()).unwrap();
+    assert_eq!(first.of("alice"), again.of("alice"));
+    assert_eq!(
+        first.of("alice"),
+        UserPseudonyms::with_key(key.as_bytes()).of("alice")
+    );
+    // Another data directory, another key.
+    let other = tempfile::tempdir().unwrap();
+    let elsewhere = UserPseudonyms::load(None, other.path()).unwrap();
+    assert_ne!(first.of("alice"), elsewhere.of("alice"));
+
+    // A configured key wins and writes no file; a short one is refused without echoing it.
+    let configured_dir = tempfile::tempdir().unwrap();
+    let configured = "k".repeat(40);
+    let from_config = UserPseudonyms::load(Some(&configured), configured_dir.path()).unwrap();
+    assert_eq!(
+        from_config.of("alice"),
+        UserPseudonyms::with_key(configured.as_bytes()).of("alice")
+    );
+    assert!(!configured_dir.path().join(TRACE_KEY_FILE).exists());
+    let error = UserPseudonyms::load(Some("short-secret-value"), configured_dir.path())
+        .unwrap_err()
+        .to_string();
+    assert!(!error.contains("short-secret-value"), "{error}");
+}
+
+/// The provider's `user` field carries the keyed pseudonym, never the user id.
+#[tokio::test]
+async fn the_provider_sees_the_keyed_pseudonym() {
+    use std::sync::{Arc, Mutex};
+    let seen: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+    let record = seen.clone();
+    let app = axum::Router::new().fallback(move |body: axum::body::Bytes| {
+        let record = record.clone();
+        async move {
+            let value: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            record.lock().unwrap().push(value);
+            axum::Json(serde_json::json!({
+                "id": "x", "object": "chat.completion", "created": 0, "model": "m",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"},
+                             "finish_reason": "stop"}],
+            }))
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}/v1", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let config = LlmConfig {
+        provider: Provider::Openai,
+        base_url: Some(base),
+        model: Some("m".into()),
+        ..LlmConfig::default()
+    };
+    let pseudonyms = Arc::new(pseudonym::UserPseudonyms::with_key(&[7; 32]));
+    let handle = LlmHandle::spawn(config)
+        .await
+        .unwrap()
+        .with_pseudonyms(pseudonyms.clone());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    handle.complete(request("alice"), deadline).await.unwrap();
+    let body = seen.lock().unwrap()[0].clone();
+    assert_eq!(body["user"], pseudonyms.of("alice"), "{body}");
+    assert_eq!(handle.pseudonym("alice"), pseudonyms.of("alice"));
+}

@@ -10,6 +10,10 @@
 //!   SDK sends) delivers one client message to that session and answers 202.
 //! - When the SSE stream closes (client gone) or the service ends, the session's state is
 //!   removed and its service cancelled: nothing outlives the stream.
+//! - A session is closed after `session_idle_timeout` without activity (a message delivered
+//!   by POST, or one sent on the stream; keep-alive comments do not count): before
+//!   initialisation, and after it too, so an abandoned but still-connected client cannot
+//!   hold a session forever.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -39,9 +43,41 @@ const CHANNEL_CAPACITY: usize = 64;
 /// How long a POST may wait for room in a busy session's queue before 503.
 const POST_WAIT: Duration = Duration::from_secs(10);
 
-/// Live SSE sessions: id -> the sender that feeds the session's rmcp service.
+/// Live SSE sessions: id -> the sender that feeds the session's rmcp service, and its
+/// activity clock.
 #[derive(Clone, Default)]
-pub struct SseSessions(Arc<DashMap<String, mpsc::Sender<ClientJsonRpcMessage>>>);
+pub struct SseSessions(Arc<DashMap<String, SessionEntry>>);
+
+/// A live session: the sender feeding its service, and when it was last active.
+type SessionEntry = (mpsc::Sender<ClientJsonRpcMessage>, Arc<Activity>);
+
+/// When a session last did something.
+struct Activity {
+    start: tokio::time::Instant,
+    /// Milliseconds from `start` to the last activity.
+    last: std::sync::atomic::AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            start: tokio::time::Instant::now(),
+            last: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let now = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last
+            .fetch_max(now, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How long the session has been idle.
+    fn idle(&self) -> Duration {
+        let last = Duration::from_millis(self.last.load(std::sync::atomic::Ordering::Relaxed));
+        self.start.elapsed().saturating_sub(last)
+    }
+}
 
 impl SseSessions {
     /// Number of live sessions.
@@ -61,7 +97,8 @@ pub(crate) struct SseState {
     pub(crate) sessions: SseSessions,
     pub(crate) shutdown: CancellationToken,
     pub(crate) keep_alive: Duration,
-    /// A session that has not initialised within this time is closed.
+    /// A session that has not initialised within this time, or that is idle this long
+    /// afterwards, is closed.
     pub(crate) idle_timeout: Duration,
 }
 
@@ -95,13 +132,18 @@ async fn open(
     let id = uuid::Uuid::new_v4().simple().to_string();
     let (to_server_tx, to_server_rx) = mpsc::channel::<ClientJsonRpcMessage>(CHANNEL_CAPACITY);
     let (from_server_tx, from_server_rx) = mpsc::channel::<ServerJsonRpcMessage>(CHANNEL_CAPACITY);
-    state.sessions.0.insert(id.clone(), to_server_tx);
+    let activity = Arc::new(Activity::new());
+    state
+        .sessions
+        .0
+        .insert(id.clone(), (to_server_tx, activity.clone()));
     let ct = state.shutdown.child_token();
 
     let server = state.server.clone();
     let service_ct = ct.clone();
-    let init_timeout = state.idle_timeout;
+    let idle_timeout = state.idle_timeout;
     let session_id = id.clone();
+    let watched = activity.clone();
     tokio::spawn(async move {
         let transport = (
             PollSender::new(from_server_tx),
@@ -109,10 +151,22 @@ async fn open(
         );
         let serving = server.serve_with_ct(transport, service_ct.clone());
         tokio::select! {
-            started = tokio::time::timeout(init_timeout, serving) => match started {
+            started = tokio::time::timeout(idle_timeout, serving) => match started {
                 Ok(Ok(running)) => {
                     tracing::debug!(session = %session_id, "sse session initialised");
-                    let _ = running.waiting().await;
+                    let waiting = running.waiting();
+                    tokio::pin!(waiting);
+                    loop {
+                        let idle = watched.idle();
+                        if idle >= idle_timeout {
+                            tracing::debug!(session = %session_id, ?idle, "sse session idle; closing it");
+                            break;
+                        }
+                        tokio::select! {
+                            _ = &mut waiting => break,
+                            () = tokio::time::sleep(idle_timeout - idle) => {}
+                        }
+                    }
                 }
                 Ok(Err(error)) => tracing::debug!(session = %session_id, %error, "sse session ended before initialisation"),
                 Err(_) => tracing::debug!(session = %session_id, "sse session never initialised"),
@@ -131,7 +185,8 @@ async fn open(
     let endpoint = Event::default()
         .event("endpoint")
         .data(format!("/messages?session_id={id}"));
-    let messages = ReceiverStream::new(from_server_rx).map(|message| {
+    let messages = ReceiverStream::new(from_server_rx).map(move |message| {
+        activity.touch();
         let data = serde_json::to_string(&message).unwrap_or_else(|error| {
             // Serialising rmcp's own message types cannot fail; keep the stream alive anyway.
             tracing::error!(%error, "cannot serialise an MCP message");
@@ -168,7 +223,7 @@ async fn deliver(
             "missing session_id query parameter",
         );
     };
-    let Some(sender) = state.sessions.0.get(&id).map(|s| s.clone()) else {
+    let Some((sender, activity)) = state.sessions.0.get(&id).map(|s| s.clone()) else {
         return error(
             StatusCode::NOT_FOUND,
             "unknown_session",
@@ -185,6 +240,7 @@ async fn deliver(
             );
         }
     };
+    activity.touch();
     match tokio::time::timeout(POST_WAIT, sender.send(message)).await {
         Ok(Ok(())) => (StatusCode::ACCEPTED, "Accepted").into_response(),
         Ok(Err(_)) => error(StatusCode::NOT_FOUND, "unknown_session", "session closed"),

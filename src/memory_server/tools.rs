@@ -40,9 +40,16 @@ pub(crate) enum ToolError {
     /// Nothing with that id for this user.
     #[error("no memory with id {0} for this user")]
     NotFound(MemoryId),
-    /// Storage failed.
-    #[error("storage failure: {0}")]
+    /// Storage failed (or is busy: then the message says to retry).
+    #[error("{}", storage_message(.0))]
     Storage(#[from] StorageError),
+}
+
+fn storage_message(error: &StorageError) -> String {
+    match error {
+        StorageError::Busy | StorageError::KeyReused { .. } => error.to_string(),
+        other => format!("storage failure: {other}"),
+    }
 }
 
 /// `tags` as a comma-separated string or a list of strings.
@@ -429,3 +436,6 @@ async fn list_tags(
     let tags = store.list_tags(user).await?;
     Ok(json_result(json!({ "tags": tags })))
 }
+
+#[cfg(test)]
+mod tests;

@@ -69,6 +69,15 @@ const MIGRATIONS: &[Migration] = &[
         )?;
         super::reindex_all(conn)
     }),
+    // 4: the SHA-256 of a store's canonical arguments kept with its idempotency key, so a
+    // key reused for other arguments is refused instead of replayed. '' for older keys.
+    Migration::Sql("ALTER TABLE idempotency ADD COLUMN arguments TEXT NOT NULL DEFAULT '';"),
+    // 5: words split with the tokenizer's own character classes (issue 11: no text may plant
+    // a token in another user's scope): the index is rebuilt with the new split.
+    Migration::Rust(|conn| {
+        conn.execute_batch("INSERT INTO memories_fts (memories_fts) VALUES ('delete-all');")?;
+        super::reindex_all(conn)
+    }),
 ];
 
 /// Brings the schema up to date.

@@ -269,6 +269,78 @@ async fn idempotency_keys_make_stores_exactly_once() {
     assert_ne!(store.store(memory).await.unwrap().id, first.id);
 }
 
+/// Issue 11: a key reused with other arguments is refused (nothing stored), never
+/// answered with the first store's result as if it were a replay.
+#[tokio::test]
+async fn a_key_reused_with_other_arguments_is_refused() {
+    let (_dir, store) = open();
+    let mut first = new_memory("ivy", "pay the rent", "rent.txt", &["home"]);
+    first.idempotency_key = Some("turn1:0:0".into());
+    let stored = store.store(first.clone()).await.unwrap();
+    // Each field counts: content, filename, description, tags.
+    let mut variants = Vec::new();
+    for change in 0..4 {
+        let mut other = first.clone();
+        match change {
+            0 => other.content = "pay the gas bill".into(),
+            1 => other.filename = "gas.txt".into(),
+            2 => other.description = "bills".into(),
+            _ => other.tags = vec!["home".into(), "money".into()],
+        }
+        variants.push(other);
+    }
+    for other in variants {
+        match store.store(other.clone()).await {
+            Err(StorageError::KeyReused { key }) => assert_eq!(key, "turn1:0:0"),
+            result => panic!("{other:?} got {result:?}"),
+        }
+    }
+    assert_eq!(store.search(query("ivy", None)).await.unwrap().len(), 1);
+    // The true replay still gets the first result.
+    let replay = store.store(first).await.unwrap();
+    assert!(replay.replayed);
+    assert_eq!(replay.id, stored.id);
+    let message = StorageError::KeyReused { key: "k".into() }.to_string();
+    assert!(message.contains("different arguments"), "{message}");
+}
+
+#[test]
+fn argument_digests_are_length_prefixed() {
+    // "ab" + "c" and "a" + "bc" must not hash alike.
+    let a = NewMemory {
+        description: "c".into(),
+        ..new_memory("u", "x", "ab", &[])
+    };
+    let b = NewMemory {
+        description: "bc".into(),
+        ..new_memory("u", "x", "a", &[])
+    };
+    assert_ne!(arguments_digest(&a), arguments_digest(&b));
+    assert_eq!(arguments_digest(&a), arguments_digest(&a.clone()));
+    assert_eq!(arguments_digest(&a).len(), 64);
+    let tags_one = new_memory("u", "x", "f", &["a,b"]);
+    let tags_two = new_memory("u", "x", "f", &["a", "b"]);
+    assert_ne!(arguments_digest(&tags_one), arguments_digest(&tags_two));
+}
+
+/// A database whose idempotency rows predate migration 4 (no digest) still replays them.
+#[tokio::test]
+async fn keys_stored_before_digests_still_replay() {
+    let (dir, store) = open();
+    let mut memory = new_memory("old", "kept", "k.txt", &[]);
+    memory.idempotency_key = Some("legacy".into());
+    let first = store.store(memory.clone()).await.unwrap();
+    drop(store);
+    let conn = Connection::open(dir.path().join("memento.db")).unwrap();
+    conn.execute("UPDATE idempotency SET arguments = ''", [])
+        .unwrap();
+    drop(conn);
+    let store = SqliteStore::open(dir.path(), &SqliteOptions::default()).unwrap();
+    let replay = store.store(memory).await.unwrap();
+    assert!(replay.replayed);
+    assert_eq!(replay.id, first.id);
+}
+
 #[tokio::test]
 async fn expired_idempotency_keys_store_again() {
     let dir = tempfile::tempdir().unwrap();
@@ -319,4 +391,143 @@ async fn ranking_prefers_the_better_match() {
     let hits = store.search(query("lea", Some("apple"))).await.unwrap();
     assert_eq!(hits.len(), 2);
     assert_eq!(hits[0].id, best.id);
+}
+
+/// Issue 11: a full writer queue never blocks the caller: the store fails at once with
+/// `Busy`, and the jobs that were queued still commit once the writer can go on.
+#[tokio::test]
+async fn a_full_writer_queue_answers_busy_without_blocking() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = SqliteOptions {
+        max_batch: 4,
+        ..SqliteOptions::default()
+    };
+    let store = SqliteStore::open_with_queues(dir.path(), &options, 2).unwrap();
+    // Another connection holds the write lock: the writer thread blocks in BEGIN IMMEDIATE
+    // (busy_timeout) with at most one batch taken, and the queue behind it fills up.
+    let blocker = Connection::open(dir.path().join("memento.db")).unwrap();
+    blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let started = std::time::Instant::now();
+    let pending: Vec<_> = (0..64)
+        .map(|i| store.store(new_memory("ann", &format!("note {i}"), "n.txt", &[])))
+        .collect();
+    // Every call returned at once (the sends are not awaited, they are try_send).
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    blocker.execute_batch("COMMIT").unwrap();
+    let mut busy = 0;
+    let mut stored = 0;
+    for result in futures::future::join_all(pending).await {
+        match result {
+            Ok(_) => stored += 1,
+            Err(StorageError::Busy) => busy += 1,
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    // At most one batch (4) in the writer and 2 queued were accepted.
+    assert!((1..=6).contains(&stored), "stored {stored}");
+    assert_eq!(busy, 64 - stored);
+    assert!(
+        StorageError::Busy
+            .to_string()
+            .contains("busy, retry shortly"),
+        "{}",
+        StorageError::Busy
+    );
+    // Once the writer is free again, stores go through.
+    store
+        .store(new_memory("ann", "after", "a.txt", &[]))
+        .await
+        .unwrap();
+    let all = store.search(query("ann", None)).await.unwrap();
+    assert_eq!(all.len(), stored + 1);
+}
+
+/// Issue 11: text crafted to look like another user's scoped tokens plants nothing in that
+/// user's scope, in either direction, and searches never cross users.
+#[tokio::test]
+async fn hostile_text_plants_no_token_in_another_users_scope() {
+    let (dir, store) = open();
+    // alice is user 1 (`u1q`), bob user 2 (`u2q`).
+    store
+        .store(new_memory("alice", "first", "a.txt", &[]))
+        .await
+        .unwrap();
+    store
+        .store(new_memory("bob", "first", "b.txt", &[]))
+        .await
+        .unwrap();
+    // Each separator candidate between a harmless word and a forged scoped token: symbols
+    // Rust calls alphanumeric (ⓐ, Ⓐ), combining marks, joiners, odd spaces, a letter whose
+    // lower case is two characters (İ), full-width letters, and plain punctuation.
+    let glue = [
+        "ⓐ",
+        "Ⓐ",
+        "\u{0345}",
+        "\u{0301}",
+        "\u{200D}",
+        "\u{00A0}",
+        "\u{2028}",
+        "İ",
+        "-",
+        "_",
+        "\u{FF55}",
+        "\u{E000}",
+        "\u{30000}",
+        "",
+    ];
+    let forge = |target: &str, word: &str| -> String {
+        glue.iter()
+            .map(|g| format!("x{g}{target}{word} {g}{target}{word}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let mut from_alice = new_memory("alice", &forge("u2q", "secretb"), "u2qsecretb.txt", &[]);
+    from_alice.description = forge("U2Q", "secretb");
+    from_alice.tags = vec![forge("u2q", "secretb")];
+    store.store(from_alice).await.unwrap();
+    let mut from_bob = new_memory("bob", &forge("u1q", "secreta"), "u1qsecreta.txt", &[]);
+    from_bob.description = forge("u1q", "secreta");
+    store.store(from_bob).await.unwrap();
+
+    // No token of bob's scope came from alice's text, and none of alice's from bob's.
+    let conn = Connection::open(dir.path().join("memento.db")).unwrap();
+    let planted = |expression: &str| -> i64 {
+        conn.query_row(
+            "SELECT count(*) FROM memories_fts WHERE memories_fts MATCH ?1",
+            [expression],
+            |row| row.get(0),
+        )
+        .unwrap()
+    };
+    assert_eq!(
+        planted("\"u2qsecretb\""),
+        0,
+        "alice planted a token in bob's scope"
+    );
+    assert_eq!(
+        planted("\"u1qsecreta\""),
+        0,
+        "bob planted a token in alice's scope"
+    );
+    // And the searches see only their own rows, whatever the query.
+    for (owner, word) in [("bob", "secretb"), ("alice", "secreta")] {
+        for text in [word, "u2qsecretb", "u1qsecreta", "first"] {
+            let hits = store.search(query(owner, Some(text))).await.unwrap();
+            for hit in &hits {
+                let memory = store.get(user(owner), hit.id).await.unwrap();
+                assert!(
+                    memory.is_some(),
+                    "{owner} got another user's memory for {text:?}"
+                );
+            }
+        }
+    }
+    // Each user still finds their own text, forged words included, in their own scope.
+    assert_eq!(planted("\"u1qu2qsecretb\""), 1);
+    let own = |owner: &'static str, text: &'static str| {
+        let store = store.clone();
+        async move { store.search(query(owner, Some(text))).await.unwrap().len() }
+    };
+    assert_eq!(own("alice", "u2qsecretb").await, 1);
+    assert_eq!(own("bob", "u1qsecreta").await, 1);
 }

@@ -61,6 +61,36 @@ fn systemd_units_are_hardened_and_dockerfile_runs_unprivileged() {
     }
     let dockerfile =
         std::fs::read_to_string(repo_root().join("deploy/Dockerfile")).expect("Dockerfile");
+    systemd_units_use_separate_state_directories();
     assert!(dockerfile.contains("USER memento"));
     assert_eq!(dockerfile.matches("FROM ").count(), 2, "multi-stage");
+}
+
+/// Issue 11: each unit has its own `StateDirectory=` and passes that directory (and no other)
+/// as `--data-dir`, so the daemon never shares files with the memory server.
+fn systemd_units_use_separate_state_directories() {
+    let mut seen = Vec::new();
+    for unit in ["memento.service", "memento-mcp-server.service"] {
+        let text =
+            std::fs::read_to_string(repo_root().join("deploy/systemd").join(unit)).expect("unit");
+        let states: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("StateDirectory="))
+            .collect();
+        assert_eq!(states.len(), 1, "{unit}: one StateDirectory= line");
+        let state = states[0].trim();
+        let exec = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("ExecStart="))
+            .expect("ExecStart");
+        assert!(
+            exec.contains(&format!("--data-dir /var/lib/{state}")),
+            "{unit}: ExecStart must use its own StateDirectory /var/lib/{state}: {exec}"
+        );
+        assert!(
+            !seen.contains(&state.to_owned()),
+            "{unit} shares StateDirectory={state}"
+        );
+        seen.push(state.to_owned());
+    }
 }

@@ -633,3 +633,106 @@ async fn replayed_stores_with_an_idempotency_key_store_once() {
         client.cancel().await.expect("close");
     }
 }
+
+/// Issue 11: a legacy SSE session that was initialised and then went quiet is closed after
+/// `session_idle_timeout` (its stream ends), while an active one stays.
+#[tokio::test]
+async fn idle_initialised_sse_sessions_expire_and_active_ones_stay() {
+    use futures::StreamExt;
+    let idle_timeout = Duration::from_secs(2);
+    let fixture = McpFixture::start_with(|c| {
+        c.session_idle_timeout = idle_timeout;
+        c.sse_keep_alive = Duration::from_millis(200);
+    })
+    .await;
+    let http = reqwest::Client::new();
+    // The idle one: a raw session, initialised, then silent (keep-alives still flow).
+    let response = http
+        .get(format!("{}/sse", fixture.url()))
+        .send()
+        .await
+        .expect("open");
+    let mut body = response.bytes_stream();
+    let mut parser = memento::sse::SseParser::new(1 << 20);
+    let mut events = Vec::new();
+    while events.is_empty() {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), body.next())
+            .await
+            .expect("endpoint within 10 s")
+            .expect("stream open")
+            .expect("chunk");
+        events.extend(parser.push(&chunk).expect("parse"));
+    }
+    let post_url = format!("{}{}", fixture.url(), events[0].data);
+    let initialize = json!({
+        "jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2024-11-05", "capabilities": {}, "clientInfo": {"name": "idle", "version": "0"}}
+    });
+    let posted = http
+        .post(&post_url)
+        .json(&initialize)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(posted.status(), 202);
+    let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    // The session's last activity is at or after this instant (the POST below).
+    let last_activity = tokio::time::Instant::now();
+    let posted = http
+        .post(&post_url)
+        .json(&initialized)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(posted.status(), 202);
+
+    // The active one: an rmcp client calling a tool every 100 ms.
+    let active = connect(&fixture.url(), Transport::Sse, None).await;
+    assert_eq!(fixture.server.sse_sessions(), 2);
+    let started = tokio::time::Instant::now();
+    let drain = async {
+        // The idle stream ends (after its answer and keep-alives) once the session expires.
+        loop {
+            match tokio::time::timeout(Duration::from_secs(30), body.next()).await {
+                Ok(Some(Ok(_))) => continue,
+                Ok(_) => return last_activity.elapsed(),
+                Err(_) => panic!("the idle SSE stream was not closed within 30 s"),
+            }
+        }
+    };
+    let ping = async {
+        loop {
+            let result = call(&active, "list_tags", json!({"user_id": "busy"})).await;
+            assert!(!is_error(&result), "{}", text(&result));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let idle_closed_after = tokio::select! {
+        elapsed = drain => elapsed,
+        () = ping => unreachable!("the ping loop never ends"),
+    };
+    assert!(
+        idle_closed_after >= idle_timeout,
+        "closed {idle_closed_after:?} after its last message, before being idle long enough"
+    );
+    let server = &fixture.server;
+    eventually(Duration::from_secs(10), "idle session removed", || async {
+        server.sse_sessions() == 1
+    })
+    .await;
+    // Its id is gone: a POST to it is a 404.
+    let late = http
+        .post(&post_url)
+        .json(&initialized)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(late.status(), 404);
+    // The active session outlives the idle timeout, and still works, as long as it is used.
+    while started.elapsed() < idle_timeout + Duration::from_secs(1) {
+        let result = call(&active, "list_tags", json!({"user_id": "busy"})).await;
+        assert!(!is_error(&result), "{}", text(&result));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(fixture.server.sse_sessions(), 1);
+}

@@ -276,6 +276,16 @@ async fn one_trace_per_turn_across_daemon_and_mcp_server() {
     assert_eq!(http_service, "daemon-test");
     let (_, turn) = find("conversation turn");
     assert_eq!(turn.parent_span_id, http_span.span_id);
+    // Issue 11: the turn carries the user's keyed pseudonym (key generated into the data
+    // directory), never the id itself unless record_user_id is set.
+    let key = std::fs::read_to_string(daemon_dir.path().join("trace-key")).expect("trace-key");
+    let opaque =
+        memento::llm::pseudonym::UserPseudonyms::with_key(key.trim().as_bytes()).of("tina");
+    assert_eq!(
+        attribute(turn, "memento.user.opaque").as_deref(),
+        Some(opaque.as_str())
+    );
+    assert!(attribute(turn, "memento.user.id").is_none());
     let chats: Vec<&Span> = spans
         .iter()
         .map(|(_, s)| s)
