@@ -98,7 +98,7 @@ async fn open(
     state.sessions.0.insert(id.clone(), to_server_tx);
     let ct = state.shutdown.child_token();
 
-    let server = state.server.clone();
+    let server = state.server.for_session();
     let service_ct = ct.clone();
     let init_timeout = state.idle_timeout;
     let session_id = id.clone();

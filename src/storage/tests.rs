@@ -12,6 +12,7 @@ fn new_memory(owner: &str, content: &str, filename: &str, tags: &[&str]) -> NewM
         description: String::new(),
         tags: tags.iter().map(|t| t.to_string()).collect(),
         idempotency_key: None,
+        created_at: None,
     }
 }
 
