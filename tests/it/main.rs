@@ -12,3 +12,4 @@ mod memory_server;
 mod python_interop;
 mod seed_interop;
 mod tracing;
+mod transfer;
