@@ -33,6 +33,7 @@ use crate::supervisor::SupervisorHandle;
 
 pub mod auth;
 pub mod error;
+pub mod transfer;
 
 use auth::Auth;
 use error::ApiError;
@@ -64,6 +65,11 @@ pub fn router(state: ApiState) -> Router {
         .route(
             "/v1/users/{user_id}/history",
             get(get_history).delete(delete_history),
+        )
+        .route("/v1/users/{user_id}/memories/export", get(transfer::export))
+        .route(
+            "/v1/users/{user_id}/memories/import",
+            post(transfer::import).layer(DefaultBodyLimit::max(transfer::MAX_IMPORT_BYTES)),
         )
         .route(
             "/healthz",

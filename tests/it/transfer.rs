@@ -170,3 +170,128 @@ async fn the_seed_sample_imports_once_and_round_trips_through_both_formats() {
         other => panic!("unexpected {other:?}"),
     }
 }
+
+/// The HTTP import/export of a user's own memories: JSONL in, JSONL out, idempotent,
+/// authorised like every user route, size-limited.
+#[tokio::test]
+async fn http_import_and_export_round_trip_for_the_tokens_own_user() {
+    let fixture = crate::support::DaemonFixture::start_with(|config| {
+        config
+            .auth
+            .user_tokens
+            .insert("alice".into(), "alice-secret-token".into());
+    })
+    .await;
+    let http = &fixture.http;
+    let url = |user: &str, what: &str| format!("{}/v1/users/{user}/memories/{what}", fixture.url);
+    let body = [
+        json!({"user_id": "someone-else", "filename": "recipe.txt", "description": "Cake",
+               "tags": ["cooking"], "created_at": "2024-07-16T09:15:00.123456Z",
+               "content": "Lemon cake: 200 g flour"}),
+        json!({"user_id": "x", "filename": "plan.txt", "created_at": "2024-07-15T14:30:52Z",
+               "content": "Q4 plan\nsecond line"}),
+    ]
+    .iter()
+    .map(Value::to_string)
+    .chain(["not json".to_owned(), String::new()])
+    .chain([json!({"filename": "empty.txt", "user_id": "x", "created_at": "2024-07-15T14:30:52Z", "content": "  "}).to_string()])
+    .collect::<Vec<_>>()
+    .join("\n");
+
+    let import = |token: &'static str, user: &'static str, body: String| {
+        http.post(url(user, "import"))
+            .bearer_auth(token)
+            .body(body)
+            .send()
+    };
+    let response = import("alice-secret-token", "alice", body.clone())
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 200);
+    let summary: Value = response.json().await.expect("json");
+    assert_eq!(summary["imported"], 2, "{summary}");
+    assert_eq!(summary["already_present"], 0);
+    let skipped = summary["skipped"].as_array().expect("skipped");
+    assert_eq!(skipped.len(), 2, "{summary}");
+    assert_eq!(skipped[0]["line"], 3);
+    assert_eq!(skipped[1]["line"], 5);
+    assert!(
+        skipped[1]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("content is empty"))
+    );
+
+    let again: Value = import("alice-secret-token", "alice", body.clone())
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        (again["imported"].clone(), again["already_present"].clone()),
+        (json!(0), json!(2))
+    );
+
+    // Alice's token cannot act for bob, in either direction.
+    let denied = import("alice-secret-token", "bob", body.clone())
+        .await
+        .expect("send");
+    assert_eq!(denied.status(), 403);
+    let denied = http
+        .get(url("bob", "export"))
+        .bearer_auth("alice-secret-token")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(denied.status(), 403);
+    let anonymous = http.get(url("alice", "export")).send().await.expect("send");
+    assert_eq!(anonymous.status(), 401);
+
+    let exported = http
+        .get(url("alice", "export?format=jsonl"))
+        .bearer_auth("alice-secret-token")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(exported.status(), 200);
+    let text = exported.text().await.expect("body");
+    let mut lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    lines.sort_by_key(|l| l["filename"].to_string());
+    assert_eq!(lines.len(), 2, "{text}");
+    assert_eq!(lines[0]["filename"], "plan.txt");
+    assert_eq!(lines[0]["content"], "Q4 plan\nsecond line");
+    assert_eq!(lines[0]["created_at"], "2024-07-15T14:30:52Z");
+    assert_eq!(lines[0]["user_id"], "alice");
+    assert_eq!(lines[1]["created_at"], "2024-07-16T09:15:00.123456Z");
+    assert_eq!(lines[1]["tags"], json!(["cooking"]));
+    assert_eq!(lines[1]["description"], "Cake");
+
+    let seed = http
+        .get(url("alice", "export?format=seed"))
+        .bearer_auth("alice-secret-token")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(seed.status(), 400);
+
+    // Above the API's usual body limit (256 KiB), within the import's.
+    let big =
+        json!({"user_id": "alice", "filename": "big.txt", "created_at": "2024-01-01T00:00:00Z",
+                     "content": "y".repeat(300 * 1024)})
+        .to_string();
+    let response = import("alice-secret-token", "alice", big)
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 200);
+    let summary: Value = response.json().await.expect("json");
+    assert_eq!(summary["imported"], 1, "{summary}");
+
+    let huge = "x".repeat(memento::http::transfer::MAX_IMPORT_BYTES + 1);
+    let too_large = import("alice-secret-token", "alice", huge)
+        .await
+        .expect("send");
+    assert_eq!(too_large.status(), 413);
+}
