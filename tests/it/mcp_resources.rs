@@ -254,3 +254,108 @@ async fn resources_list_pages_with_a_cursor() {
         .await;
     assert!(bad.is_err(), "a forged cursor is invalid params");
 }
+
+/// Collects the server's `notifications/message`.
+#[derive(Clone, Default)]
+struct LogSink(std::sync::Arc<std::sync::Mutex<Vec<Value>>>);
+
+#[allow(deprecated)]
+impl rmcp::ClientHandler for LogSink {
+    async fn on_logging_message(
+        &self,
+        params: rmcp::model::LoggingMessageNotificationParam,
+        _context: rmcp::service::NotificationContext<rmcp::RoleClient>,
+    ) {
+        let level = serde_json::to_value(params.level).unwrap_or(Value::Null);
+        if let Ok(mut seen) = self.0.lock() {
+            seen.push(json!({"level": level, "data": params.data}));
+        }
+    }
+}
+
+#[tokio::test]
+#[allow(deprecated)]
+async fn set_level_filters_the_log_notifications_of_tool_calls() {
+    use rmcp::ServiceExt;
+    use rmcp::model::{LoggingLevel, SetLevelRequestParams};
+    use rmcp::transport::StreamableHttpClientTransport;
+
+    let fixture = McpFixture::start().await;
+    let sink = LogSink::default();
+    let transport = StreamableHttpClientTransport::from_uri(format!("{}/mcp", fixture.url()));
+    let client = sink.clone().serve(transport).await.expect("connect");
+    let seen = || sink.0.lock().map(|s| s.clone()).unwrap_or_default();
+    let store_args = json!({"user_id": "logger", "content": "a note"});
+
+    // Nothing before setLevel.
+    client
+        .call_tool(
+            rmcp::model::CallToolRequestParams::new("store_memory")
+                .with_arguments(store_args.as_object().cloned().expect("object")),
+        )
+        .await
+        .expect("call");
+    assert!(seen().is_empty(), "{:?}", seen());
+
+    // At warning: a failed call is reported, a successful one is not.
+    client
+        .set_level(SetLevelRequestParams::new(LoggingLevel::Warning))
+        .await
+        .expect("setLevel");
+    let failed = client
+        .call_tool(
+            rmcp::model::CallToolRequestParams::new("get_memory").with_arguments(
+                json!({"user_id": "logger", "id": "nope"})
+                    .as_object()
+                    .cloned()
+                    .expect("object"),
+            ),
+        )
+        .await
+        .expect("call");
+    assert_eq!(failed.is_error, Some(true));
+    client
+        .call_tool(
+            rmcp::model::CallToolRequestParams::new("store_memory")
+                .with_arguments(store_args.as_object().cloned().expect("object")),
+        )
+        .await
+        .expect("call");
+    crate::support::eventually(
+        std::time::Duration::from_secs(10),
+        "the warning",
+        || async { !seen().is_empty() },
+    )
+    .await;
+
+    // At debug: every call.
+    client
+        .set_level(SetLevelRequestParams::new(LoggingLevel::Debug))
+        .await
+        .expect("setLevel");
+    client
+        .call_tool(
+            rmcp::model::CallToolRequestParams::new("list_tags").with_arguments(
+                json!({"user_id": "logger"})
+                    .as_object()
+                    .cloned()
+                    .expect("object"),
+            ),
+        )
+        .await
+        .expect("call");
+    crate::support::eventually(
+        std::time::Duration::from_secs(10),
+        "the debug message",
+        || async { seen().len() >= 2 },
+    )
+    .await;
+    let messages = seen();
+    assert_eq!(messages.len(), 2, "{messages:?}");
+    assert_eq!(messages[0]["level"], "warning");
+    assert_eq!(messages[0]["data"]["tool"], "get_memory");
+    assert_eq!(messages[0]["data"]["is_error"], true);
+    assert_eq!(messages[1]["level"], "debug");
+    assert_eq!(messages[1]["data"]["tool"], "list_tags");
+    client.cancel().await.expect("close");
+}
