@@ -290,11 +290,12 @@ pub async fn import(
         };
     }
     progress.total(total);
+    let mut batch = Vec::with_capacity(IMPORT_BATCH);
     for source in sources {
         match source {
             Source::Seed { user: owner, path } => {
                 let shown = path.display().to_string();
-                let outcome = match read_seed(&path, max_file) {
+                match read_seed(&path, max_file) {
                     Ok(file) => {
                         let args = StoreArgs {
                             user_id: user.unwrap_or(&owner).as_str().to_owned(),
@@ -303,12 +304,16 @@ pub async fn import(
                             description: Some(file.description),
                             tags: Some(TagsArg::List(file.tags)),
                         };
-                        store_one(store, limits, args, file.created_at).await?
+                        batch.push((shown, args, file.created_at));
+                        if batch.len() >= IMPORT_BATCH {
+                            flush(store, limits, &mut batch, &mut summary, progress).await?;
+                        }
                     }
-                    Err(reason) => Outcome::Skipped(reason),
-                };
-                summary.add(&shown, outcome);
-                progress.item(&shown);
+                    Err(reason) => {
+                        summary.add(&shown, Outcome::Skipped(reason));
+                        progress.item(&shown);
+                    }
+                }
             }
             Source::Jsonl(path) => {
                 let file = File::open(&path).map_err(io(&path))?;
@@ -332,7 +337,7 @@ pub async fn import(
                     if line.iter().all(u8::is_ascii_whitespace) {
                         continue;
                     }
-                    let outcome = match serde_json::from_slice::<Record>(&line) {
+                    match serde_json::from_slice::<Record>(&line) {
                         Ok(record) => {
                             let args = StoreArgs {
                                 user_id: user
@@ -343,17 +348,52 @@ pub async fn import(
                                 description: Some(record.description),
                                 tags: Some(TagsArg::List(record.tags)),
                             };
-                            store_one(store, limits, args, record.created_at).await?
+                            batch.push((shown, args, record.created_at));
+                            if batch.len() >= IMPORT_BATCH {
+                                flush(store, limits, &mut batch, &mut summary, progress).await?;
+                            }
                         }
-                        Err(error) => Outcome::Skipped(format!("not a memory record: {error}")),
-                    };
-                    summary.add(&shown, outcome);
-                    progress.item(&shown);
+                        Err(error) => {
+                            summary.add(
+                                &shown,
+                                Outcome::Skipped(format!("not a memory record: {error}")),
+                            );
+                            progress.item(&shown);
+                        }
+                    }
                 }
             }
         }
     }
+    flush(store, limits, &mut batch, &mut summary, progress).await?;
     Ok(summary)
+}
+
+/// Memories stored concurrently: the store's writer commits them in one transaction (one
+/// fsync) instead of one each.
+const IMPORT_BATCH: usize = 64;
+
+type Pending = (String, StoreArgs, chrono::DateTime<chrono::Utc>);
+
+/// Stores the batch concurrently and records each outcome, in order.
+async fn flush(
+    store: &dyn MemoryStore,
+    limits: Limits,
+    batch: &mut Vec<Pending>,
+    summary: &mut ImportSummary,
+    progress: &dyn Progress,
+) -> Result<(), TransferError> {
+    let items: Vec<Pending> = std::mem::take(batch);
+    let (shown, stores): (Vec<String>, Vec<_>) = items
+        .into_iter()
+        .map(|(shown, args, created_at)| (shown, store_one(store, limits, args, created_at)))
+        .unzip();
+    let outcomes = futures::future::join_all(stores).await;
+    for (shown, outcome) in shown.iter().zip(outcomes) {
+        summary.add(shown, outcome?);
+        progress.item(shown);
+    }
+    Ok(())
 }
 
 /// Stores one memory through the tool layer's rules. Only a storage failure is an error

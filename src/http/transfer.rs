@@ -17,6 +17,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -95,8 +96,16 @@ async fn stream_export(
     let mut offset = 0u64;
     loop {
         let full = page.len() as u64 == EXPORT_PAGE;
-        for id in &page {
-            let line = match export_line(&mcp, &user, id).await {
+        // A page's memories are fetched a few at a time, written in order.
+        let mut lines = futures::stream::iter(page)
+            .map(|id| {
+                let mcp = mcp.clone();
+                let user = user.clone();
+                async move { export_line(&mcp, &user, &id).await }
+            })
+            .buffered(EXPORT_CONCURRENCY);
+        while let Some(line) = lines.next().await {
+            let line = match line {
                 Ok(Some(line)) => line,
                 // Deleted meanwhile.
                 Ok(None) => continue,
@@ -206,55 +215,41 @@ pub(crate) async fn import(
     let mut imported = 0u64;
     let mut already_present = 0u64;
     let mut skipped = Vec::new();
-    for (index, line) in body.split(|b| *b == b'\n').enumerate() {
-        let line_no = index + 1;
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
+    // Several stores in flight let the memory server commit them together; `buffered` keeps
+    // the outcomes in line order.
+    let mut lines = Vec::new();
+    let mut start = 0;
+    for (index, piece) in body.split(|b| *b == b'\n').enumerate() {
+        let end = start + piece.len();
+        if !piece.iter().all(u8::is_ascii_whitespace) {
+            lines.push((index + 1, body.slice(start..end)));
         }
-        let record: Record = match serde_json::from_slice(line) {
-            Ok(record) => record,
-            Err(error) => {
-                skipped.push(
-                    json!({"line": line_no, "reason": format!("not a memory record: {error}")}),
-                );
-                continue;
+        start = end + 1;
+    }
+    let mcp = state.mcp.clone();
+    let owner = user.clone();
+    let mut outcomes = futures::stream::iter(lines)
+        .map(move |(line_no, line)| {
+            let mcp = mcp.clone();
+            let owner = owner.clone();
+            async move { import_line(&mcp, &owner, line_no, &line).await }
+        })
+        .buffered(IMPORT_CONCURRENCY);
+    while let Some((line_no, outcome)) = outcomes.next().await {
+        match outcome {
+            Ok(LineOutcome::Imported) => imported += 1,
+            Ok(LineOutcome::AlreadyPresent) => already_present += 1,
+            Ok(LineOutcome::Skipped(reason)) => {
+                skipped.push(json!({"line": line_no, "reason": reason}))
             }
-        };
-        let mut arguments = serde_json::Map::new();
-        arguments.insert("content".into(), json!(record.content));
-        arguments.insert("filename".into(), json!(record.filename));
-        arguments.insert("description".into(), json!(record.description));
-        arguments.insert("tags".into(), json!(record.tags));
-        let mut meta = serde_json::Map::new();
-        meta.insert(
-            CREATED_AT_META_KEY.into(),
-            json!(record.created_at.to_rfc3339()),
-        );
-        let output = state
-            .mcp
-            .call_tool(&user, "store_memory", arguments, meta)
-            .await
-            .map_err(|error| {
-                let mut api = mcp_error(error);
-                api.message = format!(
+            Err(mut error) => {
+                error.message = format!(
                     "{} (stopped at line {line_no} after {imported} imported; importing again \
                      is safe)",
-                    api.message
+                    error.message
                 );
-                api
-            })?;
-        if output.is_error {
-            skipped.push(json!({"line": line_no, "reason": output.text}));
-        } else if output
-            .structured
-            .as_ref()
-            .and_then(|s| s.get("replayed"))
-            .and_then(Value::as_bool)
-            == Some(true)
-        {
-            already_present += 1;
-        } else {
-            imported += 1;
+                return Err(error);
+            }
         }
     }
     Ok(axum::Json(json!({
@@ -263,6 +258,66 @@ pub(crate) async fn import(
         "already_present": already_present,
         "skipped": skipped,
     })))
+}
+
+/// `get_memory` calls in flight during an export.
+const EXPORT_CONCURRENCY: usize = 8;
+
+/// Stores in flight during an import.
+const IMPORT_CONCURRENCY: usize = 16;
+
+enum LineOutcome {
+    Imported,
+    AlreadyPresent,
+    Skipped(String),
+}
+
+/// Stores one JSONL line as `user`'s memory.
+async fn import_line(
+    mcp: &McpHandle,
+    user: &UserId,
+    line_no: usize,
+    line: &[u8],
+) -> (usize, Result<LineOutcome, ApiError>) {
+    let record: Record = match serde_json::from_slice(line) {
+        Ok(record) => record,
+        Err(error) => {
+            return (
+                line_no,
+                Ok(LineOutcome::Skipped(format!(
+                    "not a memory record: {error}"
+                ))),
+            );
+        }
+    };
+    let mut arguments = serde_json::Map::new();
+    arguments.insert("content".into(), json!(record.content));
+    arguments.insert("filename".into(), json!(record.filename));
+    arguments.insert("description".into(), json!(record.description));
+    arguments.insert("tags".into(), json!(record.tags));
+    let mut meta = serde_json::Map::new();
+    meta.insert(
+        CREATED_AT_META_KEY.into(),
+        json!(record.created_at.to_rfc3339()),
+    );
+    let output = match mcp.call_tool(user, "store_memory", arguments, meta).await {
+        Ok(output) => output,
+        Err(error) => return (line_no, Err(mcp_error(error))),
+    };
+    let replayed = output
+        .structured
+        .as_ref()
+        .and_then(|s| s.get("replayed"))
+        .and_then(Value::as_bool)
+        == Some(true);
+    let outcome = if output.is_error {
+        LineOutcome::Skipped(output.text)
+    } else if replayed {
+        LineOutcome::AlreadyPresent
+    } else {
+        LineOutcome::Imported
+    };
+    (line_no, Ok(outcome))
 }
 
 /// Calls a tool and returns its structured content; a tool error is a 502.
