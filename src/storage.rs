@@ -199,6 +199,9 @@ pub struct ListQuery {
     pub after: Option<i64>,
     /// Page size.
     pub limit: u32,
+    /// Load each memory's text; without it `memory.content` is left empty (listings need
+    /// only the metadata, and a page of large memories would be read for nothing).
+    pub with_content: bool,
 }
 
 /// One listed memory, whole, with its owner and its position in the listing order (newest
@@ -943,9 +946,14 @@ fn find_imported(
 }
 
 fn list(conn: &Connection, query: &ListQuery) -> Result<Vec<ListedMemory>, StorageError> {
-    let mut sql = String::from(
+    let mut sql = format!(
         "SELECT m.id, m.filename, m.stored_as, m.description, m.tags, m.created_at, \
-         m.size_bytes, m.content, m.rowid, m.user_id FROM memories m WHERE 1 = 1",
+         m.size_bytes, {}, m.rowid, m.user_id FROM memories m WHERE 1 = 1",
+        if query.with_content {
+            "m.content"
+        } else {
+            "''"
+        }
     );
     let mut args: Vec<Value> = Vec::new();
     if let Some(user) = &query.user {

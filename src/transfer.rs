@@ -126,6 +126,7 @@ pub async fn export(
                 user: user.cloned(),
                 after,
                 limit: EXPORT_PAGE,
+                with_content: true,
                 ..ListQuery::default()
             })
             .await?;

@@ -223,6 +223,7 @@ pub(crate) async fn read(
                     user: Some(user),
                     filename: Some(filename),
                     limit: 1,
+                    with_content: true,
                     ..ListQuery::default()
                 })
                 .await

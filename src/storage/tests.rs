@@ -371,6 +371,7 @@ async fn list_pages_by_position_and_filters_by_user_tag_and_filename() {
         user: user.map(self::user),
         after,
         limit,
+        with_content: true,
         ..ListQuery::default()
     };
     let first = store.list(page(Some("alice"), None, 3)).await.unwrap();
@@ -384,6 +385,14 @@ async fn list_pages_by_position_and_filters_by_user_tag_and_filename() {
     assert_eq!(names, ["n1.txt", "n0.txt"]);
     assert_eq!(rest[1].memory.content, "note 0");
     assert_eq!(store.list(page(None, None, 100)).await.unwrap().len(), 6);
+    let mut listing = page(Some("alice"), None, 1);
+    listing.with_content = false;
+    let listed = store.list(listing).await.unwrap();
+    assert!(listed[0].memory.content.is_empty());
+    assert_eq!(
+        listed[0].memory.size_bytes, 6,
+        "the size is the text's, loaded or not"
+    );
     let mut tagged = page(Some("alice"), None, 100);
     tagged.tag = Some("even".into());
     assert_eq!(store.list(tagged).await.unwrap().len(), 3);

@@ -21,6 +21,7 @@ async fn snapshot(
     let page = store
         .list(ListQuery {
             limit: 10_000,
+            with_content: true,
             ..ListQuery::default()
         })
         .await
