@@ -52,7 +52,7 @@ pub enum TransferError {
         source: std::io::Error,
     },
     /// The export target is not an empty directory.
-    #[error("{0} exists and is not empty: export writes only into a new or empty directory")]
+    #[error("{0} exists and is not an empty directory: export writes only into a new or empty one")]
     TargetNotEmpty(PathBuf),
     /// The import source is neither a directory nor a `.jsonl` file.
     #[error("{0} is neither a directory nor a .jsonl file")]
