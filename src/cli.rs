@@ -87,13 +87,20 @@ pub(crate) struct McpServerArgs {
     /// Port to bind, 0 for any free port [config: mcp_server.port; default 8000].
     #[arg(long)]
     pub(crate) port: Option<u16>,
-    /// Bearer token required on every request of both transports
-    /// [config: mcp_server.token].
+    /// Bearer token required on every request of both transports, at least 16 characters
+    /// [config: mcp_server.token; default: generated into DATA_DIR/mcp-token].
     #[arg(long, env = "MEMENTO_MCP_TOKEN", hide_env_values = true)]
     pub(crate) token: Option<String>,
     /// Allow a non-loopback bind without a token.
     #[arg(long)]
     pub(crate) insecure: bool,
+    /// Serve with no token at all (loopback only), for token-less clients such as the seed's.
+    /// Without it and without --token, a token is generated into DATA_DIR/mcp-token (mode
+    /// 0600); `memento serve` pointed at this server with the same --data-dir reads it. The
+    /// token acts for every user: guard it like a database password
+    /// [config: mcp_server.insecure_no_token].
+    #[arg(long)]
+    pub(crate) insecure_no_token: bool,
     /// Extra accepted Host names (repeatable) besides loopback
     /// [config: mcp_server.allowed_hosts].
     #[arg(long = "allowed-host", value_name = "NAME")]

@@ -107,6 +107,46 @@ pub struct ServerConfig {
     /// On SIGTERM/SIGINT, how long in-flight turns may take to finish.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// Extra `Host` names accepted besides loopback (DNS-rebinding protection); `"*"`
+    /// accepts any.
+    pub allowed_hosts: Vec<String>,
+    /// Browser origins accepted besides loopback ones, e.g. `"https://app.example.com"`.
+    /// A listed origin gets exact-origin CORS (with preflight); no other origin gets any.
+    pub allowed_origins: Vec<String>,
+    /// Most open client connections; one more gets 503 and is closed.
+    pub max_connections: usize,
+    /// Time a client has to send a request's headers (and to start one on a new
+    /// connection).
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// Time a client has to send a request's body.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// A kept-alive connection idle this long between requests is closed.
+    #[serde(with = "humantime_serde")]
+    pub keep_alive_timeout: Duration,
+}
+
+/// Connection defaults shared by both servers.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
+/// Default header-read timeout of both servers.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default request-body timeout of both servers.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default idle keep-alive timeout of both servers: above the 90 s idle timeout of common
+/// client pools (reqwest, Python httpx keeps 5 s), so a client never reuses a connection the
+/// server is closing.
+pub const DEFAULT_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(120);
+
+impl ServerConfig {
+    /// The accept loop's limits.
+    pub fn connection_limits(&self) -> crate::edge::serve::ConnectionLimits {
+        crate::edge::serve::ConnectionLimits {
+            max_connections: self.max_connections,
+            header_read_timeout: self.header_read_timeout,
+            keep_alive_timeout: self.keep_alive_timeout,
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -118,6 +158,12 @@ impl Default for ServerConfig {
             max_message_chars: 32 * 1024,
             max_concurrent_turns: 20_000,
             shutdown_grace: Duration::from_secs(30),
+            allowed_hosts: Vec::new(),
+            allowed_origins: Vec::new(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            keep_alive_timeout: DEFAULT_KEEP_ALIVE_TIMEOUT,
         }
     }
 }
@@ -149,6 +195,11 @@ pub struct ConversationConfig {
     pub record_user_id: bool,
     /// Record message and reply text on traces, for debugging only (it is personal data).
     pub record_content: bool,
+    /// Most turns of one user waiting or running at once; more get 429 with `Retry-After`.
+    pub max_queued_turns: usize,
+    /// Most `delete_memory` calls run in one turn; further ones are answered as tool errors
+    /// (a stored note that says "delete everything" must not empty the store).
+    pub max_deletes_per_turn: usize,
 }
 
 impl Default for ConversationConfig {
@@ -160,6 +211,8 @@ impl Default for ConversationConfig {
             max_actors: 100_000,
             record_user_id: false,
             record_content: false,
+            max_queued_turns: 8,
+            max_deletes_per_turn: 5,
         }
     }
 }
@@ -245,6 +298,10 @@ pub struct McpServerConfig {
     pub token: Option<String>,
     /// Allow a non-loopback bind without a token.
     pub insecure: bool,
+    /// Serve without any token (loopback only), for token-less clients such as the seed's.
+    /// Without it and without a token, `memento mcp-server` generates one into
+    /// `DATA_DIR/mcp-token`.
+    pub insecure_no_token: bool,
     /// Extra `Host` names accepted besides loopback (DNS-rebinding protection); `"*"`
     /// accepts any.
     pub allowed_hosts: Vec<String>,
@@ -260,6 +317,29 @@ pub struct McpServerConfig {
     /// Interval of keep-alive comments on SSE streams.
     #[serde(with = "humantime_serde")]
     pub sse_keep_alive: Duration,
+    /// Most open client connections; one more gets 503 and is closed.
+    pub max_connections: usize,
+    /// Time a client has to send a request's headers (and to start one on a new
+    /// connection).
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// Time a client has to send a request's body.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// A kept-alive connection idle this long between requests is closed.
+    #[serde(with = "humantime_serde")]
+    pub keep_alive_timeout: Duration,
+}
+
+impl McpServerConfig {
+    /// The accept loop's limits.
+    pub fn connection_limits(&self) -> crate::edge::serve::ConnectionLimits {
+        crate::edge::serve::ConnectionLimits {
+            max_connections: self.max_connections,
+            header_read_timeout: self.header_read_timeout,
+            keep_alive_timeout: self.keep_alive_timeout,
+        }
+    }
 }
 
 impl Default for McpServerConfig {
@@ -275,6 +355,11 @@ impl Default for McpServerConfig {
             max_request_bytes: 4 * 1024 * 1024,
             session_idle_timeout: Duration::from_secs(300),
             sse_keep_alive: Duration::from_secs(15),
+            insecure_no_token: false,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            keep_alive_timeout: DEFAULT_KEEP_ALIVE_TIMEOUT,
         }
     }
 }
@@ -356,9 +441,9 @@ pub fn load(explicit_file: Option<&Path>, env: &dyn Env) -> Result<Config, Confi
         }
     };
     apply_env(&mut table, env)?;
-    let mut config: Config = toml::Value::Table(table)
+    let mut config: Config = toml::Value::Table(table.clone())
         .try_into()
-        .map_err(|e: toml::de::Error| ConfigError::Invalid(e.message().to_owned()))?;
+        .map_err(|e: toml::de::Error| ConfigError::Invalid(redact(e.message(), &table)))?;
     apply_azure_env(&mut config.llm, env);
     if let Some(token) = env.var(ENV_MCP_TOKEN).filter(|t| !t.is_empty()) {
         config.mcp_server.token.get_or_insert(token.clone());
@@ -459,6 +544,13 @@ impl Config {
     /// Checks rules no single field can check. Run after flags are applied, before binding.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let server = &self.mcp_server;
+        if server.insecure_no_token && !server.host.is_loopback() {
+            return Err(ConfigError::Invalid(format!(
+                "mcp_server.insecure_no_token serves every user's memories without a token, so \
+                 it is allowed on loopback only, not on {}",
+                server.host
+            )));
+        }
         if !server.host.is_loopback() && server.token.is_none() && !server.insecure {
             return Err(ConfigError::Invalid(format!(
                 "mcp_server.host {} is not loopback: set a token (--token or {ENV_MCP_TOKEN}) \
@@ -466,10 +558,16 @@ impl Config {
                 server.host
             )));
         }
-        if server.token.as_deref().is_some_and(|t| t.trim().len() < 8) {
+        if server.insecure_no_token && server.token.is_some() {
             return Err(ConfigError::Invalid(
-                "mcp_server.token must be at least 8 characters".into(),
+                "mcp_server.insecure_no_token and a token were both given: choose one".into(),
             ));
+        }
+        if let Some(token) = &server.token {
+            check_token("mcp_server.token (--token, MEMENTO_MCP_TOKEN)", token)?;
+        }
+        if let Some(token) = &self.mcp.token {
+            check_token("mcp.token (MEMENTO_MCP_TOKEN)", token)?;
         }
         if server.max_content_bytes == 0 || server.max_content_bytes > server.max_request_bytes {
             return Err(ConfigError::Invalid(format!(
@@ -482,19 +580,55 @@ impl Config {
                 "storage.readers must be between 1 and 64".into(),
             ));
         }
+        let mut seen = std::collections::HashSet::new();
         for (user, token) in &self.auth.user_tokens {
             crate::domain::UserId::parse(user)
                 .map_err(|e| ConfigError::Invalid(format!("auth.user_tokens: {e}")))?;
-            if token.trim().len() < 8 {
+            check_token(&format!("auth.user_tokens.{user}"), token)?;
+            if !seen.insert(token.trim()) {
                 return Err(ConfigError::Invalid(format!(
-                    "auth.user_tokens.{user}: tokens must be at least 8 characters"
+                    "auth.user_tokens.{user}: the same token is given to another user; each \
+                     user needs a token of their own"
                 )));
             }
         }
-        if self.auth.service_tokens.iter().any(|t| t.trim().len() < 8) {
+        for (index, token) in self.auth.service_tokens.iter().enumerate() {
+            let name = format!("auth.service_tokens[{index}]");
+            check_token(&name, token)?;
+            if !seen.insert(token.trim()) {
+                return Err(ConfigError::Invalid(format!(
+                    "{name}: the same token is also a user token or another service token; a \
+                     service token acts for every user, so it must be unique"
+                )));
+            }
+        }
+        if self.conversation.max_queued_turns == 0 {
             return Err(ConfigError::Invalid(
-                "auth.service_tokens: tokens must be at least 8 characters".into(),
+                "conversation.max_queued_turns must be at least 1".into(),
             ));
+        }
+        for (key, value) in [
+            ("server.max_connections", self.server.max_connections),
+            ("mcp_server.max_connections", server.max_connections),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Invalid(format!("{key} must be at least 1")));
+            }
+        }
+        for (key, value) in [
+            (
+                "server.header_read_timeout",
+                self.server.header_read_timeout,
+            ),
+            ("server.request_timeout", self.server.request_timeout),
+            ("server.keep_alive_timeout", self.server.keep_alive_timeout),
+            ("mcp_server.header_read_timeout", server.header_read_timeout),
+            ("mcp_server.request_timeout", server.request_timeout),
+            ("mcp_server.keep_alive_timeout", server.keep_alive_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::Invalid(format!("{key} must be above zero")));
+            }
         }
         if self.conversation.max_actors == 0 || self.server.max_concurrent_turns == 0 {
             return Err(ConfigError::Invalid(
@@ -518,6 +652,45 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Refuses a weak token, naming the key, never the value.
+fn check_token(key: &str, token: &str) -> Result<(), ConfigError> {
+    match crate::edge::bearer::weakness(token) {
+        Some(why) => Err(ConfigError::Invalid(format!("{key}: the token {why}"))),
+        None => Ok(()),
+    }
+}
+
+/// Replaces every secret of `table` found in `message` by `***`: a parser's message may quote
+/// the value it could not read.
+fn redact(message: &str, table: &toml::Table) -> String {
+    fn secrets(value: &toml::Value, key: &str, out: &mut Vec<String>) {
+        let secret_key = ["token", "key", "secret", "password"]
+            .iter()
+            .any(|k| key.contains(k));
+        match value {
+            toml::Value::String(s) if secret_key && s.len() >= 4 => out.push(s.clone()),
+            toml::Value::Array(items) => items.iter().for_each(|v| secrets(v, key, out)),
+            toml::Value::Table(t) => t.iter().for_each(|(k, v)| {
+                let k = k.to_ascii_lowercase();
+                // Every value under a token table (`[auth.user_tokens]`) is secret.
+                let inherited = if secret_key { key.to_owned() } else { k };
+                secrets(v, &inherited, out)
+            }),
+            _ => {}
+        }
+    }
+    let mut found = Vec::new();
+    table
+        .iter()
+        .for_each(|(k, v)| secrets(v, &k.to_ascii_lowercase(), &mut found));
+    found.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    let mut message = message.to_owned();
+    for secret in found {
+        message = message.replace(&secret, "***");
+    }
+    message
 }
 
 #[cfg(test)]

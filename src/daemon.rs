@@ -116,6 +116,12 @@ impl Daemon {
         if auth.is_open() {
             tracing::warn!("no API tokens configured: serving loopback clients only");
         }
+        let policy = crate::edge::guard::OriginPolicy::new(
+            "server",
+            &config.server.allowed_hosts,
+            &config.server.allowed_origins,
+            auth.is_open(),
+        );
         let state = ApiState {
             supervisor: supervisor.clone(),
             llm: llm.clone(),
@@ -124,6 +130,7 @@ impl Daemon {
             config: Arc::new(config.server.clone()),
             turn_deadline: config.llm.turn_deadline,
             export_stats: export_stats.clone(),
+            policy: Arc::new(policy),
         };
         let addr = SocketAddr::new(config.server.host, config.server.port);
         let listener = TcpListener::bind(addr)
@@ -133,20 +140,13 @@ impl Daemon {
             .local_addr()
             .map_err(|source| DaemonError::Bind { addr, source })?;
         let http_shutdown = CancellationToken::new();
-        let stop = http_shutdown.clone();
-        let app = http::router(state).into_make_service_with_connect_info::<SocketAddr>();
-        let http_task = tokio::spawn(async move {
-            use axum::serve::ListenerExt;
-            let listener = listener.tap_io(|tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            if let Err(error) = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await
-            {
-                tracing::error!(%error, "HTTP API stopped with an error");
-            }
-        });
+        let http_task = tokio::spawn(crate::edge::serve::serve(
+            listener,
+            http::router(state),
+            config.server.connection_limits(),
+            Arc::new(crate::edge::serve::ConnectionStats::default()),
+            http_shutdown.clone(),
+        ));
         tracing::info!(%api_addr, llm = %llm.provider(), model = %llm.model(), "memento daemon listening");
         Ok(Daemon {
             api_addr,

@@ -33,6 +33,9 @@ use crate::supervisor::SupervisorHandle;
 
 pub mod auth;
 pub mod error;
+pub mod memories;
+pub mod openai;
+pub mod page;
 pub mod transfer;
 
 use auth::Auth;
@@ -55,22 +58,40 @@ pub struct ApiState {
     pub turn_deadline: Duration,
     /// Trace export counters, when exporting.
     pub export_stats: Option<Arc<crate::telemetry::ExportStats>>,
+    /// Browser and proxy rules of `[server]`.
+    pub policy: Arc<crate::edge::guard::OriginPolicy>,
 }
 
-/// The router.
+/// The router: the routes, behind the edge (see [`crate::edge`]): browser and proxy rules,
+/// then authentication of `/v1/` requests, both before the body is read, then the body under
+/// its size limit and deadline.
 pub fn router(state: ApiState) -> Router {
     let body_limit = state.config.max_body_bytes;
+    let body_limits = crate::edge::body::BodyLimits {
+        max_bytes: body_limit,
+        timeout: state.config.request_timeout,
+        key: "server.max_body_bytes",
+    };
+    let edge_state = state.clone();
     Router::new()
         .route("/v1/users/{user_id}/messages", post(post_message))
+        .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/models", get(openai::list_models))
+        .route("/v1/models/{model}", get(openai::get_model))
         .route(
             "/v1/users/{user_id}/history",
             get(get_history).delete(delete_history),
         )
-        .route("/v1/users/{user_id}/memories/export", get(transfer::export))
+        .route("/v1/users/{user_id}/memories", get(memories::list))
         .route(
-            "/v1/users/{user_id}/memories/import",
-            post(transfer::import).layer(DefaultBodyLimit::max(transfer::MAX_IMPORT_BYTES)),
+            "/v1/users/{user_id}/memories/{id}",
+            get(memories::get_one).delete(memories::delete_one),
         )
+        .route("/v1/users/{user_id}/tags", get(memories::tags))
+        .route("/v1/auth/mode", get(page::auth_mode))
+        .route("/v1/auth/whoami", get(page::whoami))
+        .route("/", get(page::index))
+        .route("/assets/{name}", get(page::asset))
         .route(
             "/healthz",
             get(|| async { axum::Json(json!({"status": "ok"})) }),
@@ -85,7 +106,45 @@ pub fn router(state: ApiState) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            body_limits,
+            crate::edge::body::bounded,
+        ))
+        // Import and export, with the import's own (larger) body limit: merged after the
+        // limit above so that one does not apply to them, before the edge so it does.
+        .merge(transfer::router(state.config.request_timeout))
+        .layer(axum::middleware::from_fn(move |request, next| {
+            let state = edge_state.clone();
+            async move { edge(state, request, next).await }
+        }))
         .with_state(state)
+}
+
+/// The daemon's edge: the shared origin policy, then the caller's token for `/v1/` routes.
+async fn edge(
+    state: ApiState,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    crate::edge::guard::enforce_with(&state.policy, request, next, |request| {
+        if !request.uri().path().starts_with("/v1/") {
+            return Ok(());
+        }
+        let Some(ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<SocketAddr>>() else {
+            return Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "no_peer",
+                "the server could not tell who connected",
+            )
+            .into_response());
+        };
+        state
+            .auth
+            .caller(*peer, request.headers())
+            .map(|_| ())
+            .map_err(IntoResponse::into_response)
+    })
+    .await
 }
 
 /// Authenticates, validates `user_id`, authorises. Nothing else happens before this.
@@ -399,6 +458,13 @@ fn render_metrics(state: &ApiState) -> String {
         "counter",
         "Turns refused: too many in progress.",
         turns.overloaded.get(),
+    );
+    render_value(
+        &mut out,
+        "memento_turns_queue_full_total",
+        "counter",
+        "Turns refused: their user had conversation.max_queued_turns waiting.",
+        turns.queue_full.get(),
     );
     render_value(
         &mut out,

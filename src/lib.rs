@@ -4,6 +4,8 @@
 //!
 //! - [`config`]: the configuration tree and how it is loaded (defaults < file < env < flags).
 //! - [`domain`]: validated value types shared by every layer (`UserId`, tags, filenames).
+//! - [`edge`]: the HTTP edge both servers share: browser and proxy rules, bearer tokens,
+//!   bounded request bodies, the accept loop with its connection limits.
 //! - [`storage`]: the memory store trait and its SQLite engine (off the async threads).
 //! - [`memory_server`]: the memory MCP server (`memento mcp-server`), Streamable HTTP and
 //!   legacy HTTP+SSE.
@@ -29,6 +31,7 @@ pub mod config;
 pub mod conversation;
 pub mod daemon;
 pub mod domain;
+pub mod edge;
 pub mod fuzzing;
 pub mod history;
 pub mod http;

@@ -22,6 +22,7 @@ use std::time::Duration;
 use async_openai::config::{AzureConfig, OpenAIConfig};
 use async_openai::error::OpenAIError;
 use async_openai::middleware::HttpRequestFactory;
+use governor::clock::Clock;
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::{Deserialize, Serialize};
@@ -32,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use crate::metrics::{Counter, Gauge, Histogram};
 use crate::retry::{RetryPolicy, Retryable};
 
+pub mod framing;
 pub mod offline;
 pub mod types;
 
@@ -223,7 +225,10 @@ pub enum LlmError {
     DeadlineExceeded,
     /// This user sent more requests than `per_user_rpm` allows.
     #[error("you are sending messages too fast; slow down a little")]
-    UserRateLimited,
+    UserRateLimited {
+        /// How long until the user's limit admits a request again.
+        retry_after: Duration,
+    },
     /// The provider's content filter refused.
     #[error("the LLM provider's content filter refused this request")]
     ContentFilter,
@@ -241,7 +246,15 @@ pub enum LlmError {
 impl LlmError {
     /// True when the failure is the user's own rate limit (HTTP 429 to the caller).
     pub fn is_user_rate_limited(&self) -> bool {
-        matches!(self, LlmError::UserRateLimited)
+        matches!(self, LlmError::UserRateLimited { .. })
+    }
+
+    /// How long a user over their own limit should wait before trying again.
+    pub fn user_retry_after(&self) -> Option<Duration> {
+        match self {
+            LlmError::UserRateLimited { retry_after } => Some(*retry_after),
+            _ => None,
+        }
     }
 
     fn from_http(status: u16, headers: &http::HeaderMap, body: &str) -> LlmError {
@@ -511,7 +524,7 @@ fn error_type(error: &LlmError) -> &'static str {
         LlmError::Connect(_) => "connect_error",
         LlmError::Timeout => "timeout",
         LlmError::DeadlineExceeded => "deadline_exceeded",
-        LlmError::UserRateLimited => "user_rate_limited",
+        LlmError::UserRateLimited { .. } => "user_rate_limited",
         LlmError::ContentFilter => "content_filter",
         LlmError::InvalidResponse(_) => "invalid_response",
         LlmError::Config(_) => "config",
@@ -645,11 +658,14 @@ impl Shared {
         self.metrics.in_flight.inc();
         let _in_flight = GaugeGuard(&self.metrics.in_flight);
         if let (Some(limiter), Some(user)) = (&self.per_user, &request.user)
-            && limiter.check_key(user).is_err()
+            && let Err(not_until) = limiter.check_key(user)
         {
-            // A user over their own limit is told so rather than queued.
+            // A user over their own limit is told so (and when to come back) rather than
+            // queued.
             self.metrics.user_limited.inc();
-            return Err(LlmError::UserRateLimited);
+            return Err(LlmError::UserRateLimited {
+                retry_after: not_until.wait_time_from(limiter.clock().now()),
+            });
         }
         let result = crate::retry::retry(
             &self.retry,

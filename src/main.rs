@@ -108,13 +108,65 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
                 server.token = Some(token);
             }
             server.insecure |= args.insecure;
+            server.insecure_no_token |= args.insecure_no_token;
             server
                 .allowed_hosts
                 .extend(args.allowed_hosts.iter().cloned());
         }
     }
+    provide_mcp_token(&mut config, &cli.command)?;
     config.validate()?;
     Ok(config)
+}
+
+/// The memory server's token when none is configured: `mcp-server` generates (or reuses)
+/// `DATA_DIR/mcp-token`; `serve` pointed at a loopback server reads that file if present.
+fn provide_mcp_token(config: &mut Config, command: &Command) -> anyhow::Result<()> {
+    use memento::memory_server::token_file;
+    let data_dir = config.storage.data_dir.clone();
+    match command {
+        Command::McpServer(_) => {
+            if config.mcp_server.token.is_none() && !config.mcp_server.insecure_no_token {
+                let (token, created) = token_file::load_or_create(&data_dir)?;
+                config.mcp_server.token = Some(token);
+                let path = token_file::path(&data_dir);
+                if created {
+                    eprintln!("memento: generated the MCP token into {}", path.display());
+                }
+                eprintln!(
+                    "memento: MCP token from {} (clients send it as Authorization: Bearer; it \
+                     acts for every user: guard it like a database password)",
+                    path.display()
+                );
+            }
+        }
+        Command::Serve(_) => {
+            let local = config.mcp.url.as_deref().is_some_and(is_loopback_url);
+            if local
+                && config.mcp.token.is_none()
+                && let Some(token) = token_file::read(&data_dir)?
+            {
+                tracing::info!(file = %token_file::path(&data_dir).display(), "MCP token read from the data directory");
+                config.mcp.token = Some(token);
+            }
+        }
+        // Export and import open the store directly: no MCP, no token.
+        Command::Chat(_) | Command::Export(_) | Command::Import(_) => {}
+    }
+    Ok(())
+}
+
+fn is_loopback_url(url: &str) -> bool {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .unwrap_or(url);
+    let authority = rest.split('/').next().unwrap_or("");
+    let host = memento::edge::guard::host_name(authority);
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 fn apply_common(config: &mut Config, common: &CommonArgs) {
@@ -212,9 +264,14 @@ async fn run_import(config: Config, args: cli::ImportArgs) -> anyhow::Result<()>
 async fn run_mcp_server(config: Config) -> anyhow::Result<()> {
     let store = open_store(&config)?;
     let shutdown = CancellationToken::new();
-    if config.mcp_server.token.is_none() {
+    if config.mcp_server.insecure_no_token {
         tracing::warn!(
-            "no MCP token set: any local process can use this server (set --token or MEMENTO_MCP_TOKEN)"
+            "=== --insecure-no-token: serving WITHOUT a token. Any local process, and any \
+             proxy on this host, can read and delete every user's memories. Use this only for \
+             token-less clients on a single-user machine ==="
+        );
+        eprintln!(
+            "memento: WARNING: serving every user's memories WITHOUT a token (--insecure-no-token)"
         );
     }
     if !config.mcp_server.host.is_loopback() && config.mcp_server.allowed_hosts.is_empty() {
@@ -248,6 +305,7 @@ async fn run_daemon(
     let daemon = memento::daemon::Daemon::start_with_telemetry(config, export_stats).await?;
     println!("memento daemon listening on {}", daemon.url());
     println!("  memory MCP server: {}", daemon.mcp_url());
+    println!("  web page:          {}/", daemon.url());
     println!("  try: memento chat --user alice");
     signal::shutdown().await;
     daemon.shutdown().await;

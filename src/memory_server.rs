@@ -15,7 +15,6 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CompleteRequestParams, CompleteResult, ErrorData,
     Implementation, InitializeResult, ListResourceTemplatesResult, ListResourcesResult,
@@ -37,6 +36,7 @@ use crate::storage::MemoryStore;
 pub mod guard;
 pub mod resources;
 pub mod sse;
+pub mod token_file;
 pub(crate) mod tools;
 
 /// Server name announced in `initialize`.
@@ -332,7 +332,8 @@ pub async fn start(
     let mut session_manager = LocalSessionManager::default();
     session_manager.session_config.keep_alive = Some(config.session_idle_timeout);
     let session_manager = Arc::new(session_manager);
-    let allowed_hosts = guard::allowed_host_names(config);
+    let guard_state = Arc::new(guard::Guard::new(config));
+    let allowed_hosts = guard_state.policy().allowed_hosts().map(<[String]>::to_vec);
     let mut http_config = StreamableHttpServerConfig::default()
         .with_cancellation_token(shutdown.child_token())
         .with_sse_keep_alive(Some(config.sse_keep_alive))
@@ -358,10 +359,16 @@ pub async fn start(
         keep_alive: config.sse_keep_alive,
         idle_timeout: config.session_idle_timeout,
     };
-    let guard_state = Arc::new(guard::Guard::new(config));
     let stats_store = store.clone();
     let stats_sse = sse_sessions.clone();
     let stats_streamable = session_manager.clone();
+    let connection_stats = Arc::new(crate::edge::serve::ConnectionStats::default());
+    let stats_connections = connection_stats.clone();
+    let body_limits = crate::edge::body::BodyLimits {
+        max_bytes: config.max_request_bytes,
+        timeout: config.request_timeout,
+        key: "mcp_server.max_request_bytes",
+    };
     let app = Router::new()
         .nest_service("/mcp", streamable)
         .merge(sse::router(sse_state, config.max_request_bytes))
@@ -371,36 +378,41 @@ pub async fn start(
                 let store = stats_store.clone();
                 let sse = stats_sse.clone();
                 let streamable = stats_streamable.clone();
+                let connections = stats_connections.clone();
                 async move {
+                    use std::sync::atomic::Ordering::Relaxed;
                     axum::Json(json!({
                         "sse_sessions": sse.len(),
                         "streamable_sessions": streamable.sessions.read().await.len(),
                         "storage": store.stats(),
+                        "connections": {
+                            "open": connections.open.load(Relaxed),
+                            "refused": connections.refused.load(Relaxed),
+                            "timed_out": connections.timed_out.load(Relaxed),
+                        },
                     }))
                 }
             }),
         )
+        // Bodies are read after the guard (token first) and under their own limits.
+        .layer(axum::middleware::from_fn_with_state(
+            body_limits,
+            crate::edge::body::bounded,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             guard_state,
             guard::check,
         ))
         .route("/healthz", get(|| async { "ok" }));
 
-    let serve_shutdown = shutdown.clone();
-    let task = tokio::spawn(async move {
-        // Small request/response exchanges must not wait for Nagle + delayed ACK (40 ms).
-        let listener = listener.tap_io(|tcp| {
-            if let Err(error) = tcp.set_nodelay(true) {
-                tracing::debug!(%error, "cannot set TCP_NODELAY");
-            }
-        });
-        let result = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { serve_shutdown.cancelled().await })
-            .await;
-        if let Err(error) = result {
-            tracing::error!(%error, "memory MCP server stopped with an error");
-        }
-    });
+    let limits = config.connection_limits();
+    let task = tokio::spawn(crate::edge::serve::serve(
+        listener,
+        app,
+        limits,
+        connection_stats,
+        shutdown.clone(),
+    ));
     tracing::info!(%addr, "memory MCP server listening (Streamable HTTP at /mcp, legacy SSE at /sse)");
     Ok(RunningMemoryServer {
         addr,

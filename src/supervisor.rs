@@ -19,8 +19,8 @@ use tokio::time::Instant;
 
 use crate::config::ConversationConfig;
 use crate::conversation::{
-    Conversation, ConversationArgs, ConversationMsg, REPLY_GRACE, TurnError, TurnEvent,
-    TurnOutcome, TurnRequest,
+    Conversation, ConversationArgs, ConversationMsg, REPLY_GRACE, TurnContext, TurnError,
+    TurnEvent, TurnOutcome, TurnRequest,
 };
 use crate::domain::UserId;
 use crate::history::HistoryStore;
@@ -41,6 +41,8 @@ pub struct TurnMetrics {
     pub turn_errors: Counter,
     /// Turns refused because too many were in progress.
     pub overloaded: Counter,
+    /// Turns refused because their user had `max_queued_turns` waiting.
+    pub queue_full: Counter,
     /// Turn latency.
     pub latency: Histogram,
     /// Live conversation actors.
@@ -71,6 +73,8 @@ pub struct SupervisorHandle {
     metrics: Arc<TurnMetrics>,
     /// Reference point of `ConversationEntry::last_active`.
     started: Instant,
+    /// Most turns of one user waiting or running.
+    max_queued_turns: usize,
 }
 
 /// Spawn arguments.
@@ -97,6 +101,7 @@ impl SupervisorHandle {
             .clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
         let turn_limit = Arc::new(Semaphore::new(turn_capacity));
         let started = Instant::now();
+        let max_queued_turns = args.config.max_queued_turns.max(1);
         let state_args = SupervisorState {
             conversation: ConversationArgsTemplate {
                 llm: args.llm,
@@ -116,6 +121,7 @@ impl SupervisorHandle {
             turn_capacity,
             metrics,
             started,
+            max_queued_turns,
         })
     }
 
@@ -128,13 +134,39 @@ impl SupervisorHandle {
         deadline: Instant,
         events: Option<mpsc::UnboundedSender<TurnEvent>>,
     ) -> Result<TurnOutcome, TurnError> {
+        self.run_turn(user, message, TurnContext::Stored, deadline, events)
+            .await
+    }
+
+    /// Runs one turn for `user` on a conversation the caller supplies (`prior`, oldest
+    /// first, then `message`) instead of the stored history, which it leaves unchanged:
+    /// the OpenAI-compatible API. Same actor, order, limits and tools as [`Self::turn`].
+    pub async fn turn_given(
+        &self,
+        user: &UserId,
+        prior: Vec<ChatMessage>,
+        message: String,
+        deadline: Instant,
+        events: Option<mpsc::UnboundedSender<TurnEvent>>,
+    ) -> Result<TurnOutcome, TurnError> {
+        self.run_turn(user, message, TurnContext::Given(prior), deadline, events)
+            .await
+    }
+
+    async fn run_turn(
+        &self,
+        user: &UserId,
+        message: String,
+        context: TurnContext,
+        deadline: Instant,
+        events: Option<mpsc::UnboundedSender<TurnEvent>>,
+    ) -> Result<TurnOutcome, TurnError> {
         // Dropping this future (the HTTP client went away) cancels the turn.
         let cancel = tokio_util::sync::CancellationToken::new();
         let _cancel_on_drop = cancel.clone().drop_guard();
-        let Ok(_permit) = self.turn_limit.clone().try_acquire_owned() else {
-            self.metrics.overloaded.inc();
-            return Err(TurnError::Overloaded);
-        };
+        if self.turn_limit.is_closed() {
+            return Err(TurnError::ShuttingDown);
+        }
         // Counted when the turn ends, however it ends: a turn whose caller hung up (this
         // future dropped) is a finished, failed turn too.
         let mut counted = TurnCounter {
@@ -143,9 +175,12 @@ impl SupervisorHandle {
             failed: true,
         };
         let result = self
-            .turn_inner(user, message, deadline, events, cancel)
+            .turn_inner(user, message, context, deadline, events, cancel)
             .await;
         counted.failed = result.is_err();
+        if matches!(result, Err(TurnError::Overloaded)) {
+            self.metrics.overloaded.inc();
+        }
         result
     }
 
@@ -153,24 +188,34 @@ impl SupervisorHandle {
         &self,
         user: &UserId,
         message: String,
+        context: TurnContext,
         deadline: Instant,
         events: Option<mpsc::UnboundedSender<TurnEvent>>,
         cancel: tokio_util::sync::CancellationToken,
     ) -> Result<TurnOutcome, TurnError> {
         let turn_id = uuid::Uuid::now_v7().simple().to_string();
-        // A conversation stopped for idleness between lookup and send never saw the message,
-        // so one retry with a fresh actor is safe. A failure during the turn is not retried.
+        // The entry comes back already marked busy (under the map's lock), so the idle sweep
+        // cannot stop it between the lookup and the send. A conversation that failed before
+        // the message reached it never saw the message, so one retry with a fresh actor is
+        // safe. A failure during the turn is not retried.
         for attempt in 0..2 {
-            let entry = self.conversation(user).await?;
-            entry.busy.fetch_add(1, Ordering::AcqRel);
-            let _busy = BusyGuard(&entry);
+            let busy = self.conversation(user).await?;
+            let entry = busy.entry.clone();
+            if busy.queued_before >= self.max_queued_turns {
+                self.metrics.queue_full.inc();
+                return Err(TurnError::QueueFull {
+                    limit: self.max_queued_turns,
+                });
+            }
             let request = TurnRequest {
                 message: message.clone(),
+                context: context.clone(),
                 deadline,
                 events: events.clone(),
                 turn_id: turn_id.clone(),
                 cancel: cancel.clone(),
                 parent: tracing::Span::current(),
+                turn_limit: self.turn_limit.clone(),
             };
             let wait = deadline.saturating_duration_since(Instant::now()) + REPLY_GRACE;
             let result = entry
@@ -191,8 +236,9 @@ impl SupervisorHandle {
 
     /// The user's history, oldest first.
     pub async fn history(&self, user: &UserId) -> Result<Vec<ChatMessage>, TurnError> {
-        let entry = self.conversation(user).await?;
-        self.touch(&entry);
+        let busy = self.conversation(user).await?;
+        let entry = &busy.entry;
+        self.touch(entry);
         match entry
             .actor
             .call(
@@ -209,7 +255,8 @@ impl SupervisorHandle {
 
     /// Forgets the user's history.
     pub async fn reset(&self, user: &UserId) -> Result<(), TurnError> {
-        let entry = self.conversation(user).await?;
+        let busy = self.conversation(user).await?;
+        let entry = &busy.entry;
         match entry
             .actor
             .call(
@@ -237,8 +284,8 @@ impl SupervisorHandle {
     /// Makes the user's conversation actor panic (tests of supervision only).
     #[doc(hidden)]
     pub async fn crash_for_test(&self, user: &UserId) -> Result<(), TurnError> {
-        let entry = self.conversation(user).await?;
-        entry
+        let busy = self.conversation(user).await?;
+        busy.entry
             .actor
             .cast(ConversationMsg::Crash)
             .map_err(|_| TurnError::ActorFailed)
@@ -272,12 +319,15 @@ impl SupervisorHandle {
             .store(millis_since(self.started), Ordering::Relaxed);
     }
 
-    /// The live conversation of `user`, spawning it if needed.
-    async fn conversation(&self, user: &UserId) -> Result<Arc<ConversationEntry>, TurnError> {
+    /// The live conversation of `user`, spawning it if needed, marked busy until the
+    /// returned guard drops. The mark is taken while the map's shard is locked, and the sweep
+    /// removes only unmarked entries under the same lock, so a conversation handed out here is
+    /// never stopped for idleness.
+    async fn conversation(&self, user: &UserId) -> Result<Busy, TurnError> {
         if let Some(entry) = self.entries.get(user)
             && entry.actor.get_status() == ActorStatus::Running
         {
-            return Ok(entry.clone());
+            return Ok(Busy::mark(entry.value().clone()));
         }
         match self
             .actor
@@ -313,11 +363,26 @@ impl Drop for TurnCounter<'_> {
     }
 }
 
-struct BusyGuard<'a>(&'a ConversationEntry);
+/// A conversation marked busy (a turn, history or reset call waiting on it or running).
+pub struct Busy {
+    entry: Arc<ConversationEntry>,
+    /// Turns and calls that were already waiting or running when this one was marked.
+    queued_before: usize,
+}
 
-impl Drop for BusyGuard<'_> {
+impl Busy {
+    fn mark(entry: Arc<ConversationEntry>) -> Busy {
+        let queued_before = entry.busy.fetch_add(1, Ordering::AcqRel);
+        Busy {
+            entry,
+            queued_before,
+        }
+    }
+}
+
+impl Drop for Busy {
     fn drop(&mut self) {
-        self.0.busy.fetch_sub(1, Ordering::AcqRel);
+        self.entry.busy.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -333,8 +398,8 @@ pub enum SupervisorMsg {
     Spawn {
         /// Whose.
         user: UserId,
-        /// The live entry, or why there is none.
-        reply: RpcReplyPort<Result<Arc<ConversationEntry>, TurnError>>,
+        /// The live entry, marked busy, or why there is none.
+        reply: RpcReplyPort<Result<Busy, TurnError>>,
     },
     /// Stop conversations idle longer than the idle timeout. Sent by a timer.
     Sweep,
@@ -415,11 +480,11 @@ impl SupervisorState {
         &mut self,
         myself: &ActorRef<SupervisorMsg>,
         user: &UserId,
-    ) -> Result<Arc<ConversationEntry>, TurnError> {
+    ) -> Result<Busy, TurnError> {
         if let Some(entry) = self.entries.get(user)
             && entry.actor.get_status() == ActorStatus::Running
         {
-            return Ok(entry.clone());
+            return Ok(Busy::mark(entry.value().clone()));
         }
         if self.entries.len() >= self.conversation.config.max_actors {
             self.evict_idle();
@@ -442,9 +507,10 @@ impl SupervisorState {
             last_active: AtomicU64::new(millis_since(self.started)),
             busy: AtomicUsize::new(0),
         });
-        self.entries.insert(user.clone(), entry.clone());
+        let busy = Busy::mark(entry.clone());
+        self.entries.insert(user.clone(), entry);
         self.metrics.live_actors.set(self.entries.len() as u64);
-        Ok(entry)
+        Ok(busy)
     }
 
     fn forget(&mut self, id: ractor::ActorId) {
@@ -471,7 +537,7 @@ impl SupervisorState {
             .map(|e| e.key().clone())
             .collect();
         for user in stale {
-            self.stop(&user, "idle");
+            self.stop_if_idle(&user, "idle");
         }
     }
 
@@ -491,12 +557,14 @@ impl SupervisorState {
         idle.sort();
         let count = (self.conversation.config.max_actors / 10).max(1);
         for (_, user) in idle.into_iter().take(count) {
-            self.stop(&user, "evicted");
+            self.stop_if_idle(&user, "evicted");
         }
     }
 
-    fn stop(&mut self, user: &UserId, reason: &str) {
-        if let Some((_, entry)) = self.entries.remove(user) {
+    /// Stops the user's conversation if it is still idle: the check and the removal happen
+    /// under the map's lock, where [`Busy::mark`] happens too.
+    fn stop_if_idle(&mut self, user: &UserId, reason: &str) {
+        if let Some((_, entry)) = self.entries.remove_if(user, |_, e| Self::is_idle(e)) {
             // History is saved after every turn, so stopping loses nothing.
             entry.actor.stop(Some(reason.to_owned()));
             self.metrics.actor_stops.inc();

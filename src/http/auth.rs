@@ -1,13 +1,13 @@
 //! Who may act for which user: bearer tokens, or loopback-only when none are configured.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 
 use super::error::ApiError;
 use crate::config::AuthConfig;
 use crate::domain::UserId;
+use crate::edge::bearer::{self, TokenDigest};
 
 /// The authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,30 +35,41 @@ impl Caller {
     }
 }
 
-/// Token tables, prepared once.
+/// Token tables, prepared once. Tokens are kept as digests and compared in constant time
+/// (see [`crate::edge::bearer`]); every configured token is compared, so the timing does not
+/// tell which one was close.
 #[derive(Debug, Clone, Default)]
 pub struct Auth {
-    users_by_token: HashMap<String, UserId>,
-    service_tokens: Vec<String>,
+    users: Vec<(TokenDigest, UserId)>,
+    services: Vec<TokenDigest>,
 }
 
 impl Auth {
-    /// Prepares the tables; invalid user ids were rejected by config validation.
+    /// Prepares the tables; invalid user ids and duplicate tokens were rejected by config
+    /// validation.
     pub fn new(config: &AuthConfig) -> Auth {
-        let users_by_token = config
+        let users = config
             .user_tokens
             .iter()
-            .filter_map(|(user, token)| UserId::parse(user).ok().map(|u| (token.clone(), u)))
+            .filter_map(|(user, token)| {
+                UserId::parse(user)
+                    .ok()
+                    .map(|u| (TokenDigest::of(token.trim()), u))
+            })
             .collect();
         Auth {
-            users_by_token,
-            service_tokens: config.service_tokens.clone(),
+            users,
+            services: config
+                .service_tokens
+                .iter()
+                .map(|t| TokenDigest::of(t.trim()))
+                .collect(),
         }
     }
 
     /// True when no token is configured (loopback-only mode).
     pub fn is_open(&self) -> bool {
-        self.users_by_token.is_empty() && self.service_tokens.is_empty()
+        self.users.is_empty() && self.services.is_empty()
     }
 
     /// Identifies the caller from its address and headers.
@@ -74,11 +85,8 @@ impl Auth {
                 ))
             };
         }
-        let token = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|h| h.to_str().ok())
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .map(str::trim)
+        let presented = bearer::presented(headers)
+            .map(TokenDigest::of)
             .ok_or_else(|| {
                 ApiError::new(
                     StatusCode::UNAUTHORIZED,
@@ -86,21 +94,20 @@ impl Auth {
                     "missing bearer token (Authorization: Bearer TOKEN)",
                 )
             })?;
-        if self
-            .service_tokens
-            .iter()
-            .any(|t| constant_time_eq(t, token))
-        {
-            return Ok(Caller::Service);
+        let mut service = false;
+        for candidate in &self.services {
+            service |= candidate.matches(&presented);
         }
-        // Compare against every user token so timing does not reveal which one was close.
         let mut found = None;
-        for (candidate, user) in &self.users_by_token {
-            if constant_time_eq(candidate, token) {
-                found = Some(user.clone());
+        for (candidate, user) in &self.users {
+            if candidate.matches(&presented) {
+                found = Some(user);
             }
         }
-        found.map(Caller::User).ok_or_else(|| {
+        if service {
+            return Ok(Caller::Service);
+        }
+        found.cloned().map(Caller::User).ok_or_else(|| {
             ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
@@ -110,21 +117,19 @@ impl Auth {
     }
 }
 
-fn constant_time_eq(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::header;
 
     fn auth() -> Auth {
         let mut config = AuthConfig::default();
         config
             .user_tokens
-            .insert("alice".into(), "alice-token".into());
-        config.service_tokens.push("service-token".into());
+            .insert("alice".into(), "alice-token-0123456789".into());
+        config
+            .service_tokens
+            .push("service-token-0123456789".into());
         Auth::new(&config)
     }
 
@@ -143,15 +148,23 @@ mod tests {
         let peer: SocketAddr = "10.0.0.1:5000".parse().unwrap();
         let alice = UserId::parse("alice").unwrap();
         let bob = UserId::parse("bob").unwrap();
-        let caller = auth.caller(peer, &bearer("alice-token")).unwrap();
+        let caller = auth
+            .caller(peer, &bearer("alice-token-0123456789"))
+            .unwrap();
         assert!(caller.authorize(&alice).is_ok());
         assert_eq!(
             caller.authorize(&bob).unwrap_err().status,
             StatusCode::FORBIDDEN
         );
-        let service = auth.caller(peer, &bearer("service-token")).unwrap();
+        let service = auth
+            .caller(peer, &bearer("service-token-0123456789"))
+            .unwrap();
         assert!(service.authorize(&bob).is_ok());
-        for bad in [HeaderMap::new(), bearer("nope"), bearer("alice-token2")] {
+        for bad in [
+            HeaderMap::new(),
+            bearer("nope"),
+            bearer("alice-token-01234567890"),
+        ] {
             assert_eq!(
                 auth.caller(peer, &bad).unwrap_err().status,
                 StatusCode::UNAUTHORIZED

@@ -36,6 +36,30 @@ const EXPORT_PAGE: u64 = 100;
 /// The tool's largest offset: an HTTP export ends there (the CLI has no such limit).
 const MAX_EXPORT_OFFSET: u64 = 100_000;
 
+/// The two routes, with the import's body limit ([`MAX_IMPORT_BYTES`], read within
+/// `request_timeout`) in place of the API's usual one.
+pub(crate) fn router(request_timeout: std::time::Duration) -> axum::Router<ApiState> {
+    let limits = crate::edge::body::BodyLimits {
+        max_bytes: MAX_IMPORT_BYTES,
+        timeout: request_timeout,
+        key: "16 MiB for an import",
+    };
+    axum::Router::new()
+        .route(
+            "/v1/users/{user_id}/memories/export",
+            axum::routing::get(export),
+        )
+        .route(
+            "/v1/users/{user_id}/memories/import",
+            axum::routing::post(import),
+        )
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_IMPORT_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            limits,
+            crate::edge::body::bounded,
+        ))
+}
+
 /// Query of the export.
 #[derive(Debug, Deserialize)]
 pub(crate) struct ExportQuery {

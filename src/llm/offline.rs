@@ -1291,7 +1291,7 @@ fn after_tools(messages: &[ChatMessage], offered: &dyn Fn(&str) -> bool, seed: u
                 let step = Step {
                     name: call.map_or("", |c| c.function.name.as_str()),
                     arguments: call.map_or("", |c| c.function.arguments.as_str()),
-                    result: content,
+                    result: crate::llm::framing::unframe(content),
                 };
                 match rounds.last_mut() {
                     Some(round) => round.push(step),

@@ -202,8 +202,27 @@ pub(crate) async fn call(
         _ => return None,
     };
     Some(result.unwrap_or_else(|error| {
-        CallToolResult::error(vec![ContentBlock::text(format!("Error: {error}"))])
+        // The text is for the model and people; the structured copy lets programs (the
+        // daemon's memory endpoints) tell "not found" from "bad argument" without parsing it.
+        let message = error.to_string();
+        let mut result =
+            CallToolResult::error(vec![ContentBlock::text(format!("Error: {message}"))]);
+        result.structured_content =
+            Some(json!({ "error": { "code": error.code(), "message": message } }));
+        result
     }))
+}
+
+impl ToolError {
+    /// A stable, machine-readable name for the cause, sent in the error result's structured
+    /// content as `error.code`.
+    pub(crate) fn code(&self) -> &'static str {
+        match self {
+            ToolError::Arguments { .. } | ToolError::Invalid(_) => "invalid_argument",
+            ToolError::NotFound(_) => "not_found",
+            ToolError::Storage(_) => "storage_failure",
+        }
+    }
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(

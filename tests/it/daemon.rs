@@ -183,6 +183,7 @@ async fn the_daemon_recovers_when_the_mcp_server_restarts() {
     let url = format!("http://127.0.0.1:{port}/mcp");
     let fixture = DaemonFixture::start_with(|config| {
         config.mcp.url = Some(url.clone());
+        config.mcp.token = server.token.clone();
         config.mcp.reconnect_initial = Duration::from_millis(50);
         config.mcp.reconnect_max = Duration::from_millis(500);
     })
@@ -355,7 +356,10 @@ async fn api_errors_are_json_with_fitting_status() {
         ),
     ];
     for (target, token, body, status, code) in cases {
-        let mut request = http.post(&target).body(body);
+        let mut request = http
+            .post(&target)
+            .header("content-type", "application/json")
+            .body(body);
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }

@@ -10,7 +10,7 @@ async fn acknowledged_stores_survive_kill_9() {
     {
         let server = spawn_mcp_server(dir.path());
         for transport in BOTH {
-            let client = connect(&server.url, transport, None).await;
+            let client = connect(&server.url, transport, server.token.as_deref()).await;
             let peer_stores = (0..50).map(|i| {
                 let client = &client;
                 async move { store(client, "durable", &format!("memory number {i}"), "kill").await }
@@ -23,7 +23,12 @@ async fn acknowledged_stores_survive_kill_9() {
         server.child.wait().expect("reap");
     }
     let server = spawn_mcp_server(dir.path());
-    let client = connect(&server.url, crate::support::Transport::Streamable, None).await;
+    let client = connect(
+        &server.url,
+        crate::support::Transport::Streamable,
+        server.token.as_deref(),
+    )
+    .await;
     let mut found = Vec::new();
     for offset in [0, 100] {
         found.extend(

@@ -101,6 +101,7 @@ async fn kill_9_of_the_mcp_server_under_load_fails_fast_recovers_and_keeps_ackno
     let server = spawn_mcp_server_on(data.path(), port);
     let fixture = DaemonFixture::start_with(|config| {
         config.mcp.url = Some(format!("http://127.0.0.1:{port}/mcp"));
+        config.mcp.token = server.token.clone();
         config.mcp.reconnect_initial = Duration::from_millis(50);
         config.mcp.reconnect_max = Duration::from_millis(500);
         config.mcp.call_timeout = 3 * PROMPT;
@@ -211,7 +212,7 @@ async fn kill_9_of_the_mcp_server_under_load_fails_fast_recovers_and_keeps_ackno
     let unavailable: usize = logs.iter().map(|l| l.unavailable).sum();
     assert!(unavailable >= USERS, "{unavailable} unavailable replies");
     // Every acknowledged store is there, read straight from the restarted server.
-    let client = connect(&server.url, Transport::Streamable, None).await;
+    let client = connect(&server.url, Transport::Streamable, server.token.as_deref()).await;
     for (user, log) in users.iter().zip(&logs) {
         let memories = all_memories(&client, user).await;
         for content in &log.acknowledged {
@@ -319,7 +320,7 @@ async fn sigterm_drains_turns_in_flight_and_exits_cleanly() {
     let memory = spawn_mcp_server(data.path());
     let mcp_url = format!("{}/mcp", memory.url);
     let daemon = spawn_daemon(data.path(), &["--mcp-url", &mcp_url], &[]);
-    let client = connect(&memory.url, Transport::Streamable, None).await;
+    let client = connect(&memory.url, Transport::Streamable, memory.token.as_deref()).await;
     for user in &users {
         assert_eq!(
             user_messages(&http, &daemon.url, user).await,
@@ -412,7 +413,7 @@ async fn kill_9_of_the_daemon_keeps_answered_turns_and_acknowledged_memories() {
     let memory = spawn_mcp_server(data.path());
     let mcp_url = format!("{}/mcp", memory.url);
     let daemon = spawn_daemon(data.path(), &["--mcp-url", &mcp_url], &[]);
-    let client = connect(&memory.url, Transport::Streamable, None).await;
+    let client = connect(&memory.url, Transport::Streamable, memory.token.as_deref()).await;
     for (user, log) in users.iter().zip(&logs) {
         let history = user_messages(&http, &daemon.url, user).await;
         let mut with_last = log.answered.clone();
@@ -615,7 +616,10 @@ async fn a_thousand_abandoned_sessions_per_transport_are_freed() {
     // live at a time.
     let server = spawn_mcp_server_with_env(
         data.path(),
-        &[("MEMENTO_MCP_SERVER__SESSION_IDLE_TIMEOUT", "1s")],
+        &[
+            ("MEMENTO_MCP_SERVER__SESSION_IDLE_TIMEOUT", "1s"),
+            ("MEMENTO_MCP_SERVER__INSECURE_NO_TOKEN", "true"),
+        ],
     );
     let pid = server.child.id();
     let base = server.url.clone();

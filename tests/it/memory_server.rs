@@ -335,6 +335,17 @@ async fn input_rules_over(transport: Transport) {
                     message.contains(fragment),
                     "{tool} {args}: {message:?} lacks {fragment:?}"
                 );
+                // Programs read the cause from the structured copy (the daemon's 404 vs 400).
+                let code = result
+                    .structured_content
+                    .as_ref()
+                    .and_then(|s| s["error"]["code"].as_str());
+                let expected_code = if fragment == "no memory with id" {
+                    "not_found"
+                } else {
+                    "invalid_argument"
+                };
+                assert_eq!(code, Some(expected_code), "{tool} {args}");
             }
             None => assert!(!is_error(&result), "{tool} {args} failed: {message}"),
         }
@@ -456,6 +467,7 @@ async fn bad_messages_do_not_close_the_sse_session() {
     for (query, status) in [("", 400), ("?session_id=nope", 404)] {
         let response = http
             .post(format!("{}/messages{query}", fixture.url()))
+            .header("content-type", "application/json")
             .body("{}")
             .send()
             .await
@@ -482,6 +494,7 @@ async fn bad_messages_do_not_close_the_sse_session() {
     for garbage in ["", "not json", "{\"jsonrpc\": \"2.0\"}", "[1,2,3]", "\u{0}"] {
         let response = http
             .post(&post_url)
+            .header("content-type", "application/json")
             .body(garbage)
             .send()
             .await

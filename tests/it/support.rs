@@ -206,6 +206,15 @@ pub fn python() -> PathBuf {
 pub struct ChildServer {
     pub child: Child,
     pub url: String,
+    /// The memory server's token (generated into `DATA_DIR/mcp-token`), for MCP servers.
+    pub token: Option<String>,
+}
+
+/// The token a `memento mcp-server` generated into `data_dir`.
+pub fn mcp_token(data_dir: &Path) -> String {
+    memento::memory_server::token_file::read(data_dir)
+        .expect("read mcp-token")
+        .expect("memento mcp-server wrote no mcp-token")
 }
 
 impl Drop for ChildServer {
@@ -245,7 +254,16 @@ pub fn spawn_mcp_server_with_env(data_dir: &Path, envs: &[(&str, &str)]) -> Chil
         .to_owned();
     // Keep draining stdout so the child never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    ChildServer { child, url }
+    let token = envs
+        .iter()
+        .find(|(k, _)| *k == "MEMENTO_MCP_TOKEN")
+        .map(|(_, v)| v.to_string())
+        .or_else(|| {
+            memento::memory_server::token_file::read(data_dir)
+                .ok()
+                .flatten()
+        });
+    ChildServer { child, url, token }
 }
 
 /// A daemon (`memento serve` in-process) with the embedded memory server and the offline
@@ -385,6 +403,7 @@ pub fn spawn_mcp_server_on(data_dir: &Path, port: u16) -> ChildServer {
     ChildServer {
         child,
         url: format!("http://127.0.0.1:{port}"),
+        token: Some(mcp_token(data_dir)),
     }
 }
 
@@ -410,7 +429,11 @@ pub fn spawn_daemon(data_dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> Ch
         .unwrap_or_else(|| panic!("memento serve did not start: {first:?}"))
         .to_owned();
     std::thread::spawn(move || for _ in lines {});
-    ChildServer { child, url }
+    ChildServer {
+        child,
+        url,
+        token: None,
+    }
 }
 
 // === Process-level fault tests (faults.rs) ===

@@ -114,7 +114,7 @@ async fn the_mcp_server_continues_the_callers_trace_from_meta() {
     let traceparent = format!("00-{}-{}-01", hex(&trace_id), hex(&parent_id));
 
     for transport in [Transport::Streamable, Transport::Sse] {
-        let client = connect(&server.url, transport, None).await;
+        let client = connect(&server.url, transport, server.token.as_deref()).await;
         let mut params = rmcp::model::CallToolRequestParams::new("store_memory");
         params.arguments = json!({"user_id": "traced", "content": "secret diary entry"})
             .as_object()
@@ -190,7 +190,7 @@ async fn a_dead_collector_does_not_break_or_slow_the_server() {
     let plain = crate::support::spawn_mcp_server(dir2.path());
     let mut timings = Vec::new();
     for server in [&plain, &traced] {
-        let client = connect(&server.url, Transport::Streamable, None).await;
+        let client = connect(&server.url, Transport::Streamable, server.token.as_deref()).await;
         let started = std::time::Instant::now();
         for i in 0..200 {
             crate::support::store(&client, "fast", &format!("note {i}"), "").await;
@@ -223,6 +223,8 @@ async fn one_trace_per_turn_across_daemon_and_mcp_server() {
     let daemon_dir = tempfile::tempdir().expect("tempdir");
     let mut daemon_env = otel.to_vec();
     daemon_env.push(("OTEL_SERVICE_NAME", "daemon-test"));
+    let mcp_token = mcp.token.clone().expect("mcp token");
+    daemon_env.push(("MEMENTO_MCP_TOKEN", mcp_token.as_str()));
     let mcp_url = format!("{}/mcp", mcp.url);
     let daemon =
         crate::support::spawn_daemon(daemon_dir.path(), &["--mcp-url", &mcp_url], &daemon_env);

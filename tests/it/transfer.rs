@@ -141,7 +141,7 @@ async fn the_seed_sample_imports_once_and_round_trips_through_both_formats() {
 
     // A server on the imported store serves the memories, as tools and as resources.
     let server = spawn_mcp_server(&seed_store);
-    let client = connect(&server.url, Transport::Streamable, None).await;
+    let client = connect(&server.url, Transport::Streamable, server.token.as_deref()).await;
     let found = call(
         &client,
         "retrieve_memories",
@@ -201,6 +201,7 @@ async fn http_import_and_export_round_trip_for_the_tokens_own_user() {
     let import = |token: &'static str, user: &'static str, body: String| {
         http.post(url(user, "import"))
             .bearer_auth(token)
+            .header("content-type", "application/x-ndjson")
             .body(body)
             .send()
     };
