@@ -126,10 +126,14 @@ async fn edge(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    crate::edge::guard::enforce_with(&state.policy, request, next, |request| {
-        if !request.uri().path().starts_with("/v1/") {
+    let openai_path = is_openai_path(request.uri().path());
+    let response = crate::edge::guard::enforce_with(&state.policy, request, next, |request| {
+        let path = request.uri().path();
+        // The page's sign-in asks which mode the daemon is in before it has a token.
+        if !path.starts_with("/v1/") || path == "/v1/auth/mode" {
             return Ok(());
         }
+        let openai = is_openai_path(path);
         let Some(ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<SocketAddr>>() else {
             return Err(ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -142,9 +146,65 @@ async fn edge(
             .auth
             .caller(*peer, request.headers())
             .map(|_| ())
-            .map_err(IntoResponse::into_response)
+            .map_err(|error| {
+                if openai {
+                    openai::OpenAiError::from_api(error).into_response()
+                } else {
+                    error.into_response()
+                }
+            })
     })
-    .await
+    .await;
+    if openai_path && response.status().as_u16() >= 400 {
+        return edge_error_as_openai(response).await;
+    }
+    response
+}
+
+fn is_openai_path(path: &str) -> bool {
+    path == "/v1/chat/completions" || path == "/v1/models" || path.starts_with("/v1/models/")
+}
+
+/// The edge's own refusals (403, 408, 413, 415) in OpenAI's error shape, for OpenAI clients.
+/// Answers already in that shape (the endpoint's own) pass unchanged.
+async fn edge_error_as_openai(response: Response) -> Response {
+    const EDGE_CODES: &[&str] = &[
+        "body_too_large",
+        "request_timeout",
+        "invalid_body",
+        "unsupported_media_type",
+        "forbidden_host",
+        "forbidden_origin",
+        "proxied_without_tokens",
+    ];
+    let (parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 64 * 1024).await else {
+        return Response::from_parts(parts, axum::body::Body::empty());
+    };
+    let parsed: Option<Value> = serde_json::from_slice(&bytes).ok();
+    let native = parsed.as_ref().and_then(|v| {
+        let error = v.get("error")?;
+        if error.get("type").is_some() {
+            return None;
+        }
+        let code = error.get("code")?.as_str()?;
+        let code = EDGE_CODES.iter().find(|c| **c == code)?;
+        Some((*code, error.get("message")?.as_str()?.to_owned()))
+    });
+    match native {
+        Some((code, message)) => {
+            let mut converted =
+                openai::OpenAiError::from_api(ApiError::new(parts.status, code, message))
+                    .into_response();
+            for name in [header::CONNECTION, header::RETRY_AFTER] {
+                if let Some(value) = parts.headers.get(&name) {
+                    converted.headers_mut().insert(name, value.clone());
+                }
+            }
+            converted
+        }
+        None => Response::from_parts(parts, axum::body::Body::from(bytes)),
+    }
 }
 
 /// Authenticates, validates `user_id`, authorises. Nothing else happens before this.

@@ -189,22 +189,30 @@ async fn memory_endpoints_and_sign_in_follow_the_tokens() {
         config
             .auth
             .user_tokens
-            .insert("alice".into(), "alice-token".into());
+            .insert("alice".into(), "alice-token-0123456789".into());
         config
             .auth
             .user_tokens
-            .insert("bob".into(), "bob-token".into());
-        config.auth.service_tokens.push("service-token".into());
+            .insert("bob".into(), "bob-token-0123456789".into());
+        config
+            .auth
+            .service_tokens
+            .push("service-token-0123456789".into());
     })
     .await;
 
     let (status, mode) = get(&fixture, "/v1/auth/mode", None).await;
     assert_eq!((status, mode["mode"].as_str()), (200, Some("token")));
-    let (status, who) = get(&fixture, "/v1/auth/whoami", Some("alice-token")).await;
+    let (status, who) = get(&fixture, "/v1/auth/whoami", Some("alice-token-0123456789")).await;
     assert_eq!(status, 200);
     assert_eq!(who["caller"], "user");
     assert_eq!(who["user_id"], "alice");
-    let (_, who) = get(&fixture, "/v1/auth/whoami", Some("service-token")).await;
+    let (_, who) = get(
+        &fixture,
+        "/v1/auth/whoami",
+        Some("service-token-0123456789"),
+    )
+    .await;
     assert_eq!(who["caller"], "service");
     assert_eq!(get(&fixture, "/v1/auth/whoami", None).await.0, 401);
     assert_eq!(get(&fixture, "/v1/auth/whoami", Some("nope")).await.0, 401);
@@ -212,17 +220,19 @@ async fn memory_endpoints_and_sign_in_follow_the_tokens() {
     for path in ["/v1/users/alice/memories", "/v1/users/alice/tags"] {
         assert_eq!(get(&fixture, path, None).await.0, 401, "{path}");
         assert_eq!(
-            get(&fixture, path, Some("bob-token")).await.0,
+            get(&fixture, path, Some("bob-token-0123456789")).await.0,
             403,
             "{path}"
         );
         assert_eq!(
-            get(&fixture, path, Some("alice-token")).await.0,
+            get(&fixture, path, Some("alice-token-0123456789")).await.0,
             200,
             "{path}"
         );
         assert_eq!(
-            get(&fixture, path, Some("service-token")).await.0,
+            get(&fixture, path, Some("service-token-0123456789"))
+                .await
+                .0,
             200,
             "{path}"
         );
@@ -232,7 +242,7 @@ async fn memory_endpoints_and_sign_in_follow_the_tokens() {
         &fixture,
         reqwest::Method::DELETE,
         &format!("/v1/users/alice/memories/{id}"),
-        Some("bob-token"),
+        Some("bob-token-0123456789"),
     )
     .await;
     assert_eq!(status, 403);

@@ -26,7 +26,18 @@ assert services["memento"]["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"] == "htt
 
 docs = list(yaml.safe_load_all((root / "deploy/k8s/memento.yaml").read_text()))
 kinds = sorted(d["kind"] for d in docs)
-assert kinds == ["ConfigMap", "Deployment", "Secret", "Service", "Service", "StatefulSet"], kinds
+assert kinds == ["ConfigMap", "Deployment", "NetworkPolicy", "Secret", "Service", "Service", "StatefulSet"], kinds
+policy = next(d for d in docs if d["kind"] == "NetworkPolicy")
+daemon = next(d for d in docs if d["kind"] == "Deployment")
+mcp = next(d for d in docs if d["kind"] == "StatefulSet")
+assert policy["spec"]["podSelector"]["matchLabels"] == mcp["spec"]["template"]["metadata"]["labels"], policy
+sources = policy["spec"]["ingress"][0]["from"]
+assert sources == [{"podSelector": {"matchLabels": daemon["spec"]["template"]["metadata"]["labels"]}}], sources
+assert policy["spec"]["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 8000}]
+# Compose ships no default token: start-up refuses placeholders, so compose demands real ones.
+for name in ("mcp-server", "memento"):
+    token = services[name]["environment"]["MEMENTO_MCP_TOKEN"]
+    assert token.startswith("${MEMENTO_MCP_TOKEN:?"), token
 for doc in docs:
     if doc["kind"] in ("Deployment", "StatefulSet"):
         container = doc["spec"]["template"]["spec"]["containers"][0]
