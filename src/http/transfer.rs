@@ -374,10 +374,7 @@ fn bad_answer(tool: &str) -> ApiError {
     )
 }
 
+/// The one MCP error mapping, in `error.rs`.
 fn mcp_error(error: McpError) -> ApiError {
-    let status = match error {
-        McpError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-        _ => StatusCode::SERVICE_UNAVAILABLE,
-    };
-    ApiError::new(status, "memory_unavailable", error.to_string())
+    ApiError::from(error)
 }
