@@ -1,4 +1,4 @@
-//! The command line: `memento serve | mcp-server | chat`. Parsing only; `main.rs` runs it.
+//! The command line: `memento serve | mcp-server | chat | export | import`. Parsing only; `main.rs` runs it.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -26,6 +26,43 @@ pub(crate) enum Command {
     /// Run the memory MCP server alone (Streamable HTTP at /mcp, legacy HTTP+SSE at /sse and
     /// /messages). Default address 127.0.0.1:8000.
     McpServer(McpServerArgs),
+    /// Write memories out of the store (in --data-dir) as the seed's layout (a folder per
+    /// user of YYYYMMDD_HHMMSS_<filename> files, each with a description/tags header) or as
+    /// JSONL (memories.jsonl, every field). --to must be new or empty: nothing is overwritten.
+    Export(ExportArgs),
+    /// Read memories into the store (in --data-dir) from a seed-style directory (a folder per
+    /// user; files named YYYYMMDD_HHMMSS_<filename>, with or without a description/tags
+    /// header), from .jsonl files in it, or from one .jsonl file. Idempotent: importing the
+    /// same data again adds nothing. Bad files are skipped with a reason; the import goes on.
+    Import(ImportArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ExportArgs {
+    #[command(flatten)]
+    pub(crate) common: CommonArgs,
+    /// Only this user's memories [default: every user's].
+    #[arg(long)]
+    pub(crate) user: Option<String>,
+    /// seed: a folder per user of YYYYMMDD_HHMMSS_<filename> files (time to the second);
+    /// jsonl: one memories.jsonl with every field.
+    #[arg(long, value_enum, default_value = "seed")]
+    pub(crate) format: memento::transfer::Format,
+    /// Directory to write (created; must be new or empty).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) to: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ImportArgs {
+    #[command(flatten)]
+    pub(crate) common: CommonArgs,
+    /// A seed-style directory (user folders and/or .jsonl files) or one .jsonl file.
+    #[arg(long, value_name = "DIR|FILE")]
+    pub(crate) from: PathBuf,
+    /// Store everything as this user's, whatever the folder or record says.
+    #[arg(long)]
+    pub(crate) user: Option<String>,
 }
 
 /// Flags shared by every server subcommand.

@@ -34,6 +34,11 @@ pub const MAX_QUERY_TERMS: usize = 32;
 /// arguments with the first result, and a reuse with other arguments with a tool error.
 pub const IDEMPOTENCY_META_KEY: &str = "io.memento/idempotency-key";
 
+/// The request `_meta` key of `store_memory` carrying an import's original store time
+/// (RFC 3339). With it the memory keeps that time, and a memory already stored with the same
+/// filename, content and second is answered instead of stored again (import idempotency).
+pub const CREATED_AT_META_KEY: &str = "io.memento/created-at";
+
 /// Why a value was rejected. Messages are written for a person (or a model) to act on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ValidationError {

@@ -36,6 +36,7 @@ pub mod error;
 pub mod memories;
 pub mod openai;
 pub mod page;
+pub mod transfer;
 
 use auth::Auth;
 use error::ApiError;
@@ -109,6 +110,9 @@ pub fn router(state: ApiState) -> Router {
             body_limits,
             crate::edge::body::bounded,
         ))
+        // Import and export, with the import's own (larger) body limit: merged after the
+        // limit above so that one does not apply to them, before the edge so it does.
+        .merge(transfer::router(state.config.request_timeout))
         .layer(axum::middleware::from_fn(move |request, next| {
             let state = edge_state.clone();
             async move { edge(state, request, next).await }

@@ -9,6 +9,8 @@
 //! - [`storage`]: the memory store trait and its SQLite engine (off the async threads).
 //! - [`memory_server`]: the memory MCP server (`memento mcp-server`), Streamable HTTP and
 //!   legacy HTTP+SSE.
+//! - [`transfer`]: `memento export` / `memento import` (seed layout, JSONL); its `record`
+//!   module holds the formats alone, for the daemon's HTTP import/export.
 //! - [`llm`]: the shared LLM client actor, its providers and the offline model.
 //! - [`retry`]: the one backoff policy.
 //! - [`mcp`]: the daemon's MCP connection actor (and the legacy SSE client transport).
@@ -42,3 +44,4 @@ pub mod sse;
 pub mod storage;
 pub mod supervisor;
 pub mod telemetry;
+pub mod transfer;

@@ -43,6 +43,7 @@ fn main() -> ExitCode {
     let service = match &cli.command {
         Command::Serve(_) | Command::Chat(_) => "memento",
         Command::McpServer(_) => "memento-mcp-server",
+        Command::Export(_) | Command::Import(_) => "memento-transfer",
     };
     // The OTLP exporter (when configured) must be built inside the runtime.
     let telemetry = match runtime.block_on(async { memento::telemetry::init(service) }) {
@@ -70,6 +71,8 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
     let common = match &cli.command {
         Command::Serve(args) => &args.common,
         Command::McpServer(args) => &args.common,
+        Command::Export(args) => &args.common,
+        Command::Import(args) => &args.common,
         Command::Chat(_) => return Ok(Config::default()),
     };
     let mut config = config::load(common.config.as_deref(), &ProcessEnv)?;
@@ -92,7 +95,7 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
                 config.mcp.embedded_port = port;
             }
         }
-        Command::Chat(_) => {}
+        Command::Chat(_) | Command::Export(_) | Command::Import(_) => {}
         Command::McpServer(args) => {
             let server = &mut config.mcp_server;
             if let Some(host) = args.host {
@@ -147,7 +150,8 @@ fn provide_mcp_token(config: &mut Config, command: &Command) -> anyhow::Result<(
                 config.mcp.token = Some(token);
             }
         }
-        Command::Chat(_) => {}
+        // Export and import open the store directly: no MCP, no token.
+        Command::Chat(_) | Command::Export(_) | Command::Import(_) => {}
     }
     Ok(())
 }
@@ -180,7 +184,81 @@ async fn run(
         Command::Serve(_) => run_daemon(config, export_stats).await,
         Command::Chat(_) => Ok(()),
         Command::McpServer(_) => run_mcp_server(config).await,
+        Command::Export(args) => run_export(config, args).await,
+        Command::Import(args) => run_import(config, args).await,
     }
+}
+
+/// A progress bar on stderr (hidden when stderr is not a terminal).
+struct Bar(indicatif::ProgressBar);
+
+impl Bar {
+    fn new(what: &str) -> Bar {
+        let bar = indicatif::ProgressBar::new(0);
+        let template = format!("{what} {{bar:40}} {{pos}}/{{len}} {{wide_msg}}");
+        if let Ok(style) = indicatif::ProgressStyle::with_template(&template) {
+            bar.set_style(style);
+        }
+        Bar(bar)
+    }
+}
+
+impl memento::transfer::Progress for Bar {
+    fn total(&self, items: u64) {
+        self.0.set_length(items);
+    }
+    fn item(&self, name: &str) {
+        self.0.set_message(name.to_owned());
+        self.0.inc(1);
+    }
+}
+
+fn parse_user(raw: Option<&str>) -> anyhow::Result<Option<memento::domain::UserId>> {
+    raw.map(|raw| memento::domain::UserId::parse(raw).map_err(|e| anyhow::anyhow!("--user: {e}")))
+        .transpose()
+}
+
+async fn run_export(config: Config, args: cli::ExportArgs) -> anyhow::Result<()> {
+    let user = parse_user(args.user.as_deref())?;
+    let store = open_store(&config)?;
+    let bar = Bar::new("exporting");
+    let summary =
+        memento::transfer::export(store.as_ref(), user.as_ref(), args.format, &args.to, &bar).await;
+    bar.0.finish_and_clear();
+    let summary = summary?;
+    println!(
+        "exported {} memories of {} users to {}",
+        summary.memories,
+        summary.users,
+        args.to.display()
+    );
+    Ok(())
+}
+
+async fn run_import(config: Config, args: cli::ImportArgs) -> anyhow::Result<()> {
+    let user = parse_user(args.user.as_deref())?;
+    let store = open_store(&config)?;
+    let bar = Bar::new("importing");
+    let summary = memento::transfer::import(
+        store.as_ref(),
+        config.mcp_server.max_content_bytes,
+        &args.from,
+        user.as_ref(),
+        &bar,
+    )
+    .await;
+    bar.0.finish_and_clear();
+    let summary = summary?;
+    println!(
+        "imported {}, already present {}, skipped {}",
+        summary.imported,
+        summary.already_present,
+        summary.skipped.len()
+    );
+    for (source, reason) in &summary.skipped {
+        println!("  skipped {source}: {reason}");
+    }
+    Ok(())
 }
 
 async fn run_mcp_server(config: Config) -> anyhow::Result<()> {

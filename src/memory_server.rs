@@ -16,8 +16,10 @@ use std::sync::Arc;
 use axum::Router;
 use axum::routing::get;
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, ErrorData, Implementation, InitializeResult,
-    ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+    CallToolRequestParams, CallToolResponse, CompleteRequestParams, CompleteResult, ErrorData,
+    Implementation, InitializeResult, ListResourceTemplatesResult, ListResourcesResult,
+    ListToolsResult, PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse,
+    ServerCapabilities, ServerConfig, Tool,
 };
 use rmcp::service::RequestContext;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
@@ -32,9 +34,10 @@ use crate::config::McpServerConfig;
 use crate::storage::MemoryStore;
 
 pub mod guard;
+pub mod resources;
 pub mod sse;
 pub mod token_file;
-mod tools;
+pub(crate) mod tools;
 
 /// Server name announced in `initialize`.
 pub const SERVER_NAME: &str = "memento-memory";
@@ -61,6 +64,8 @@ pub struct MemoryServer {
     store: Arc<dyn MemoryStore>,
     tools: Arc<Vec<Tool>>,
     limits: tools::Limits,
+    /// This session's `logging/setLevel` (see [`MemoryServer::for_session`]).
+    log_level: resources::LogLevel,
 }
 
 impl MemoryServer {
@@ -72,19 +77,101 @@ impl MemoryServer {
             limits: tools::Limits {
                 max_content_bytes: config.max_content_bytes,
             },
+            log_level: resources::LogLevel::default(),
+        }
+    }
+
+    /// A copy for a new session: the same store and tools, its own log level.
+    pub fn for_session(&self) -> MemoryServer {
+        MemoryServer {
+            log_level: resources::LogLevel::default(),
+            ..self.clone()
+        }
+    }
+
+    /// Sends a `notifications/message` to the session when it asked for this level.
+    #[allow(deprecated)]
+    async fn log(
+        &self,
+        context: &RequestContext<RoleServer>,
+        level: rmcp::model::LoggingLevel,
+        data: serde_json::Value,
+    ) {
+        if !self.log_level.wants(resources::rank(level)) {
+            return;
+        }
+        let mut message = rmcp::model::LoggingMessageNotificationParam::new(level, data);
+        message.logger = Some(SERVER_NAME.into());
+        if let Err(error) = context.peer.notify_logging_message(message).await {
+            tracing::debug!(%error, "cannot send a log notification");
         }
     }
 }
 
 impl ServerHandler for MemoryServer {
+    // MCP logging is deprecated by SEP-2577 but still in the protocol versions clients speak.
+    #[allow(deprecated)]
     fn get_info(&self) -> ServerConfig {
-        InitializeResult::new(ServerCapabilities::builder().enable_tools().build())
-            .with_server_info(Implementation::new(SERVER_NAME, env!("CARGO_PKG_VERSION")))
-            .with_instructions(
-                "Memento's memory store. Every tool acts for the user named in `user_id`: \
+        InitializeResult::new(
+            ServerCapabilities::builder()
+                .enable_logging()
+                .enable_completions()
+                .enable_resources()
+                .enable_tools()
+                .build(),
+        )
+        .with_server_info(Implementation::new(SERVER_NAME, env!("CARGO_PKG_VERSION")))
+        .with_instructions(
+            "Memento's memory store. Every tool acts for the user named in `user_id`: \
                  store_memory keeps a note, retrieve_memories searches, get_memory and \
-                 delete_memory act on one memory by id, list_tags lists tags.",
-            )
+                 delete_memory act on one memory by id, list_tags lists tags. Each memory is \
+                 also a resource, memento://users/{user_id}/memories/{id}; resources/list \
+                 lists every user's unless _meta names one as io.memento/user-id.",
+        )
+    }
+
+    async fn list_resources(
+        &self,
+        request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, ErrorData> {
+        resources::list(self.store.as_ref(), request, &context.meta.0.0).await
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, ErrorData> {
+        Ok(resources::templates())
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        Ok(resources::read(self.store.as_ref(), &request.uri)
+            .await?
+            .into())
+    }
+
+    async fn complete(
+        &self,
+        request: CompleteRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<CompleteResult, ErrorData> {
+        resources::complete(self.store.as_ref(), request).await
+    }
+
+    #[allow(deprecated)]
+    async fn set_level(
+        &self,
+        request: rmcp::model::SetLevelRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.log_level.set(resources::rank(request.level));
+        Ok(())
     }
 
     async fn list_tools(
@@ -101,17 +188,12 @@ impl ServerHandler for MemoryServer {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let name = request.name.clone();
-        let idempotency_key = context
-            .meta
-            .get(tools::IDEMPOTENCY_META_KEY)
-            .or_else(|| {
-                request
-                    .meta
-                    .as_ref()
-                    .and_then(|m| m.get(tools::IDEMPOTENCY_META_KEY))
-            })
-            .and_then(|v| v.as_str())
-            .map(str::to_owned);
+        // The request's own `_meta` first, then what the transport put in the context.
+        let mut meta = context.meta.0.0.clone();
+        if let Some(request_meta) = request.meta.as_ref() {
+            meta.extend(request_meta.0.0.clone());
+        }
+        let store_meta = tools::StoreMeta::from_meta(&meta);
         // The MCP server span continues the caller's trace from `_meta` (MCP semantic
         // conventions), or starts one.
         let span = tracing::info_span!(
@@ -138,7 +220,7 @@ impl ServerHandler for MemoryServer {
             self.limits,
             &name,
             arguments,
-            idempotency_key.as_deref(),
+            &store_meta,
         );
         // A cancelled request (client gone, `notifications/cancelled`) stops its work.
         let call = tracing::Instrument::instrument(call, span.clone());
@@ -150,6 +232,26 @@ impl ServerHandler for MemoryServer {
         };
         if result.as_ref().is_some_and(|r| r.is_error == Some(true)) {
             span.record("error.type", "tool_error");
+        }
+        #[allow(deprecated)]
+        if let Some(result) = &result {
+            let failed = result.is_error == Some(true);
+            let level = if failed {
+                rmcp::model::LoggingLevel::Warning
+            } else {
+                rmcp::model::LoggingLevel::Debug
+            };
+            let text: Vec<&str> = result
+                .content
+                .iter()
+                .filter_map(|c| c.as_text().map(|t| t.text.as_str()))
+                .collect();
+            self.log(
+                &context,
+                level,
+                json!({ "tool": name, "is_error": failed, "message": text.join("\n") }),
+            )
+            .await;
         }
         match result {
             Some(result) => Ok(result.into()),
@@ -244,7 +346,7 @@ pub async fn start(
     };
     let factory_server = server.clone();
     let streamable = StreamableHttpService::new(
-        move || Ok(factory_server.clone()),
+        move || Ok(factory_server.for_session()),
         session_manager.clone(),
         http_config,
     );

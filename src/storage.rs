@@ -101,6 +101,11 @@ pub struct NewMemory {
     /// user, within the idempotency window) returns the first store's result instead of
     /// storing again; the same key with other arguments is [`StorageError::KeyReused`].
     pub idempotency_key: Option<String>,
+    /// An import's original store time. When set, the memory keeps it (instead of now), and
+    /// the store is skipped, answering the existing memory with `replayed`, when the user
+    /// already has a memory with the same filename and content stored within the same second:
+    /// importing the same data twice adds nothing, with no time window.
+    pub created_at: Option<DateTime<Utc>>,
 }
 
 /// What a store returns: the memory's metadata (not its content).
@@ -195,6 +200,48 @@ pub struct TagCount {
     pub count: u64,
 }
 
+/// A page of memories in storage order, for listing (MCP resources) and export.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    /// Whose memories; `None` lists every user's (the caller holds the server's token, which
+    /// acts for all users).
+    pub user: Option<UserId>,
+    /// Only memories with this (normalised) tag.
+    pub tag: Option<String>,
+    /// Only memories with this filename.
+    pub filename: Option<String>,
+    /// Continue after this position (the `position` of the previous page's last item).
+    pub after: Option<i64>,
+    /// Page size.
+    pub limit: u32,
+    /// Load each memory's text; without it `memory.content` is left empty (listings need
+    /// only the metadata, and a page of large memories would be read for nothing).
+    pub with_content: bool,
+}
+
+/// One listed memory, whole, with its owner and its position in the listing order (newest
+/// stored first).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListedMemory {
+    /// Opaque, stable position for keyset paging (`ListQuery::after`).
+    pub position: i64,
+    /// Owner.
+    pub user: UserId,
+    /// The memory.
+    pub memory: Memory,
+}
+
+/// Which values to complete (MCP `completion/complete`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompletionField {
+    /// User ids that have memories.
+    User,
+    /// One user's tags.
+    Tag,
+    /// One user's filenames.
+    Filename,
+}
+
 /// Counters for metrics and benchmarks.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct StorageStats {
@@ -230,6 +277,19 @@ pub trait MemoryStore: Send + Sync + 'static {
     ) -> BoxFuture<'static, Result<Option<MemorySummary>, StorageError>>;
     /// The user's tags with counts, most used first.
     fn list_tags(&self, user: UserId) -> BoxFuture<'static, Result<Vec<TagCount>, StorageError>>;
+    /// A page of memories, newest stored first, whole (see [`ListQuery`]).
+    fn list(&self, query: ListQuery)
+    -> BoxFuture<'static, Result<Vec<ListedMemory>, StorageError>>;
+    /// Up to `limit` distinct values of `field` starting with `prefix` (case-insensitive for
+    /// tags, which are stored lower-case), sorted. `user` scopes tags and filenames; it is
+    /// ignored for [`CompletionField::User`].
+    fn complete(
+        &self,
+        field: CompletionField,
+        user: Option<UserId>,
+        prefix: String,
+        limit: u32,
+    ) -> BoxFuture<'static, Result<Vec<String>, StorageError>>;
     /// Counters.
     fn stats(&self) -> StorageStats;
 }
@@ -656,6 +716,23 @@ impl MemoryStore for SqliteStore {
         })
     }
 
+    fn list(
+        &self,
+        query: ListQuery,
+    ) -> BoxFuture<'static, Result<Vec<ListedMemory>, StorageError>> {
+        traced("sqlite list", self.read(move |conn| list(conn, &query)))
+    }
+
+    fn complete(
+        &self,
+        field: CompletionField,
+        user: Option<UserId>,
+        prefix: String,
+        limit: u32,
+    ) -> BoxFuture<'static, Result<Vec<String>, StorageError>> {
+        self.read(move |conn| complete(conn, field, user.as_ref(), &prefix, limit))
+    }
+
     fn stats(&self) -> StorageStats {
         let counters = &self.inner.counters;
         StorageStats {
@@ -826,8 +903,13 @@ fn insert_memory(
             return Ok(stored);
         }
     }
+    if let Some(original) = memory.created_at
+        && let Some(existing) = find_imported(conn, memory, original)?
+    {
+        return Ok(existing);
+    }
     let id = MemoryId::new();
-    let created_at = Utc::now();
+    let created_at = memory.created_at.unwrap_or_else(Utc::now);
     let created_micros = created_at.timestamp_micros();
     // Round-trip through micros so the returned value equals what a later read returns.
     let created_at = micros_to_datetime(created_micros)?;
@@ -889,6 +971,140 @@ fn insert_memory(
         .execute((memory.user.as_str(), key, result, now_micros, digest))?;
     }
     Ok(stored)
+}
+
+/// The memory an import would duplicate: same user, filename and content, stored within the
+/// same second as `original` (seed file names carry seconds only).
+fn find_imported(
+    conn: &Connection,
+    memory: &NewMemory,
+    original: DateTime<Utc>,
+) -> Result<Option<StoredMemory>, StorageError> {
+    let second = original.timestamp().saturating_mul(1_000_000);
+    let found = conn
+        .prepare_cached(
+            "SELECT id, filename, stored_as, description, tags, created_at, size_bytes, '' \
+             FROM memories WHERE user_id = ?1 AND created_at >= ?2 AND created_at < ?3 \
+             AND filename = ?4 AND content = ?5 LIMIT 1",
+        )?
+        .query_row(
+            rusqlite::params![
+                memory.user.as_str(),
+                second,
+                second.saturating_add(1_000_000),
+                memory.filename,
+                memory.content,
+            ],
+            summary_from_row,
+        )
+        .optional()?;
+    Ok(match found {
+        Some(summary) => {
+            let summary = summary?;
+            Some(StoredMemory {
+                id: summary.id,
+                filename: summary.filename,
+                stored_as: summary.stored_as,
+                description: summary.description,
+                tags: summary.tags,
+                created_at: summary.created_at,
+                size_bytes: summary.size_bytes,
+                replayed: true,
+            })
+        }
+        None => None,
+    })
+}
+
+fn list(conn: &Connection, query: &ListQuery) -> Result<Vec<ListedMemory>, StorageError> {
+    let mut sql = format!(
+        "SELECT m.id, m.filename, m.stored_as, m.description, m.tags, m.created_at, \
+         m.size_bytes, {}, m.rowid, m.user_id FROM memories m WHERE 1 = 1",
+        if query.with_content {
+            "m.content"
+        } else {
+            "''"
+        }
+    );
+    let mut args: Vec<Value> = Vec::new();
+    if let Some(user) = &query.user {
+        args.push(Value::Text(user.as_str().to_owned()));
+        sql.push_str(&format!(" AND m.user_id = ?{}", args.len()));
+    }
+    if let Some(after) = query.after {
+        args.push(Value::Integer(after));
+        sql.push_str(&format!(" AND m.rowid < ?{}", args.len()));
+    }
+    if let Some(filename) = &query.filename {
+        args.push(Value::Text(filename.clone()));
+        sql.push_str(&format!(" AND m.filename = ?{}", args.len()));
+    }
+    if let Some(tag) = &query.tag {
+        args.push(Value::Text(tag.clone()));
+        sql.push_str(&format!(
+            " AND m.rowid IN (SELECT memory_rowid FROM memory_tags WHERE tag = ?{}{})",
+            args.len(),
+            if query.user.is_some() {
+                " AND user_id = ?1"
+            } else {
+                ""
+            }
+        ));
+    }
+    args.push(Value::Integer(i64::from(query.limit)));
+    sql.push_str(&format!(" ORDER BY m.rowid DESC LIMIT ?{}", args.len()));
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(params_from_iter(args), |row| {
+        let position: i64 = row.get(8)?;
+        let user: String = row.get(9)?;
+        Ok((summary_from_row(row)?, position, user))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (summary, position, user) = row?;
+        out.push(ListedMemory {
+            position,
+            user: UserId::parse(&user).map_err(|e| StorageError::Corrupt(e.to_string()))?,
+            memory: summary?.into_memory(),
+        });
+    }
+    Ok(out)
+}
+
+fn complete(
+    conn: &Connection,
+    field: CompletionField,
+    user: Option<&UserId>,
+    prefix: &str,
+    limit: u32,
+) -> Result<Vec<String>, StorageError> {
+    // `substr(x, 1, n) = prefix` rather than LIKE: no wildcard escaping, exact bytes.
+    let (sql, prefix) = match field {
+        CompletionField::User => (
+            "SELECT user_id FROM users WHERE substr(user_id, 1, length(?2)) = ?2 \
+             ORDER BY user_id LIMIT ?3",
+            prefix.to_owned(),
+        ),
+        CompletionField::Tag => (
+            "SELECT DISTINCT tag FROM memory_tags WHERE user_id = ?1 \
+             AND substr(tag, 1, length(?2)) = ?2 ORDER BY tag LIMIT ?3",
+            prefix.to_lowercase(),
+        ),
+        CompletionField::Filename => (
+            "SELECT DISTINCT filename FROM memories WHERE user_id = ?1 \
+             AND substr(filename, 1, length(?2)) = ?2 ORDER BY filename LIMIT ?3",
+            prefix.to_owned(),
+        ),
+    };
+    if field != CompletionField::User && user.is_none() {
+        return Ok(Vec::new());
+    }
+    let mut stmt = conn.prepare_cached(sql)?;
+    let rows = stmt.query_map(
+        rusqlite::params![user.map(UserId::as_str), prefix, i64::from(limit)],
+        |row| row.get::<_, String>(0),
+    )?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
 fn search(conn: &Connection, query: &SearchQuery) -> Result<Vec<MemorySummary>, StorageError> {

@@ -2,7 +2,8 @@
 # Runs every test of the workspace: unit tests, the integration suite (tests/it) and the
 # load-test crate's tests, including interop with the official Python MCP and OpenAI SDKs and
 # the openai npm package, then the web page's end-to-end test in headless Chromium
-# (tests/e2e/run.sh installs Chromium and playwright-core when missing).
+# (tests/e2e/run.sh installs Chromium and playwright-core when missing), then the official MCP
+# conformance suite (tests/conformance/run.sh).
 # Usage: bash tests/run.sh [extra cargo test args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,3 +12,5 @@ bash .ci/node-env
 export MEMENTO_TEST_PYTHON="${MEMENTO_TEST_PYTHON:-$PWD/.venv/bin/python}"
 cargo test --workspace --locked "$@"
 bash tests/e2e/run.sh
+# The official MCP conformance suite against a loopback `memento mcp-server` (Node 22 from npm).
+bash tests/conformance/run.sh

@@ -308,6 +308,7 @@ async fn preload(store: &dyn MemoryStore, count: u64, users: u64) -> anyhow::Res
             description: sentence(&mut rng, 6),
             tags: vec![word(rng.zipf()), word(rng.zipf())],
             idempotency_key: None,
+            created_at: None,
         };
         in_flight.push(store.store(memory));
         if in_flight.len() >= 2048

@@ -139,7 +139,7 @@ async fn open(
         .insert(id.clone(), (to_server_tx, activity.clone()));
     let ct = state.shutdown.child_token();
 
-    let server = state.server.clone();
+    let server = state.server.for_session();
     let service_ct = ct.clone();
     let idle_timeout = state.idle_timeout;
     let session_id = id.clone();

@@ -187,7 +187,7 @@ pub(crate) struct Limits {
     pub(crate) max_content_bytes: usize,
 }
 
-pub(crate) use crate::domain::IDEMPOTENCY_META_KEY;
+pub(crate) use crate::domain::{CREATED_AT_META_KEY, IDEMPOTENCY_META_KEY};
 /// Longest idempotency key accepted.
 const MAX_IDEMPOTENCY_KEY_LEN: usize = 200;
 
@@ -198,10 +198,10 @@ pub(crate) async fn call(
     limits: Limits,
     name: &str,
     arguments: JsonObject,
-    idempotency_key: Option<&str>,
+    meta: &StoreMeta,
 ) -> Option<CallToolResult> {
     let result = match name {
-        "store_memory" => store_memory(store, limits, arguments, idempotency_key).await,
+        "store_memory" => store_memory(store, limits, arguments, meta).await,
         "retrieve_memories" => retrieve_memories(store, arguments).await,
         "get_memory" => get_memory(store, arguments).await,
         "delete_memory" => delete_memory(store, arguments).await,
@@ -254,7 +254,10 @@ fn json_result(value: Value) -> CallToolResult {
     structured(value.to_string(), value)
 }
 
-fn parse_time(field: &str, raw: Option<&str>) -> Result<Option<DateTime<Utc>>, ValidationError> {
+pub(crate) fn parse_time(
+    field: &str,
+    raw: Option<&str>,
+) -> Result<Option<DateTime<Utc>>, ValidationError> {
     raw.filter(|s| !s.trim().is_empty())
         .map(|s| {
             DateTime::parse_from_rfc3339(s.trim())
@@ -269,23 +272,33 @@ fn parse_time(field: &str, raw: Option<&str>) -> Result<Option<DateTime<Utc>>, V
         .transpose()
 }
 
-async fn store_memory(
-    store: &dyn MemoryStore,
-    limits: Limits,
-    arguments: JsonObject,
-    idempotency_key: Option<&str>,
-) -> Result<CallToolResult, ToolError> {
-    let args: StoreArgs = parse("store_memory", arguments)?;
-    if let Some(key) = idempotency_key
-        && (key.is_empty()
-            || key.len() > MAX_IDEMPOTENCY_KEY_LEN
-            || key.chars().any(char::is_control))
-    {
-        return Err(ValidationError::Argument(format!(
-            "_meta.{IDEMPOTENCY_META_KEY} must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} printable characters"
-        ))
-        .into());
+/// What a `store_memory` call carries in its request `_meta` besides the arguments.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct StoreMeta {
+    /// [`IDEMPOTENCY_META_KEY`]: a repeat answers the first result.
+    pub(crate) idempotency_key: Option<String>,
+    /// [`CREATED_AT_META_KEY`]: an import's original store time (RFC 3339).
+    pub(crate) created_at: Option<String>,
+}
+
+impl StoreMeta {
+    /// Reads the keys from a request's `_meta` object.
+    pub(crate) fn from_meta(meta: &JsonObject) -> StoreMeta {
+        let text = |key: &str| meta.get(key).and_then(Value::as_str).map(str::to_owned);
+        StoreMeta {
+            idempotency_key: text(IDEMPOTENCY_META_KEY),
+            created_at: text(CREATED_AT_META_KEY),
+        }
     }
+}
+
+/// Validates and normalises a memory to store, exactly as `store_memory` does; the importer
+/// uses it too, so an imported memory obeys the same rules as a stored one.
+pub(crate) fn prepare_store(
+    args: StoreArgs,
+    limits: Limits,
+    created_at: Option<DateTime<Utc>>,
+) -> Result<NewMemory, ToolError> {
     let user = UserId::parse(&args.user_id)?;
     if args.content.trim().is_empty() {
         return Err(ValidationError::Argument("content is empty: nothing to store".into()).into());
@@ -322,16 +335,42 @@ async fn store_memory(
                 &description
             })
         });
-    let memory = store
-        .store(NewMemory {
-            user: user.clone(),
-            content: args.content,
-            filename,
-            description,
-            tags,
-            idempotency_key: idempotency_key.map(str::to_owned),
-        })
-        .await?;
+    Ok(NewMemory {
+        user,
+        content: args.content,
+        filename,
+        description,
+        tags,
+        idempotency_key: None,
+        created_at,
+    })
+}
+
+async fn store_memory(
+    store: &dyn MemoryStore,
+    limits: Limits,
+    arguments: JsonObject,
+    meta: &StoreMeta,
+) -> Result<CallToolResult, ToolError> {
+    let args: StoreArgs = parse("store_memory", arguments)?;
+    if let Some(key) = meta.idempotency_key.as_deref()
+        && (key.is_empty()
+            || key.len() > MAX_IDEMPOTENCY_KEY_LEN
+            || key.chars().any(char::is_control))
+    {
+        return Err(ValidationError::Argument(format!(
+            "_meta.{IDEMPOTENCY_META_KEY} must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} printable characters"
+        ))
+        .into());
+    }
+    let created_at = parse_time(
+        &format!("_meta.{CREATED_AT_META_KEY}"),
+        meta.created_at.as_deref(),
+    )?;
+    let mut new_memory = prepare_store(args, limits, created_at)?;
+    new_memory.idempotency_key = meta.idempotency_key.clone();
+    let user = new_memory.user.clone();
+    let memory = store.store(new_memory).await?;
     let text = format!(
         "Successfully stored '{}' for user {} as {}",
         memory.filename, user, memory.stored_as

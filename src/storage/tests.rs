@@ -12,6 +12,7 @@ fn new_memory(owner: &str, content: &str, filename: &str, tags: &[&str]) -> NewM
         description: String::new(),
         tags: tags.iter().map(|t| t.to_string()).collect(),
         idempotency_key: None,
+        created_at: None,
     }
 }
 
@@ -530,4 +531,125 @@ async fn hostile_text_plants_no_token_in_another_users_scope() {
     };
     assert_eq!(own("alice", "u2qsecretb").await, 1);
     assert_eq!(own("bob", "u1qsecreta").await, 1);
+}
+
+#[tokio::test]
+async fn an_import_keeps_its_time_and_is_stored_once() {
+    let (_dir, store) = open();
+    let at = Utc.with_ymd_and_hms(2024, 7, 15, 14, 30, 52).unwrap();
+    let mut memory = new_memory("alice", "Q4 plan", "plan.txt", &["work"]);
+    memory.created_at = Some(at);
+    let first = store.store(memory.clone()).await.unwrap();
+    assert_eq!(first.created_at, at);
+    assert_eq!(first.stored_as, "20240715_143052_plan.txt");
+    assert!(!first.replayed);
+    // Same second (a seed name has no fraction), same filename and content: not stored again.
+    memory.created_at = Some(at + chrono::Duration::milliseconds(400));
+    let second = store.store(memory.clone()).await.unwrap();
+    assert!(second.replayed);
+    assert_eq!(second.id, first.id);
+    // Another user, another content or another second is a new memory.
+    let mut other = memory.clone();
+    other.user = user("bob");
+    assert!(!store.store(other).await.unwrap().replayed);
+    let mut other = memory.clone();
+    other.content = "Q4 plan, revised".into();
+    assert!(!store.store(other).await.unwrap().replayed);
+    let mut other = memory;
+    other.created_at = Some(at + chrono::Duration::seconds(1));
+    assert!(!store.store(other).await.unwrap().replayed);
+}
+
+#[tokio::test]
+async fn list_pages_by_position_and_filters_by_user_tag_and_filename() {
+    let (_dir, store) = open();
+    for n in 0..5 {
+        store
+            .store(new_memory(
+                "alice",
+                &format!("note {n}"),
+                &format!("n{n}.txt"),
+                &["even"][..(n % 2 == 0) as usize],
+            ))
+            .await
+            .unwrap();
+    }
+    store
+        .store(new_memory("bob", "bob's", "n0.txt", &["even"]))
+        .await
+        .unwrap();
+    let page = |user: Option<&str>, after, limit| ListQuery {
+        user: user.map(self::user),
+        after,
+        limit,
+        with_content: true,
+        ..ListQuery::default()
+    };
+    let first = store.list(page(Some("alice"), None, 3)).await.unwrap();
+    let names: Vec<_> = first.iter().map(|l| l.memory.filename.as_str()).collect();
+    assert_eq!(names, ["n4.txt", "n3.txt", "n2.txt"]);
+    let rest = store
+        .list(page(Some("alice"), Some(first[2].position), 3))
+        .await
+        .unwrap();
+    let names: Vec<_> = rest.iter().map(|l| l.memory.filename.as_str()).collect();
+    assert_eq!(names, ["n1.txt", "n0.txt"]);
+    assert_eq!(rest[1].memory.content, "note 0");
+    assert_eq!(store.list(page(None, None, 100)).await.unwrap().len(), 6);
+    let mut listing = page(Some("alice"), None, 1);
+    listing.with_content = false;
+    let listed = store.list(listing).await.unwrap();
+    assert!(listed[0].memory.content.is_empty());
+    assert_eq!(
+        listed[0].memory.size_bytes, 6,
+        "the size is the text's, loaded or not"
+    );
+    let mut tagged = page(Some("alice"), None, 100);
+    tagged.tag = Some("even".into());
+    assert_eq!(store.list(tagged).await.unwrap().len(), 3);
+    let mut named = page(Some("bob"), None, 100);
+    named.filename = Some("n0.txt".into());
+    let bobs = store.list(named).await.unwrap();
+    assert_eq!(bobs.len(), 1);
+    assert_eq!(bobs[0].user.as_str(), "bob");
+
+    let complete = |field, owner: Option<&str>, prefix: &str| {
+        store.complete(field, owner.map(self::user), prefix.to_owned(), 10)
+    };
+    assert_eq!(
+        complete(CompletionField::Filename, Some("alice"), "n")
+            .await
+            .unwrap()
+            .len(),
+        5
+    );
+    assert_eq!(
+        complete(CompletionField::Filename, Some("bob"), "")
+            .await
+            .unwrap(),
+        ["n0.txt"]
+    );
+    assert_eq!(
+        complete(CompletionField::Tag, Some("alice"), "EV")
+            .await
+            .unwrap(),
+        ["even"]
+    );
+    assert!(
+        complete(CompletionField::Tag, None, "")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        complete(CompletionField::User, None, "b").await.unwrap(),
+        ["bob"]
+    );
+    // A prefix is compared as bytes, never as a LIKE pattern.
+    assert!(
+        complete(CompletionField::Filename, Some("alice"), "%")
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

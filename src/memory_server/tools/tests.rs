@@ -26,7 +26,10 @@ async fn store(store: &dyn MemoryStore, content: &str, key: Option<&str>) -> Cal
         LIMITS,
         "store_memory",
         arguments(json!({"user_id": "alice", "content": content})),
-        key,
+        &StoreMeta {
+            idempotency_key: key.map(str::to_owned),
+            created_at: None,
+        },
     )
     .await
     .expect("known tool")
