@@ -7,6 +7,7 @@ mod daemon;
 mod deploy;
 mod durability;
 mod faults;
+mod jaeger;
 mod memory_server;
 mod python_interop;
 mod seed_interop;
