@@ -128,11 +128,14 @@ async fn run(
     match cli.command {
         Command::Serve(_) => run_daemon(config, export_stats).await,
         Command::Chat(_) => Ok(()),
-        Command::McpServer(_) => run_mcp_server(config).await,
+        Command::McpServer(_) => run_mcp_server(config, export_stats).await,
     }
 }
 
-async fn run_mcp_server(config: Config) -> anyhow::Result<()> {
+async fn run_mcp_server(
+    config: Config,
+    export_stats: Option<Arc<memento::telemetry::ExportStats>>,
+) -> anyhow::Result<()> {
     let store = open_store(&config)?;
     let shutdown = CancellationToken::new();
     if config.mcp_server.token.is_none() {
@@ -146,7 +149,13 @@ async fn run_mcp_server(config: Config) -> anyhow::Result<()> {
             config.mcp_server.host
         );
     }
-    let server = memento::memory_server::start(&config.mcp_server, store, shutdown.clone()).await?;
+    let server = memento::memory_server::start_with_telemetry(
+        &config.mcp_server,
+        store,
+        shutdown.clone(),
+        export_stats,
+    )
+    .await?;
     println!("memento mcp-server listening on {}", server.url());
     println!("  Streamable HTTP: {}/mcp", server.url());
     println!("  legacy SSE:      {}/sse", server.url());

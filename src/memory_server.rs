@@ -218,6 +218,17 @@ pub async fn start(
     store: Arc<dyn MemoryStore>,
     shutdown: CancellationToken,
 ) -> Result<RunningMemoryServer, MemoryServerError> {
+    start_with_telemetry(config, store, shutdown, None).await
+}
+
+/// Like [`start`]; `/stats` also shows the OTLP export counters (`telemetry`: spans queued,
+/// exported, dropped, failed export requests) when `export_stats` is given.
+pub async fn start_with_telemetry(
+    config: &McpServerConfig,
+    store: Arc<dyn MemoryStore>,
+    shutdown: CancellationToken,
+    export_stats: Option<Arc<crate::telemetry::ExportStats>>,
+) -> Result<RunningMemoryServer, MemoryServerError> {
     let addr = SocketAddr::new(config.host, config.port);
     let listener = TcpListener::bind(addr)
         .await
@@ -269,12 +280,22 @@ pub async fn start(
                 let store = stats_store.clone();
                 let sse = stats_sse.clone();
                 let streamable = stats_streamable.clone();
+                let export = export_stats.clone();
                 async move {
-                    axum::Json(json!({
+                    let mut stats = json!({
                         "sse_sessions": sse.len(),
                         "streamable_sessions": streamable.sessions.read().await.len(),
                         "storage": store.stats(),
-                    }))
+                    });
+                    if let Some(export) = export {
+                        stats["telemetry"] = json!({
+                            "spans_queued": export.queued.get(),
+                            "spans_exported": export.exported.get(),
+                            "spans_dropped": export.dropped.get(),
+                            "export_failures": export.failed_batches.get(),
+                        });
+                    }
+                    axum::Json(stats)
                 }
             }),
         )
