@@ -323,6 +323,7 @@ fn assert_turn_tree(spans: &[JaegerSpan], tool: &str, storage: &str) {
         assert_eq!(chat.name, format!("chat {model}"));
         for key in [
             "gen_ai.provider.name",
+            "gen_ai.response.model",
             "gen_ai.usage.input_tokens",
             "gen_ai.usage.output_tokens",
             "gen_ai.response.finish_reasons",
