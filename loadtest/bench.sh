@@ -50,6 +50,7 @@ for step in "${steps[@]}"; do
       # A Jaeger of its own on ports off the defaults, fed by both services in the traced runs.
       export JAEGER_OTLP_GRPC_PORT=24317 JAEGER_OTLP_HTTP_PORT=24318 JAEGER_QUERY_HTTP_PORT=26686 \
         JAEGER_QUERY_GRPC_PORT=26685 JAEGER_HEALTH_PORT=23133
+      mkdir -p "$OUT"
       bash deploy/jaeger-local.sh --build-only >/dev/null
       bash deploy/jaeger-local.sh >"$OUT/bench-jaeger.log" 2>&1 &
       jaeger_pid=$!
