@@ -5,8 +5,10 @@
 #
 # Usage: bash loadtest/bench.sh [step ...]
 #   steps: max (max turns/s, 0 ms mock), overhead (1,000 users), users10k (10,000 users,
-#   200 ms mock), idle (RSS per idle actor), soak (10 minutes)
-#   default: all of them, in that order (about 20 minutes).
+#   200 ms mock), idle (RSS per idle actor), soak (10 minutes), tracing (200 turns/s for
+#   a minute without and with OTLP export to a local Jaeger, twice each; needs Go or
+#   JAEGER_BIN, see deploy/jaeger-local.sh)
+#   default: all of them but tracing, in that order (about 20 minutes).
 # Needs a release build (the script builds it) and `ulimit -n` of at least 25,000 for the
 # 10,000-user step (it raises the soft limit itself when the hard limit allows).
 set -euo pipefail
@@ -44,8 +46,31 @@ for step in "${steps[@]}"; do
     soak)
       "$LT" run --quiet --users 200 --rate 200 --duration 10m --out "$OUT/bench-soak"
       ;;
+    tracing)
+      # A Jaeger of its own on ports off the defaults, fed by both services in the traced runs.
+      export JAEGER_OTLP_GRPC_PORT=24317 JAEGER_OTLP_HTTP_PORT=24318 JAEGER_QUERY_HTTP_PORT=26686 \
+        JAEGER_QUERY_GRPC_PORT=26685 JAEGER_HEALTH_PORT=23133
+      mkdir -p "$OUT"
+      bash deploy/jaeger-local.sh --build-only >/dev/null
+      bash deploy/jaeger-local.sh >"$OUT/bench-jaeger.log" 2>&1 &
+      jaeger_pid=$!
+      trap 'kill "$jaeger_pid" 2>/dev/null || true' EXIT
+      until curl -fsS "http://127.0.0.1:$JAEGER_HEALTH_PORT/status" >/dev/null 2>&1; do
+        kill -0 "$jaeger_pid" || { cat "$OUT/bench-jaeger.log" >&2; exit 1; }
+        sleep 0.2
+      done
+      for round in 1 2; do
+        "$LT" run --quiet --users 200 --rate 200 --duration 60s --out "$OUT/bench-tracing-off-$round"
+        "$LT" run --quiet --users 200 --rate 200 --duration 60s \
+          --otlp-endpoint "http://127.0.0.1:$JAEGER_OTLP_HTTP_PORT" --out "$OUT/bench-tracing-on-$round"
+      done
+      curl -fsS "http://127.0.0.1:$JAEGER_QUERY_HTTP_PORT/api/services"
+      echo
+      kill "$jaeger_pid"
+      trap - EXIT
+      ;;
     *)
-      echo "unknown step $step (max, overhead, users10k, idle, soak)" >&2
+      echo "unknown step $step (max, overhead, users10k, idle, soak, tracing)" >&2
       exit 64
       ;;
   esac

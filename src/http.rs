@@ -660,6 +660,13 @@ fn render_metrics(state: &ApiState) -> String {
     if let Some(export) = &state.export_stats {
         render_value(
             &mut out,
+            "memento_trace_spans_queued_total",
+            "counter",
+            "Spans handed to the OTLP export queue.",
+            export.queued.get(),
+        );
+        render_value(
+            &mut out,
             "memento_trace_spans_exported_total",
             "counter",
             "Spans exported over OTLP.",

@@ -183,7 +183,7 @@ async fn run(
     match cli.command {
         Command::Serve(_) => run_daemon(config, export_stats).await,
         Command::Chat(_) => Ok(()),
-        Command::McpServer(_) => run_mcp_server(config).await,
+        Command::McpServer(_) => run_mcp_server(config, export_stats).await,
         Command::Export(args) => run_export(config, args).await,
         Command::Import(args) => run_import(config, args).await,
     }
@@ -261,7 +261,10 @@ async fn run_import(config: Config, args: cli::ImportArgs) -> anyhow::Result<()>
     Ok(())
 }
 
-async fn run_mcp_server(config: Config) -> anyhow::Result<()> {
+async fn run_mcp_server(
+    config: Config,
+    export_stats: Option<Arc<memento::telemetry::ExportStats>>,
+) -> anyhow::Result<()> {
     let store = open_store(&config)?;
     let shutdown = CancellationToken::new();
     if config.mcp_server.insecure_no_token {
@@ -280,7 +283,13 @@ async fn run_mcp_server(config: Config) -> anyhow::Result<()> {
             config.mcp_server.host
         );
     }
-    let server = memento::memory_server::start(&config.mcp_server, store, shutdown.clone()).await?;
+    let server = memento::memory_server::start_with_telemetry(
+        &config.mcp_server,
+        store,
+        shutdown.clone(),
+        export_stats,
+    )
+    .await?;
     println!("memento mcp-server listening on {}", server.url());
     println!("  Streamable HTTP: {}/mcp", server.url());
     println!("  legacy SSE:      {}/sse", server.url());

@@ -320,6 +320,17 @@ pub async fn start(
     store: Arc<dyn MemoryStore>,
     shutdown: CancellationToken,
 ) -> Result<RunningMemoryServer, MemoryServerError> {
+    start_with_telemetry(config, store, shutdown, None).await
+}
+
+/// Like [`start`]; `/stats` also shows the OTLP export counters (`telemetry`: spans queued,
+/// exported, dropped, failed export requests) when `export_stats` is given.
+pub async fn start_with_telemetry(
+    config: &McpServerConfig,
+    store: Arc<dyn MemoryStore>,
+    shutdown: CancellationToken,
+    export_stats: Option<Arc<crate::telemetry::ExportStats>>,
+) -> Result<RunningMemoryServer, MemoryServerError> {
     let addr = SocketAddr::new(config.host, config.port);
     let listener = TcpListener::bind(addr)
         .await
@@ -379,9 +390,10 @@ pub async fn start(
                 let sse = stats_sse.clone();
                 let streamable = stats_streamable.clone();
                 let connections = stats_connections.clone();
+                let export = export_stats.clone();
                 async move {
                     use std::sync::atomic::Ordering::Relaxed;
-                    axum::Json(json!({
+                    let mut stats = json!({
                         "sse_sessions": sse.len(),
                         "streamable_sessions": streamable.sessions.read().await.len(),
                         "storage": store.stats(),
@@ -390,7 +402,16 @@ pub async fn start(
                             "refused": connections.refused.load(Relaxed),
                             "timed_out": connections.timed_out.load(Relaxed),
                         },
-                    }))
+                    });
+                    if let Some(export) = export {
+                        stats["telemetry"] = json!({
+                            "spans_queued": export.queued.get(),
+                            "spans_exported": export.exported.get(),
+                            "spans_dropped": export.dropped.get(),
+                            "export_failures": export.failed_batches.get(),
+                        });
+                    }
+                    axum::Json(stats)
                 }
             }),
         )

@@ -146,8 +146,15 @@ fn init_with_env(
     let otel = tracing_subscriber::filter::Targets::new()
         .with_target("memento", tracing::Level::INFO)
         .with_default(tracing::Level::WARN);
+    // Source location, thread, target and busy/idle times (eight attributes per span) are
+    // left out: they cost the daemon CPU on every span and say nothing about a turn
+    // (measured under load in BENCHMARKS.md, "Tracing under load").
     let otel = tracing_opentelemetry::layer()
         .with_tracer(tracer)
+        .with_location(false)
+        .with_threads(false)
+        .with_target(false)
+        .with_tracked_inactivity(false)
         .with_filter(otel);
     let _ = tracing_subscriber::registry()
         .with(fmt)

@@ -3,13 +3,16 @@
 # load-test crate's tests, including interop with the official Python MCP and OpenAI SDKs and
 # the openai npm package, then the web page's end-to-end test in headless Chromium
 # (tests/e2e/run.sh installs Chromium and playwright-core when missing), then the official MCP
-# conformance suite (tests/conformance/run.sh).
+# conformance suite (tests/conformance/run.sh). The trace tests run against a real Jaeger v2 (built once with Go by deploy/jaeger-local.sh when
+# $JAEGER_BIN is not set; about 6 minutes on 2 cores the first time, cached afterwards).
 # Usage: bash tests/run.sh [extra cargo test args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash .ci/python-env
 bash .ci/node-env
 export MEMENTO_TEST_PYTHON="${MEMENTO_TEST_PYTHON:-$PWD/.venv/bin/python}"
+JAEGER_BIN="$(bash deploy/jaeger-local.sh --build-only)"
+export JAEGER_BIN
 cargo test --workspace --locked "$@"
 bash tests/e2e/run.sh
 # The official MCP conformance suite against a loopback `memento mcp-server` (Node 22 from npm).

@@ -72,6 +72,8 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<IdleReport> {
         mock_rpm: None,
         memento_bin: args.memento_bin.clone(),
         quiet: true,
+        otlp_endpoint: None,
+        otlp_protocol: "http/protobuf".into(),
     };
     let stack = spawn_stack(&stack_args).await?;
     let pid = stack.daemon.id();

@@ -2,4 +2,5 @@
 pub mod idle;
 pub mod mcp_bench;
 pub mod mock_azure;
+pub mod otlp;
 pub mod run;

@@ -67,6 +67,13 @@ pub struct RunArgs {
     /// Hide the progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Spawned stack: both services export traces to this OTLP endpoint (e.g. a Jaeger from
+    /// deploy/jaeger-local.sh: http://127.0.0.1:4318, or :4317 with --otlp-protocol grpc).
+    #[arg(long)]
+    pub otlp_endpoint: Option<String>,
+    /// OTLP protocol for --otlp-endpoint: http/protobuf or grpc.
+    #[arg(long, default_value = "http/protobuf", value_parser = ["http/protobuf", "grpc"])]
+    pub otlp_protocol: String,
 }
 
 /// A scenario file.
@@ -177,6 +184,9 @@ pub struct Report {
     /// The rate-limit check, when the spawned mock had an RPM quota.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimitCheck>,
+    /// Span export of both services, with --otlp-endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub telemetry: Option<crate::otlp::TelemetryReport>,
 }
 
 /// Whether the daemon kept the LLM deployment's request quota (spawn mode with
@@ -317,6 +327,11 @@ pub(crate) async fn spawn_stack(args: &RunArgs) -> anyhow::Result<Stack> {
         .arg(dir.path().join("mcp"))
         .env("MEMENTO_MCP_TOKEN", &mcp_token)
         .env("RUST_LOG", "warn")
+        .envs(crate::otlp::otel_env(
+            args.otlp_endpoint.as_deref(),
+            &args.otlp_protocol,
+            crate::otlp::MCP_SERVICE,
+        ))
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -333,6 +348,11 @@ pub(crate) async fn spawn_stack(args: &RunArgs) -> anyhow::Result<Stack> {
         .env("AZURE_OPENAI_DEPLOYMENT", "gpt-4o-mini")
         .env("MEMENTO_CONVERSATION__MAX_ACTORS", "1000000")
         .env("RUST_LOG", "warn")
+        .envs(crate::otlp::otel_env(
+            args.otlp_endpoint.as_deref(),
+            &args.otlp_protocol,
+            crate::otlp::DAEMON_SERVICE,
+        ))
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     if let Some(rpm) = args.mock_rpm {
@@ -755,6 +775,20 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Report> {
         }
         None => (None, None),
     };
+    let telemetry = match (&stack, &args.otlp_endpoint) {
+        (Some(stack), Some(endpoint)) => Some(
+            crate::otlp::export_report(
+                &http,
+                endpoint,
+                &args.otlp_protocol,
+                &stack.daemon_url,
+                &stack.mcp_url,
+                &stack.mcp_token,
+            )
+            .await,
+        ),
+        _ => None,
+    };
     let integrity = match &stack {
         Some(stack) => check_integrity(stack, &logs, &http, &base).await?,
         None => Integrity {
@@ -797,6 +831,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Report> {
             .filter(|h| !h.is_empty())
             .map(Latency::of),
         rate_limit: None,
+        telemetry,
     };
     drop(shared);
     if let (Some(rpm), Some(llm)) = (args.mock_rpm.filter(|_| args.target.is_none()), &report.llm) {
@@ -1052,6 +1087,9 @@ pub fn markdown(report: &Report) -> String {
             r.mock_429s,
             r.user_429s
         ));
+    }
+    if let Some(t) = &report.telemetry {
+        out.push_str(&format!("| spans exported / dropped / failed exports (daemon; MCP server) | {} / {} / {}; {} / {} / {} ({}) |\n", t.daemon.exported, t.daemon.dropped, t.daemon.export_failures, t.mcp_server.exported, t.mcp_server.dropped, t.mcp_server.export_failures, if t.no_loss { "no loss" } else { "LOSS" }));
     }
     if let Some(retries) = report.llm_retries {
         out.push_str(&format!("| daemon LLM retries | {retries} |\n"));

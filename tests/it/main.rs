@@ -7,6 +7,7 @@ mod daemon;
 mod deploy;
 mod durability;
 mod faults;
+mod jaeger;
 mod mcp_resources;
 mod memory_server;
 mod openai;

@@ -24,6 +24,21 @@ assert "memento-data" in compose["volumes"]
 assert any("memento-data" in v for v in services["mcp-server"]["volumes"])
 assert services["memento"]["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://jaeger:4318"
 
+# One Jaeger configuration file, shared by compose and deploy/jaeger-local.sh.
+jaeger = services["jaeger"]
+assert "./jaeger/config.yaml:/etc/jaeger/config.yaml:ro" in jaeger["volumes"], jaeger
+assert jaeger["command"] == ["--config", "/etc/jaeger/config.yaml"], jaeger
+assert jaeger["environment"]["JAEGER_LISTEN_HOST"] == "0.0.0.0", jaeger
+assert "jaeger/config.yaml" in (root / "deploy/jaeger-local.sh").read_text()
+jaeger_config = yaml.safe_load((root / "deploy/jaeger/config.yaml").read_text())
+pipeline = jaeger_config["service"]["pipelines"]["traces"]
+assert pipeline["receivers"] == ["otlp"], pipeline
+assert set(jaeger_config["receivers"]["otlp"]["protocols"]) == {"grpc", "http"}
+backends = jaeger_config["extensions"]["jaeger_storage"]["backends"]
+assert all("memory" in b for b in backends.values()), backends
+for key, default in (("QUERY_HTTP", "16686"), ("OTLP_GRPC", "4317"), ("OTLP_HTTP", "4318"), ("HEALTH", "13133")):
+    assert f"JAEGER_{key}_PORT:-{default}" in (root / "deploy/jaeger/config.yaml").read_text(), key
+
 docs = list(yaml.safe_load_all((root / "deploy/k8s/memento.yaml").read_text()))
 kinds = sorted(d["kind"] for d in docs)
 assert kinds == ["ConfigMap", "Deployment", "NetworkPolicy", "Secret", "Service", "Service", "StatefulSet"], kinds
