@@ -72,6 +72,7 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<IdleReport> {
         mock_rpm: None,
         memento_bin: args.memento_bin.clone(),
         quiet: true,
+        seed: 1,
     };
     let stack = spawn_stack(&stack_args).await?;
     let pid = stack.daemon.id();
