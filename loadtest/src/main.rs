@@ -5,6 +5,10 @@ use std::io::Write as _;
 
 use clap::{Parser, Subcommand};
 
+/// jemalloc, as in `memento`: the harness and the mock allocate per request too.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Load-test Memento without spending a token.
 #[derive(Debug, Parser)]
 #[command(name = "memento-loadtest", version)]
