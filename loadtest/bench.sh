@@ -4,11 +4,13 @@
 # data dir, and writes its report into loadtest/out/bench-<name>/.
 #
 # Usage: bash loadtest/bench.sh [step ...]
-#   steps: max (max turns/s, 0 ms mock), overhead (1,000 users), users10k (10,000 users,
-#   200 ms mock), idle (RSS per idle actor), soak (10 minutes), tracing (200 turns/s for
-#   a minute without and with OTLP export to a local Jaeger, twice each; needs Go or
-#   JAEGER_BIN, see deploy/jaeger-local.sh)
-#   default: all of them but tracing, in that order (about 20 minutes).
+#   steps: max (max turns/s, 0 ms mock, closed loop; the 64-user run gives the daemon's CPU
+#   per turn), capacity (highest Poisson rate within a 2 ms p99 overhead, 1,000 users),
+#   overhead (1,000 users, Poisson 300 turns/s), users10k (10,000 users, 200 ms mock),
+#   idle (RSS per idle actor), soak (10 minutes), tracing (200 turns/s for a minute without
+#   and with OTLP export to a local Jaeger, twice each; needs Go or JAEGER_BIN, see
+#   deploy/jaeger-local.sh)
+#   default: all of them but tracing, in that order (about 25 minutes).
 # Needs a release build (the script builds it) and `ulimit -n` of at least 25,000 for the
 # 10,000-user step (it raises the soft limit itself when the hard limit allows).
 set -euo pipefail
@@ -19,7 +21,7 @@ LT="$TARGET_DIR/release/memento-loadtest"
 OUT=loadtest/out
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 steps=("$@")
-[ ${#steps[@]} -eq 0 ] && steps=(max overhead users10k idle soak)
+[ ${#steps[@]} -eq 0 ] && steps=(max capacity overhead users10k idle soak)
 
 for step in "${steps[@]}"; do
   echo "== $step ($(date -u +%FT%TZ))"
@@ -29,12 +31,15 @@ for step in "${steps[@]}"; do
         "$LT" run --quiet --users "$users" --duration 30s --out "$OUT/bench-max-$users"
       done
       ;;
+    capacity)
+      # Poisson open loop over 1,000 users, 10 s per step, from 100 turns/s up by 1.25x.
+      "$LT" capacity --quiet --users 1000 --p99-overhead-ms 2 --start-rate 100 --factor 1.25 \
+        --out "$OUT/bench-capacity"
+      ;;
     overhead)
-      # 1,000 closed-loop users, each pausing 1 s between turns (think time), against a
-      # 0 ms mock: the load stays below saturation, so the overhead is the daemon's work,
-      # not queueing behind the two cores.
-      "$LT" run --quiet --users 1000 --duration 60s --scenario loadtest/scenarios/think1s.toml \
-        --out "$OUT/bench-overhead"
+      # 1,000 users, Poisson arrivals at 300 turns/s in all (open loop, seed 1), against a
+      # 0 ms mock: below saturation, so the overhead is the daemon's work.
+      "$LT" run --quiet --users 1000 --rate 300 --duration 60s --out "$OUT/bench-overhead"
       ;;
     users10k)
       "$LT" run --quiet --users 10000 --duration 60s --mock-latency-ms 200 \
@@ -70,7 +75,7 @@ for step in "${steps[@]}"; do
       trap - EXIT
       ;;
     *)
-      echo "unknown step $step (max, overhead, users10k, idle, soak, tracing)" >&2
+      echo "unknown step $step (max, capacity, overhead, users10k, idle, soak, tracing)" >&2
       exit 64
       ;;
   esac

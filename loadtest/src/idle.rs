@@ -74,6 +74,7 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<IdleReport> {
         quiet: true,
         otlp_endpoint: None,
         otlp_protocol: "http/protobuf".into(),
+        seed: 1,
     };
     let stack = spawn_stack(&stack_args).await?;
     let pid = stack.daemon.id();

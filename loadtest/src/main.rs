@@ -5,6 +5,10 @@ use std::io::Write as _;
 
 use clap::{Parser, Subcommand};
 
+/// jemalloc, as in `memento`: the harness and the mock allocate per request too.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Load-test Memento without spending a token.
 #[derive(Debug, Parser)]
 #[command(name = "memento-loadtest", version)]
@@ -20,6 +24,11 @@ enum Command {
     /// (Azure mock, memento mcp-server, memento serve). Exits 1 when the integrity check
     /// fails (a lost or leaked memory, or turns out of order).
     Run(memento_loadtest::run::RunArgs),
+    /// Find the highest open-loop rate (Poisson arrivals) whose p99 daemon overhead stays
+    /// under --p99-overhead-ms: steps the rate up by --factor from --start-rate, each step
+    /// --duration long (default 10 s) with fresh users on one stack, then bisects. Writes
+    /// capacity.json and capacity.md (every step, with its CPU per turn) into --out.
+    Capacity(memento_loadtest::capacity::CapacityArgs),
     /// Serve an Azure OpenAI-compatible chat-completions mock (the offline model as its
     /// brain) with latency, quotas and fault injection; GET /stats for its counters.
     MockAzure(MockAzureArgs),
@@ -156,6 +165,12 @@ async fn main() -> anyhow::Result<()> {
                 eprintln!("rate-limit check FAILED");
                 std::process::exit(1);
             }
+        }
+        Command::Capacity(args) => {
+            let out = args.run.out.clone();
+            let report = memento_loadtest::capacity::run(args).await?;
+            println!("{}", memento_loadtest::capacity::markdown(&report));
+            println!("reports written to {}", out.display());
         }
         Command::MockAzure(args) => mock_azure(args).await?,
         Command::IdleActors(args) => {

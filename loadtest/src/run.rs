@@ -1,32 +1,43 @@
 //! `memento-loadtest run`: drives a daemon's HTTP API with simulated users and reports
-//! throughput, latency, errors, LLM and tool activity, daemon RSS and CPU, and an integrity
-//! check of every memory the daemon said it stored.
+//! throughput, latency, errors, LLM and tool activity, daemon RSS and CPU (per turn, and
+//! the MCP server's per tool call), and an integrity check of every memory the daemon said
+//! it stored.
 //!
 //! - Closed loop (default): `--users` users, each sending its next turn when the previous one
-//!   is answered (plus the scenario's think time). Open loop (`--rate N`): turns are sent on a
-//!   fixed schedule, and latency is measured from the *intended* send time, so a stalled
+//!   is answered (plus the scenario's think time). Open loop (`--rate N`): Poisson arrivals
+//!   at N turns/s in aggregate, seeded by `--seed`, each user's turns in order
+//!   (`run/schedule.rs`); latency is measured from the *intended* send time, so a stalled
 //!   daemon cannot hide behind fewer sends (coordinated omission).
-//! - `--spawn` (the default without `--target`): starts the Azure mock in this process and
-//!   `memento mcp-server` + `memento serve` as child processes on free loopback ports with a
-//!   temporary data directory; the daemon talks to the mock over real HTTP as if it were Azure.
+//! - `--spawn` (the default without `--target`): starts the Azure mock (`memento-loadtest
+//!   mock-azure`), `memento mcp-server` and `memento serve` as child processes on free
+//!   loopback ports with a temporary data directory; the daemon talks to the mock over real
+//!   HTTP as if it were Azure. The mock has its own process, so its work never delays the
+//!   harness's clocks (that delay would count as daemon overhead), and each process's CPU is
+//!   measured apart (`run/cpu.rs`).
 //! - Every stored memory carries a unique marker word; at the end each marker must be found
 //!   for its user through the MCP server and never for another user.
+//! - The users themselves live in `run/drive.rs`; `capacity.rs` steps the open loop's rate.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::mock_azure::{MockConfig, MockServer, MockStats};
+use crate::mock_azure::MockStats;
+
+mod cpu;
+mod drive;
+pub mod schedule;
+
+pub(crate) use drive::{Load, Measured, OpenLoop, UserLog, drive};
 
 /// Flags of `run`.
 #[derive(Debug, Clone, clap::Args)]
@@ -43,7 +54,8 @@ pub struct RunArgs {
     /// Total turns to send, then stop.
     #[arg(long)]
     pub turns: Option<u64>,
-    /// Open loop: turns per second, sent on schedule whatever the latency.
+    /// Open loop: Poisson arrivals at this many turns/s in aggregate (seeded by --seed),
+    /// each user's turns in order; latency counts from the scheduled send time.
     #[arg(long)]
     pub rate: Option<f64>,
     /// Scenario file (TOML); default: the built-in default mix.
@@ -74,6 +86,10 @@ pub struct RunArgs {
     /// OTLP protocol for --otlp-endpoint: http/protobuf or grpc.
     #[arg(long, default_value = "http/protobuf", value_parser = ["http/protobuf", "grpc"])]
     pub otlp_protocol: String,
+    /// Seed of the open loop's arrival schedule and of the users' messages: the same seed
+    /// gives the same load.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
 }
 
 /// A scenario file.
@@ -187,6 +203,33 @@ pub struct Report {
     /// Span export of both services, with --otlp-endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub telemetry: Option<crate::otlp::TelemetryReport>,
+    /// Open loop: the turns/s offered (`--rate`); `turns_per_s` is what was achieved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offered_rate: Option<f64>,
+    /// Open loop: turns in the arrival schedule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_turns: Option<u64>,
+    /// Open loop: scheduled turns never sent, because the daemon fell so far behind that
+    /// the run reached its hard stop (twice the schedule's span plus 10 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unsent_turns: Option<u64>,
+    /// Open loop: how late each turn was sent after its scheduled time, ms (the user's
+    /// previous turn still running, or the harness behind). Latency includes it; overhead
+    /// does not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send_lag_ms: Option<Latency>,
+    /// Daemon CPU (utime + stime) over the measured window, µs per turn answered 200
+    /// (spawn mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daemon_cpu_us_per_turn: Option<f64>,
+    /// MCP server CPU over the measured window, µs per tool call (spawn mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp_cpu_us_per_call: Option<f64>,
+    /// Mean cores used over the measured window, per process (`daemon`, `mcp_server`,
+    /// `mock`, `harness`): shows when the load generator or the mock, not the daemon, is
+    /// short of CPU.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub cpu_cores: BTreeMap<String, f64>,
 }
 
 /// Whether the daemon kept the LLM deployment's request quota (spawn mode with
@@ -267,16 +310,106 @@ pub(crate) struct Stack {
     mcp_token: String,
     pub(crate) daemon: Child,
     mcp: Child,
-    mock: MockServer,
+    /// `memento-loadtest mock-azure`, in its own process.
+    mock: Child,
+    mock_url: String,
     _dir: tempfile::TempDir,
 }
 
 impl Drop for Stack {
     fn drop(&mut self) {
-        let _ = self.daemon.kill();
-        let _ = self.daemon.wait();
-        let _ = self.mcp.kill();
-        let _ = self.mcp.wait();
+        kill(&mut self.daemon);
+        kill(&mut self.mcp);
+        kill(&mut self.mock);
+    }
+}
+
+impl Stack {
+    /// The processes whose CPU a run measures, by the names the report uses.
+    pub(crate) fn processes(&self) -> Vec<(&'static str, u32)> {
+        vec![
+            ("daemon", self.daemon.id()),
+            ("mcp_server", self.mcp.id()),
+            ("mock", self.mock.id()),
+        ]
+    }
+
+    /// Zeroes the mock's counters (`POST /stats/reset`), between capacity steps.
+    pub(crate) async fn reset_mock_stats(&self, http: &reqwest::Client) -> anyhow::Result<()> {
+        let url = format!("{}/stats/reset", self.mock_url);
+        http.post(&url)
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .with_context(|| format!("POST {url}"))?;
+        Ok(())
+    }
+
+    /// The mock's counters, from its `GET /stats`.
+    pub(crate) async fn mock_stats(&self, http: &reqwest::Client) -> anyhow::Result<MockStats> {
+        let url = format!("{}/stats", self.mock_url);
+        http.get(&url)
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .with_context(|| format!("GET {url}"))?
+            .json()
+            .await
+            .with_context(|| format!("GET {url}: not the mock's stats"))
+    }
+}
+
+fn kill(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// The `memento-loadtest` binary that serves the mock: this one, or the one next to the
+/// `memento` binary (when the harness runs as a library inside a test).
+fn mock_bin(memento: &Path) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    if exe.file_stem().is_some_and(|s| s == "memento-loadtest") {
+        return Ok(exe);
+    }
+    let beside = memento.with_file_name("memento-loadtest");
+    if beside.is_file() {
+        return Ok(beside);
+    }
+    bail!(
+        "cannot find the `memento-loadtest` binary (for the mock) next to {}",
+        memento.display()
+    )
+}
+
+/// Starts `memento-loadtest mock-azure` on a free loopback port; returns it and its URL.
+fn spawn_mock(args: &RunArgs, memento: &Path) -> anyhow::Result<(Child, String)> {
+    let bin = mock_bin(memento)?;
+    let mut command = Command::new(&bin);
+    command
+        .args(["mock-azure", "--host", "127.0.0.1", "--port", "0"])
+        .args(["--api-key", "mock-key"])
+        .args(["--latency-ms", &args.mock_latency_ms.to_string()])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    if let Some(rpm) = args.mock_rpm {
+        command.args(["--rpm", &rpm.to_string()]);
+    }
+    // Fault rates and quotas set for a hand-run mock must not leak into the benchmark's.
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("MOCK_AZURE_") {
+            command.env_remove(name);
+        }
+    }
+    let mut mock = command
+        .spawn()
+        .with_context(|| format!("start {} mock-azure", bin.display()))?;
+    match url_from(&mut mock, "memento-loadtest mock-azure") {
+        Ok(url) => Ok((mock, url)),
+        Err(error) => {
+            kill(&mut mock);
+            Err(error)
+        }
     }
 }
 
@@ -314,15 +447,9 @@ fn url_from(child: &mut Child, what: &str) -> anyhow::Result<String> {
 pub(crate) async fn spawn_stack(args: &RunArgs) -> anyhow::Result<Stack> {
     let bin = memento_bin(args.memento_bin.as_deref())?;
     let dir = tempfile::tempdir()?;
-    let mock = MockServer::start(MockConfig {
-        port: 0,
-        latency_ms: args.mock_latency_ms,
-        rpm: args.mock_rpm,
-        ..MockConfig::default()
-    })
-    .await?;
+    let (mut mock, mock_url) = spawn_mock(args, &bin)?;
     let mcp_token = format!("loadtest-{}", uuid_like());
-    let mut mcp = Command::new(&bin)
+    let mcp = Command::new(&bin)
         .args(["mcp-server", "--port", "0", "--data-dir"])
         .arg(dir.path().join("mcp"))
         .env("MEMENTO_MCP_TOKEN", &mcp_token)
@@ -335,15 +462,29 @@ pub(crate) async fn spawn_stack(args: &RunArgs) -> anyhow::Result<Stack> {
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .with_context(|| format!("start {} mcp-server", bin.display()))?;
-    let mcp_url = url_from(&mut mcp, "memento mcp-server")?;
+        .with_context(|| format!("start {} mcp-server", bin.display()));
+    let mut mcp = match mcp {
+        Ok(mcp) => mcp,
+        Err(error) => {
+            kill(&mut mock);
+            return Err(error);
+        }
+    };
+    let mcp_url = match url_from(&mut mcp, "memento mcp-server") {
+        Ok(url) => url,
+        Err(error) => {
+            kill(&mut mcp);
+            kill(&mut mock);
+            return Err(error);
+        }
+    };
     let mut daemon_cmd = Command::new(&bin);
     daemon_cmd
         .args(["serve", "--port", "0", "--data-dir"])
         .arg(dir.path().join("daemon"))
         .args(["--mcp-url", &format!("{mcp_url}/mcp")])
         .env("MEMENTO_MCP_TOKEN", &mcp_token)
-        .env("AZURE_OPENAI_ENDPOINT", mock.endpoint())
+        .env("AZURE_OPENAI_ENDPOINT", &mock_url)
         .env("AZURE_OPENAI_API_KEY", "mock-key")
         .env("AZURE_OPENAI_DEPLOYMENT", "gpt-4o-mini")
         .env("MEMENTO_CONVERSATION__MAX_ACTORS", "1000000")
@@ -358,11 +499,21 @@ pub(crate) async fn spawn_stack(args: &RunArgs) -> anyhow::Result<Stack> {
     if let Some(rpm) = args.mock_rpm {
         daemon_cmd.env("MEMENTO_LLM__RPM", rpm.to_string());
     }
-    let mut daemon = daemon_cmd.spawn().context("start memento serve")?;
+    let daemon = daemon_cmd.spawn().context("start memento serve");
+    let mut daemon = match daemon {
+        Ok(daemon) => daemon,
+        Err(error) => {
+            kill(&mut mcp);
+            kill(&mut mock);
+            return Err(error);
+        }
+    };
     let daemon_url = match url_from(&mut daemon, "memento serve") {
         Ok(url) => url,
         Err(error) => {
-            let _ = mcp.kill();
+            kill(&mut daemon);
+            kill(&mut mcp);
+            kill(&mut mock);
             return Err(error);
         }
     };
@@ -373,106 +524,63 @@ pub(crate) async fn spawn_stack(args: &RunArgs) -> anyhow::Result<Stack> {
         daemon,
         mcp,
         mock,
+        mock_url,
         _dir: dir,
     })
 }
 
-fn uuid_like() -> String {
+pub(crate) fn uuid_like() -> String {
     let mut rng = rand::rng();
     format!("{:016x}{:016x}", rng.random::<u64>(), rng.random::<u64>())
 }
 
-/// One user's record of what it sent and stored.
-#[derive(Default)]
-struct UserLog {
-    sent: Vec<String>,
-    markers: Vec<String>,
-    /// Markers whose delete turn ended without an answer: the delete may or may not have
-    /// happened, so they are neither expected nor counted as lost.
-    uncertain: u64,
-}
-
-#[derive(Default)]
-struct Shared {
-    histogram: Option<Histogram<u64>>,
-    overhead: Option<Histogram<u64>>,
-    per_second: Vec<(u64, Histogram<u64>)>,
-    errors: BTreeMap<String, u64>,
-    tool_calls: BTreeMap<String, u64>,
-    turns: u64,
-}
-
-const WORDS: &[&str] = &[
-    "meeting",
-    "budget",
-    "recipe",
-    "garden",
-    "travel",
-    "invoice",
-    "birthday",
-    "project",
-    "launch",
-    "review",
-    "dentist",
-    "flight",
-    "hotel",
-    "books",
-    "running",
-    "coffee",
-    "design",
-    "release",
-    "contract",
-    "insurance",
-    "school",
-    "holiday",
-    "concert",
-    "museum",
-    "pasta",
-    "bicycle",
-    "keyboard",
-    "mortgage",
-    "plumber",
-    "newsletter",
-];
-
-fn text(rng: &mut impl Rng, size: TextSize) -> String {
-    let n = rng.random_range(size.min_words.max(1)..=size.max_words.max(size.min_words.max(1)));
-    (0..n)
-        .map(|_| WORDS[rng.random_range(0..WORDS.len())])
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-fn pick(rng: &mut impl Rng, mix: Mix) -> &'static str {
-    let total = mix.store + mix.retrieve + mix.search + mix.delete + mix.chat;
-    let mut roll = rng.random_range(0..total.max(1));
-    for (weight, kind) in [
-        (mix.store, "store"),
-        (mix.retrieve, "retrieve"),
-        (mix.search, "search"),
-        (mix.delete, "delete"),
-        (mix.chat, "chat"),
-    ] {
-        if roll < weight {
-            return kind;
-        }
-        roll -= weight;
-    }
-    "chat"
-}
-
-/// Runs the load test and writes the report; `Ok(report)` even when integrity fails (the
-/// caller decides the exit code).
-pub async fn run(args: RunArgs) -> anyhow::Result<Report> {
-    let scenario = match &args.scenario {
+/// Reads the scenario file, or the built-in default.
+pub(crate) fn scenario(args: &RunArgs) -> anyhow::Result<Scenario> {
+    Ok(match &args.scenario {
         Some(path) => toml::from_str::<Scenario>(
             &std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?,
         )
         .with_context(|| format!("parse scenario {}", path.display()))?,
         None => Scenario::default(),
-    };
+    })
+}
+
+/// The load of `args` against `base`, measuring the stack's processes when spawned.
+pub(crate) fn load(
+    args: &RunArgs,
+    scenario: &Scenario,
+    base: &str,
+    stack: Option<&Stack>,
+    rate: Option<f64>,
+) -> Load {
+    Load {
+        base: base.to_owned(),
+        users: args.users,
+        token: args.token.clone(),
+        scenario: scenario.clone(),
+        turns: args.turns,
+        duration: args.duration,
+        open: rate.map(|rate| OpenLoop {
+            rate,
+            seed: args.seed,
+        }),
+        seed: args.seed,
+        quiet: args.quiet,
+        processes: stack.map(Stack::processes).unwrap_or_default(),
+    }
+}
+
+/// Runs the load test and writes the report; `Ok(report)` even when integrity fails (the
+/// caller decides the exit code).
+pub async fn run(args: RunArgs) -> anyhow::Result<Report> {
+    let scenario = scenario(&args)?;
     if args.users == 0 {
         bail!("--users must be at least 1");
+    }
+    if let Some(rate) = args.rate
+        && !(rate.is_finite() && rate > 0.0)
+    {
+        bail!("--rate must be a positive number of turns per second (got {rate})");
     }
     let stack = match &args.target {
         Some(_) => None,
@@ -483,278 +591,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Report> {
         (None, Some(stack)) => stack.daemon_url.clone(),
         (None, None) => bail!("no target"),
     };
-    let duration = match (args.turns, args.duration) {
-        (Some(_), _) => None,
-        (None, Some(d)) => Some(d),
-        (None, None) => Some(Duration::from_secs(10)),
-    };
+    let measured = drive(load(&args, &scenario, &base, stack.as_ref(), args.rate)).await?;
     let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(args.users.min(4096))
-        .tcp_nodelay(true)
         .timeout(Duration::from_secs(120))
         .build()?;
-    let shared = Arc::new(Mutex::new(Shared {
-        histogram: Some(
-            Histogram::new_with_bounds(1, 3_600_000_000, 3).map_err(|e| anyhow::anyhow!("{e}"))?,
-        ),
-        overhead: Some(
-            Histogram::new_with_bounds(1, 3_600_000_000, 3).map_err(|e| anyhow::anyhow!("{e}"))?,
-        ),
-        ..Shared::default()
-    }));
-    let logs: Arc<Vec<Mutex<UserLog>>> = Arc::new(
-        (0..args.users)
-            .map(|_| Mutex::new(UserLog::default()))
-            .collect(),
-    );
-    let budget = Arc::new(std::sync::atomic::AtomicI64::new(
-        args.turns.map_or(i64::MAX, |t| t as i64),
-    ));
-    let progress = if args.quiet {
-        indicatif::ProgressBar::hidden()
-    } else {
-        match args.turns {
-            Some(turns) => indicatif::ProgressBar::new(turns),
-            None => indicatif::ProgressBar::new(duration.map_or(0, |d| d.as_secs())),
-        }
-    };
-    progress.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} {msg}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    let started = Instant::now();
-    let stop_at = duration.map(|d| started + d);
-    let run_id: Arc<str> = Arc::from(&uuid_like()[..8]);
-
-    // Resource sampling of the spawned daemon, once a second.
-    let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let samples: Arc<Mutex<(Vec<f64>, Vec<f64>)>> = Arc::default();
-    let sampler = stack.as_ref().map(|s| {
-        let pid = s.daemon.id();
-        let sampling = sampling.clone();
-        let samples = samples.clone();
-        tokio::spawn(async move {
-            let ticks = 100.0; // USER_HZ on Linux
-            let mut last = cpu_ticks(pid);
-            while sampling.load(std::sync::atomic::Ordering::Relaxed) {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                let now = cpu_ticks(pid);
-                if let Ok(mut s) = samples.lock() {
-                    s.0.push(rss_mib(pid));
-                    s.1.push((now.saturating_sub(last)) as f64 / ticks);
-                }
-                last = now;
-            }
-        })
-    });
-
-    let mut tasks = Vec::new();
-    let open_loop = args.rate.filter(|r| *r > 0.0);
-    for user_index in 0..args.users {
-        let http = http.clone();
-        let base = base.clone();
-        let token = args.token.clone();
-        let shared = shared.clone();
-        let logs = logs.clone();
-        let budget = budget.clone();
-        let progress = progress.clone();
-        let scenario = scenario.clone();
-        let user = format!("lt-{run_id}-{user_index:05}");
-        let run_id = run_id.clone();
-        let users = args.users as f64;
-        tasks.push(tokio::spawn(async move {
-            let mut rng = rand::rngs::StdRng::seed_from_u64(user_index as u64 + 1);
-            let ramp =
-                Duration::from_secs_f64(scenario.ramp_up_s.max(0.0) * user_index as f64 / users);
-            tokio::time::sleep(ramp).await;
-            let mut n = 0u64;
-            // Open loop: this user's share of the rate, on a fixed schedule.
-            let interval = open_loop.map(|rate| Duration::from_secs_f64(users / rate));
-            let mut intended = Instant::now();
-            loop {
-                if stop_at.is_some_and(|t| Instant::now() >= t) {
-                    break;
-                }
-                if budget.fetch_sub(1, std::sync::atomic::Ordering::Relaxed) <= 0 {
-                    break;
-                }
-                if interval.is_some() {
-                    let now = Instant::now();
-                    if intended > now {
-                        tokio::time::sleep(intended - now).await;
-                    }
-                }
-                let kind = pick(&mut rng, scenario.mix);
-                let (message, marker) = match kind {
-                    "store" => {
-                        let marker = format!("mk{run_id}u{user_index}n{n}");
-                        (
-                            format!("store this: {} {marker}", text(&mut rng, scenario.text)),
-                            Some(marker),
-                        )
-                    }
-                    "retrieve" => (
-                        format!(
-                            "what did I store about {}?",
-                            WORDS[rng.random_range(0..WORDS.len())]
-                        ),
-                        None,
-                    ),
-                    "search" => (
-                        format!(
-                            "search my notes for {}",
-                            WORDS[rng.random_range(0..WORDS.len())]
-                        ),
-                        None,
-                    ),
-                    // Forget one of this user's own markers, so the integrity check knows
-                    // exactly which memory is gone.
-                    "delete" => {
-                        let target = logs[user_index]
-                            .lock()
-                            .ok()
-                            .and_then(|l| l.markers.first().cloned());
-                        match target {
-                            Some(marker) => (format!("forget {marker}"), Some(marker)),
-                            None => ("hello again".to_owned(), None),
-                        }
-                    }
-                    _ => ("hello, how are you?".to_owned(), None),
-                };
-                // Latency counts from the intended send time in open loop.
-                let t0 = if interval.is_some() {
-                    intended
-                } else {
-                    Instant::now()
-                };
-                let mut request = http
-                    .post(format!("{base}/v1/users/{user}/messages"))
-                    .json(&json!({"message": message}));
-                if let Some(token) = &token {
-                    request = request.bearer_auth(token);
-                }
-                let sent_at = Instant::now();
-                let outcome = request.send().await;
-                let (status, body) = match outcome {
-                    Ok(response) => {
-                        let status = response.status().as_u16();
-                        (
-                            status,
-                            response.json::<Value>().await.unwrap_or(Value::Null),
-                        )
-                    }
-                    Err(error) => (0, json!({"transport": error.to_string()})),
-                };
-                let micros = t0.elapsed().as_micros().max(1) as u64;
-                // Overhead counts from the actual send: a late open-loop send is the
-                // harness's schedule, not the daemon's work.
-                let overhead_micros = (status == 200)
-                    .then(|| {
-                        let timings = &body["timings"];
-                        let outside = timings["llm_ms"].as_f64()? + timings["tools_ms"].as_f64()?;
-                        let total = sent_at.elapsed().as_secs_f64() * 1e6;
-                        Some((total - outside * 1000.0).max(1.0) as u64)
-                    })
-                    .flatten();
-                let second = started.elapsed().as_secs();
-                if let Ok(mut shared) = shared.lock() {
-                    shared.turns += 1;
-                    if let (Some(h), Some(o)) = (shared.overhead.as_mut(), overhead_micros) {
-                        h.saturating_record(o);
-                    }
-                    if let Some(h) = shared.histogram.as_mut() {
-                        h.saturating_record(micros);
-                    }
-                    if shared.per_second.last().is_none_or(|(s, _)| *s != second)
-                        && let Ok(h) = Histogram::new_with_bounds(1, 3_600_000_000, 2)
-                    {
-                        shared.per_second.push((second, h));
-                    }
-                    if let Some((_, h)) = shared.per_second.last_mut() {
-                        h.saturating_record(micros);
-                    }
-                    if status != 200 {
-                        let kind = if status == 0 {
-                            "transport".to_owned()
-                        } else {
-                            format!("{status} {}", body["error"]["code"].as_str().unwrap_or(""))
-                        };
-                        *shared.errors.entry(kind).or_default() += 1;
-                    }
-                    for call in body["tool_calls"].as_array().into_iter().flatten() {
-                        if let Some(name) = call["name"].as_str() {
-                            *shared.tool_calls.entry(name.to_owned()).or_default() += 1;
-                        }
-                    }
-                }
-                if status == 200 {
-                    let succeeded = |tool: &str| {
-                        body["tool_calls"]
-                            .as_array()
-                            .into_iter()
-                            .flatten()
-                            .any(|c| c["name"] == tool && c["is_error"] == false)
-                    };
-                    let stored = succeeded("store_memory");
-                    let deleted = succeeded("delete_memory");
-                    if let Ok(mut log) = logs[user_index].lock() {
-                        log.sent.push(message);
-                        match (kind, marker) {
-                            ("store", Some(marker)) if stored => log.markers.push(marker),
-                            ("delete", Some(marker)) if deleted => {
-                                log.markers.retain(|m| *m != marker)
-                            }
-                            _ => {}
-                        }
-                    }
-                } else if let ("delete", Some(marker)) = (kind, &marker)
-                    && let Ok(mut log) = logs[user_index].lock()
-                {
-                    log.markers.retain(|m| m != marker);
-                    log.uncertain += 1;
-                }
-                if stop_at.is_none() {
-                    progress.inc(1);
-                }
-                n += 1;
-                if let Some(interval) = interval {
-                    intended += interval;
-                } else if scenario.think_ms > 0 {
-                    tokio::time::sleep(Duration::from_millis(scenario.think_ms)).await;
-                }
-            }
-        }));
-    }
-    let ticker = {
-        let progress = progress.clone();
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                let turns = shared.lock().map(|s| s.turns).unwrap_or(0);
-                let elapsed = started.elapsed().as_secs_f64();
-                if stop_at.is_some() {
-                    progress.set_position(elapsed as u64);
-                }
-                progress.set_message(format!(
-                    "{turns} turns, {:.0}/s",
-                    turns as f64 / elapsed.max(0.001)
-                ));
-            }
-        })
-    };
-    for task in tasks {
-        let _ = task.await;
-    }
-    ticker.abort();
-    progress.finish_and_clear();
-    let elapsed = started.elapsed().as_secs_f64();
-    sampling.store(false, std::sync::atomic::Ordering::Relaxed);
-    if let Some(sampler) = sampler {
-        let _ = sampler.await;
-    }
 
     let (llm, llm_retries) = match &stack {
         Some(stack) => {
@@ -771,7 +611,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Report> {
                     .and_then(|t| metric(&t, "memento_llm_retries_total")),
                 None => None,
             };
-            (Some(stack.mock.stats()), retries)
+            (Some(stack.mock_stats(&http).await?), retries)
         }
         None => (None, None),
     };
@@ -790,56 +630,72 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Report> {
         _ => None,
     };
     let integrity = match &stack {
-        Some(stack) => check_integrity(stack, &logs, &http, &base).await?,
+        Some(stack) => check_integrity(stack, &measured.logs, &http, &base).await?,
         None => Integrity {
             ok: true,
             skipped: Some("--target given: the MCP server is not known to the harness".into()),
             ..Integrity::default()
         },
     };
-    let shared = shared.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
-    let histogram = shared.histogram.as_ref().context("histogram")?;
-    let (rss, cpu) = samples.lock().map(|s| s.clone()).unwrap_or_default();
-    let mut report = Report {
-        scenario: scenario.name.clone(),
-        mode: if open_loop.is_some() {
-            "open".into()
-        } else {
-            "closed".into()
-        },
-        users: args.users,
-        turns: shared.turns,
-        elapsed_s: elapsed,
-        turns_per_s: shared.turns as f64 / elapsed.max(0.001),
-        latency_ms: Latency::of(histogram),
-        errors: shared.errors.clone(),
-        tool_calls: shared.tool_calls.clone(),
-        llm,
-        llm_retries,
-        daemon_rss_mib: rss,
-        daemon_cpu: cpu,
-        throughput_per_s: shared.per_second.iter().map(|(_, h)| h.len()).collect(),
-        p99_per_s_ms: shared
-            .per_second
-            .iter()
-            .map(|(_, h)| h.value_at_quantile(0.99) as f64 / 1000.0)
-            .collect(),
-        integrity,
-        overhead_ms: shared
-            .overhead
-            .as_ref()
-            .filter(|h| !h.is_empty())
-            .map(Latency::of),
-        rate_limit: None,
-        telemetry,
-    };
-    drop(shared);
+    let mut report = report(&scenario.name, args.users, args.rate, &measured);
+    report.llm = llm;
+    report.llm_retries = llm_retries;
+    report.integrity = integrity;
+    report.telemetry = telemetry;
     if let (Some(rpm), Some(llm)) = (args.mock_rpm.filter(|_| args.target.is_none()), &report.llm) {
         report.rate_limit = Some(rate_limit_check(rpm, llm, &report.errors));
     }
     write_reports(&args.out, &report)?;
     drop(stack);
     Ok(report)
+}
+
+/// The report of what the users measured (no LLM figures, no integrity check yet).
+pub(crate) fn report(
+    scenario: &str,
+    users: usize,
+    rate: Option<f64>,
+    measured: &Measured,
+) -> Report {
+    let shared = &measured.shared;
+    let elapsed = measured.elapsed_s;
+    let tool_calls: u64 = shared.tool_calls.values().sum();
+    Report {
+        scenario: scenario.to_owned(),
+        mode: if rate.is_some() {
+            "open".into()
+        } else {
+            "closed".into()
+        },
+        users,
+        turns: shared.turns,
+        elapsed_s: elapsed,
+        turns_per_s: shared.turns as f64 / elapsed.max(0.001),
+        latency_ms: Latency::of(&shared.latency),
+        errors: shared.errors.clone(),
+        tool_calls: shared.tool_calls.clone(),
+        llm: None,
+        llm_retries: None,
+        daemon_rss_mib: measured.rss_mib.clone(),
+        daemon_cpu: measured.cpu_per_s.clone(),
+        throughput_per_s: shared.per_second.iter().map(|(_, h)| h.len()).collect(),
+        p99_per_s_ms: shared
+            .per_second
+            .iter()
+            .map(|(_, h)| h.value_at_quantile(0.99) as f64 / 1000.0)
+            .collect(),
+        integrity: Integrity::default(),
+        overhead_ms: (!shared.overhead.is_empty()).then(|| Latency::of(&shared.overhead)),
+        rate_limit: None,
+        telemetry: None,
+        offered_rate: rate,
+        scheduled_turns: measured.scheduled,
+        unsent_turns: measured.scheduled.map(|_| shared.unsent),
+        send_lag_ms: (!shared.send_lag.is_empty()).then(|| Latency::of(&shared.send_lag)),
+        daemon_cpu_us_per_turn: measured.cpu.us_per("daemon", shared.answered),
+        mcp_cpu_us_per_call: measured.cpu.us_per("mcp_server", tool_calls),
+        cpu_cores: measured.cpu.cores(),
+    }
 }
 
 /// The rate-limit check over what the mock saw and what the users saw.
@@ -898,17 +754,6 @@ pub(crate) fn rss_mib(pid: u32) -> f64 {
                 .and_then(|kb| kb.parse::<f64>().ok())
         })
         .map_or(0.0, |kb| kb / 1024.0)
-}
-
-fn cpu_ticks(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            let after = s.rsplit_once(')')?.1;
-            let fields: Vec<&str> = after.split_whitespace().collect();
-            Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
-        })
-        .unwrap_or(0)
 }
 
 /// Every marker found for its user through the MCP server; never for another user; every
@@ -1074,6 +919,39 @@ pub fn markdown(report: &Report) -> String {
         out.push_str(&format!(
             "| daemon overhead p50 / p90 / p99 / p99.9 / max (ms) | {:.2} / {:.2} / {:.2} / {:.2} / {:.2} |\n",
             o.p50, o.p90, o.p99, o.p999, o.max
+        ));
+    }
+    if let Some(offered) = report.offered_rate {
+        out.push_str(&format!(
+            "| offered / achieved turns/s (open loop, Poisson) | {offered:.1} / {:.1} ({} scheduled, {} unsent) |\n",
+            report.turns_per_s,
+            report.scheduled_turns.unwrap_or(0),
+            report.unsent_turns.unwrap_or(0)
+        ));
+    }
+    if let Some(o) = &report.send_lag_ms {
+        out.push_str(&format!(
+            "| send lag behind schedule p50 / p90 / p99 / p99.9 / max (ms) | {:.2} / {:.2} / {:.2} / {:.2} / {:.2} |\n",
+            o.p50, o.p90, o.p99, o.p999, o.max
+        ));
+    }
+    if let Some(us) = report.daemon_cpu_us_per_turn {
+        out.push_str(&format!("| daemon CPU per turn (µs) | {us:.0} |\n"));
+    }
+    if let Some(us) = report.mcp_cpu_us_per_call {
+        out.push_str(&format!(
+            "| MCP server CPU per tool call (µs) | {us:.0} |\n"
+        ));
+    }
+    if !report.cpu_cores.is_empty() {
+        let cores: Vec<String> = report
+            .cpu_cores
+            .iter()
+            .map(|(name, cores)| format!("{name} {cores:.2}"))
+            .collect();
+        out.push_str(&format!(
+            "| CPU over the run (cores, mean) | {} |\n",
+            cores.join(", ")
         ));
     }
     if let Some(r) = &report.rate_limit {

@@ -51,6 +51,11 @@ fn a_spawned_smoke_run_reports_and_passes_integrity() {
         report["overhead_ms"]["p50"].as_f64() <= report["latency_ms"]["p50"].as_f64(),
         "overhead is a share of the latency"
     );
+    assert_cpu_figures(&report);
+    assert!(
+        report.get("offered_rate").is_none(),
+        "a closed loop offers no rate"
+    );
     assert!(out.path().join("report.md").is_file());
     let svg = std::fs::read_to_string(out.path().join("report.svg")).expect("svg");
     assert!(svg.starts_with("<svg"), "{}", &svg[..svg.len().min(200)]);
@@ -59,6 +64,95 @@ fn a_spawned_smoke_run_reports_and_passes_integrity() {
         "a throughput line and a latency line"
     );
     assert!(svg.contains("turns answered") && svg.contains("p99 latency"));
+}
+
+/// The open loop: 100 Poisson arrivals at 50 turns/s over 10 users. The report gives the
+/// offered and the achieved rate, every scheduled turn sent and answered, how late the
+/// harness sent them, and the CPU figures; report.md shows them too.
+#[test]
+fn an_open_loop_run_reports_offered_and_achieved_rates() {
+    let (output, report, out) = run_harness(&["--users", "10", "--rate", "50", "--turns", "100"]);
+    assert!(
+        output.status.success(),
+        "harness failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(report["mode"], "open");
+    assert_eq!(report["offered_rate"], 50.0);
+    assert_eq!(report["scheduled_turns"], 100);
+    assert_eq!(report["unsent_turns"], 0);
+    assert_eq!(report["turns"], 100);
+    assert!(
+        report["errors"].as_object().is_some_and(|e| e.is_empty()),
+        "{}",
+        report["errors"]
+    );
+    // 100 arrivals at 50/s span about 2 s (Poisson: 1.6-2.4 s almost surely); the achieved
+    // rate is the turns over the whole run, answers included, so never above about the
+    // offered rate (how far below depends on how loaded the machine is: a debug build on
+    // a busy CI machine falls behind, and the send lag says by how much).
+    let achieved = report["turns_per_s"].as_f64().expect("turns_per_s");
+    let elapsed = report["elapsed_s"].as_f64().expect("elapsed_s");
+    assert!(achieved > 0.0 && achieved <= 65.0, "achieved {achieved}/s");
+    assert!((achieved * elapsed - 100.0).abs() < 0.5, "turns / elapsed");
+    assert!(
+        elapsed >= 1.5,
+        "the schedule spans about 2 s, not a burst: {elapsed} s"
+    );
+    for key in ["p50", "p99", "max"] {
+        assert!(
+            report["send_lag_ms"][key]
+                .as_f64()
+                .is_some_and(|v| v >= 0.0),
+            "send lag {key}: {}",
+            report["send_lag_ms"]
+        );
+        assert!(
+            report["overhead_ms"][key].as_f64().is_some_and(|v| v > 0.0),
+            "overhead {key}"
+        );
+    }
+    assert_cpu_figures(&report);
+    assert_eq!(report["integrity"]["ok"], true, "{}", report["integrity"]);
+    let md = std::fs::read_to_string(out.path().join("report.md")).expect("report.md");
+    assert!(
+        md.contains("| offered / achieved turns/s (open loop, Poisson) | 50.0 / "),
+        "{md}"
+    );
+    assert!(md.contains("| daemon CPU per turn (µs) |"), "{md}");
+    assert!(md.contains("| MCP server CPU per tool call (µs) |"), "{md}");
+}
+
+/// The daemon's CPU per turn and the MCP server's per tool call are there and plausible
+/// (a turn costs the daemon more than 10 µs and less than a CPU-second), and each spawned
+/// process's cores are reported.
+fn assert_cpu_figures(report: &serde_json::Value) {
+    for key in ["daemon_cpu_us_per_turn", "mcp_cpu_us_per_call"] {
+        assert!(
+            report[key]
+                .as_f64()
+                .is_some_and(|us| (10.0..1_000_000.0).contains(&us)),
+            "{key}: {}",
+            report[key]
+        );
+    }
+    for process in ["daemon", "mcp_server", "mock", "harness"] {
+        assert!(
+            report["cpu_cores"][process]
+                .as_f64()
+                .is_some_and(|c| c >= 0.0),
+            "cores of {process}: {}",
+            report["cpu_cores"]
+        );
+    }
+    assert!(
+        report["cpu_cores"]["daemon"]
+            .as_f64()
+            .is_some_and(|c| c > 0.0),
+        "the daemon worked: {}",
+        report["cpu_cores"]
+    );
 }
 
 /// With a 600-RPM quota on the mock and the daemon, 60 turns (about 120 LLM requests, more

@@ -13,7 +13,7 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
-memento="${1:-$root/target/debug/memento}"
+memento="${1:-${CARGO_TARGET_DIR:-$root/target}/debug/memento}"
 if [ ! -x "$memento" ]; then
     (cd "$root" && cargo build --locked --bin memento)
 fi

@@ -33,7 +33,7 @@ fi
 
 if [ -z "${MEMENTO_BIN:-}" ]; then
   cargo build --locked --bin memento
-  export MEMENTO_BIN="$ROOT/target/debug/memento"
+  export MEMENTO_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/memento"
 fi
 export CHROMIUM_PATH
 export MEMENTO_E2E_ARTIFACTS="${MEMENTO_E2E_ARTIFACTS:-$ROOT/target/e2e-artifacts}"
