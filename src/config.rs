@@ -141,11 +141,11 @@ pub const DEFAULT_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(120);
 impl ServerConfig {
     /// The accept loop's limits.
     pub fn connection_limits(&self) -> crate::edge::serve::ConnectionLimits {
-        crate::edge::serve::ConnectionLimits {
-            max_connections: self.max_connections,
-            header_read_timeout: self.header_read_timeout,
-            keep_alive_timeout: self.keep_alive_timeout,
-        }
+        crate::edge::serve::ConnectionLimits::new(
+            self.max_connections,
+            self.header_read_timeout,
+            self.keep_alive_timeout,
+        )
     }
 }
 
@@ -338,11 +338,11 @@ pub struct McpServerConfig {
 impl McpServerConfig {
     /// The accept loop's limits.
     pub fn connection_limits(&self) -> crate::edge::serve::ConnectionLimits {
-        crate::edge::serve::ConnectionLimits {
-            max_connections: self.max_connections,
-            header_read_timeout: self.header_read_timeout,
-            keep_alive_timeout: self.keep_alive_timeout,
-        }
+        crate::edge::serve::ConnectionLimits::new(
+            self.max_connections,
+            self.header_read_timeout,
+            self.keep_alive_timeout,
+        )
     }
 }
 

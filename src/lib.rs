@@ -20,7 +20,8 @@
 //! - [`http`]: the daemon's HTTP API.
 //! - [`daemon`]: `memento serve`, wiring and shutdown order.
 //! - [`telemetry`]: logs, OTLP traces, trace-context propagation.
-//! - [`metrics`], [`sse`]: small shared pieces.
+//! - [`metrics`], [`sse`], [`secret_file`]: small shared pieces (the last keeps the
+//!   data directory's 0600 secrets: `mcp-token`, `trace-key`).
 //! - [`fuzzing`]: the invariant checks behind the cargo-fuzz targets in `fuzz/`.
 
 #![forbid(unsafe_code)]
@@ -40,6 +41,7 @@ pub mod mcp;
 pub mod memory_server;
 pub mod metrics;
 pub mod retry;
+pub mod secret_file;
 pub mod sse;
 pub mod storage;
 pub mod supervisor;

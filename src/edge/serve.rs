@@ -46,6 +46,21 @@ pub struct ConnectionLimits {
     pub keep_alive_timeout: Duration,
 }
 
+impl ConnectionLimits {
+    /// Limits from a server's config section.
+    pub fn new(
+        max_connections: usize,
+        header_read_timeout: Duration,
+        keep_alive_timeout: Duration,
+    ) -> ConnectionLimits {
+        ConnectionLimits {
+            max_connections,
+            header_read_timeout,
+            keep_alive_timeout,
+        }
+    }
+}
+
 /// Counters of the accept loop.
 #[derive(Debug, Default)]
 pub struct ConnectionStats {

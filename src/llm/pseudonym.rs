@@ -7,7 +7,6 @@
 //! else generated once per data directory into `DATA_DIR/trace-key` (mode 0600), so a
 //! user's pseudonym is stable across restarts and differs between installations.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use ring::hmac;
@@ -84,23 +83,9 @@ impl UserPseudonyms {
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
-        }
-        match options.open(&path) {
-            Ok(mut file) => {
-                file.write_all(fresh.as_bytes())
-                    .and_then(|()| file.sync_all())
-                    .map_err(io)?;
-                tracing::info!(path = %path.display(), "generated the key of opaque user ids in traces");
-            }
-            // Another process (or an earlier run) made it: use that one.
-            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(error) => return Err(io(error)),
+        // Another process (or an earlier run) may have made it: then that one is used.
+        if crate::secret_file::create_private(&path, &fresh).map_err(io)? {
+            tracing::info!(path = %path.display(), "generated the key of opaque user ids in traces");
         }
         let key = std::fs::read_to_string(&path).map_err(io)?;
         let key = key.trim();

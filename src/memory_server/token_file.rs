@@ -5,7 +5,6 @@
 //! into this file (mode 0600, created atomically, never overwritten), and `memento serve`
 //! pointed at a local server reads the same file.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// The file's name inside the data directory.
@@ -87,31 +86,19 @@ pub fn load_or_create(data_dir: &Path) -> Result<(String, bool), TokenFileError>
     std::fs::create_dir_all(data_dir).map_err(io)?;
     let token = crate::edge::bearer::generate()
         .map_err(|_| io(std::io::Error::other("the system random generator failed")))?;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
+    if crate::secret_file::create_private(&path, &format!("{token}\n")).map_err(io)? {
+        return Ok((token, true));
     }
-    match options.open(&path) {
-        Ok(mut file) => {
-            file.write_all(format!("{token}\n").as_bytes())
-                .and_then(|()| file.sync_all())
-                .map_err(io)?;
-            Ok((token, true))
-        }
-        // Another process created it first: use theirs.
-        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => read(data_dir)?
-            .map(|t| (t, false))
-            .ok_or(TokenFileError::Malformed { path }),
-        Err(error) => Err(io(error)),
-    }
+    // Another process created it first: use theirs.
+    read(data_dir)?
+        .map(|t| (t, false))
+        .ok_or(TokenFileError::Malformed { path })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
 
     #[test]
     fn generated_once_private_and_reused() {
