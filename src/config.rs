@@ -195,6 +195,10 @@ pub struct ConversationConfig {
     pub record_user_id: bool,
     /// Record message and reply text on traces, for debugging only (it is personal data).
     pub record_content: bool,
+    /// A conversation idle this long releases its cached history (it stays on disk and is
+    /// reloaded on the next turn), so an idle actor costs little memory.
+    #[serde(with = "humantime_serde")]
+    pub history_cache_idle: Duration,
     /// Most turns of one user waiting or running at once; more get 429 with `Retry-After`.
     pub max_queued_turns: usize,
     /// Most `delete_memory` calls run in one turn; further ones are answered as tool errors
@@ -214,6 +218,7 @@ impl Default for ConversationConfig {
             max_actors: 100_000,
             record_user_id: false,
             record_content: false,
+            history_cache_idle: Duration::from_secs(60),
             max_queued_turns: 8,
             max_deletes_per_turn: 5,
             trace_user_key: None,

@@ -209,6 +209,9 @@ pub enum ConversationMsg {
         /// Where the history goes.
         reply: RpcReplyPort<Result<Vec<ChatMessage>, TurnError>>,
     },
+    /// Drop the cached history (idle for `conversation.history_cache_idle`); the next turn
+    /// reloads it from disk. Sent by the supervisor's sweep.
+    ReleaseHistory,
     /// Forget the history (not the memories).
     Reset {
         /// Acknowledgement.
@@ -334,6 +337,10 @@ impl Actor for Conversation {
             ConversationMsg::History { reply } => {
                 let history = state.loaded().await.map(|h| h.to_vec());
                 let _ = reply.send(history);
+            }
+            ConversationMsg::ReleaseHistory => {
+                // Saved after every turn, so dropping the copy loses nothing.
+                state.history = None;
             }
             ConversationMsg::Reset { reply } => {
                 let result = state.args.history.delete(&state.args.user).await;

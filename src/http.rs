@@ -521,6 +521,13 @@ fn render_metrics(state: &ApiState) -> String {
     );
     render_value(
         &mut out,
+        "memento_history_cache_releases_total",
+        "counter",
+        "Idle conversations that released their cached history (reloaded on the next turn).",
+        turns.history_releases.get(),
+    );
+    render_value(
+        &mut out,
         "memento_turns_queue_full_total",
         "counter",
         "Turns refused: their user had conversation.max_queued_turns waiting.",

@@ -51,6 +51,8 @@ pub struct TurnMetrics {
     pub actor_failures: Counter,
     /// Conversations stopped for idleness or eviction.
     pub actor_stops: Counter,
+    /// Idle conversations told to release their cached history.
+    pub history_releases: Counter,
 }
 
 /// A live conversation and when it was last used.
@@ -60,6 +62,9 @@ pub struct ConversationEntry {
     last_active: AtomicU64,
     /// Turns queued or running.
     busy: AtomicUsize,
+    /// The actor may hold its history in memory (set by every call, cleared when the sweep
+    /// tells an idle actor to release it).
+    history_cached: std::sync::atomic::AtomicBool,
 }
 
 /// The typed handle the HTTP layer uses. Cheap to clone.
@@ -317,6 +322,7 @@ impl SupervisorHandle {
         entry
             .last_active
             .store(millis_since(self.started), Ordering::Relaxed);
+        entry.history_cached.store(true, Ordering::Relaxed);
     }
 
     /// The live conversation of `user`, spawning it if needed, marked busy until the
@@ -434,7 +440,8 @@ impl Actor for Supervisor {
         myself: ActorRef<SupervisorMsg>,
         state: SupervisorState,
     ) -> Result<SupervisorState, ActorProcessingErr> {
-        let interval = (state.conversation.config.idle_timeout / 2)
+        let config = &state.conversation.config;
+        let interval = (config.idle_timeout.min(config.history_cache_idle) / 2)
             .clamp(Duration::from_millis(50), SWEEP_INTERVAL);
         myself.send_interval(interval, || SupervisorMsg::Sweep);
         Ok(state)
@@ -506,6 +513,7 @@ impl SupervisorState {
             actor,
             last_active: AtomicU64::new(millis_since(self.started)),
             busy: AtomicUsize::new(0),
+            history_cached: std::sync::atomic::AtomicBool::new(false),
         });
         let busy = Busy::mark(entry.clone());
         self.entries.insert(user.clone(), entry);
@@ -538,6 +546,19 @@ impl SupervisorState {
             .collect();
         for user in stale {
             self.stop_if_idle(&user, "idle");
+        }
+        // Idle but kept: release the cached history (reloaded on the next turn).
+        let cache_ms = u64::try_from(self.conversation.config.history_cache_idle.as_millis())
+            .unwrap_or(u64::MAX);
+        for entry in self.entries.iter() {
+            let entry = entry.value();
+            if Self::is_idle(entry)
+                && now.saturating_sub(entry.last_active.load(Ordering::Relaxed)) > cache_ms
+                && entry.history_cached.swap(false, Ordering::Relaxed)
+                && entry.actor.cast(ConversationMsg::ReleaseHistory).is_ok()
+            {
+                self.metrics.history_releases.inc();
+            }
         }
     }
 

@@ -467,3 +467,56 @@ async fn raw_post(base: &str, path: &str, token: &str) -> (u16, String) {
         .unwrap_or_default();
     (status, body)
 }
+
+/// Issue 12, item 6: an idle conversation releases its cached history, and the next turn
+/// reloads it from disk: nothing of the conversation is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_conversations_release_their_history_and_reload_it() {
+    let fixture = DaemonFixture::start_with(|config| {
+        config.conversation.history_cache_idle = Duration::from_millis(100);
+    })
+    .await;
+    fixture
+        .turn("ivy", "remember that the spare key is under the blue pot")
+        .await;
+    let before = fixture.history("ivy").await;
+    assert!(before.len() >= 2, "{before:?}");
+    let releases = || {
+        fixture
+            .daemon()
+            .supervisor()
+            .metrics()
+            .history_releases
+            .get()
+    };
+    eventually(
+        Duration::from_secs(20),
+        "the idle history released",
+        || async { releases() >= 1 },
+    )
+    .await;
+    // Reloaded from disk on the next call: the same conversation, then a turn on top of it.
+    assert_eq!(fixture.history("ivy").await, before);
+    let body = fixture
+        .turn("ivy", "what did I store about the spare key?")
+        .await;
+    assert!(body.to_string().contains("blue pot"), "{body}");
+    let after = fixture.history("ivy").await;
+    assert_eq!(&after[..before.len()], &before[..]);
+    // Released again once idle. Proof that the copy is really gone: the row is removed
+    // behind the actor's back, and the next read comes from disk (empty), not from memory.
+    let released = releases();
+    eventually(
+        Duration::from_secs(20),
+        "released after the second turn",
+        || async { releases() > released },
+    )
+    .await;
+    let store = memento::history::HistoryStore::open(fixture.dir.path()).expect("open history");
+    let ivy = memento::domain::UserId::parse("ivy").expect("user id");
+    store
+        .delete(&ivy)
+        .await
+        .expect("delete behind the actor's back");
+    assert!(fixture.history("ivy").await.is_empty());
+}
