@@ -277,6 +277,22 @@ fn wants_stream(headers: &HeaderMap) -> bool {
         .is_some_and(|accept| accept.contains("text/event-stream"))
 }
 
+/// The server span of a `POST` to `route`, continuing the caller's trace (W3C headers), and
+/// the trace id the answer reports.
+fn post_span(route: &'static str, headers: &HeaderMap) -> (tracing::Span, String) {
+    let span = tracing::info_span!(
+        "http",
+        otel.name = %format!("POST {route}"),
+        otel.kind = "server",
+        http.request.method = "POST",
+        http.route = route,
+        http.response.status_code = tracing::field::Empty,
+    );
+    crate::telemetry::extract_from_headers(&span, headers);
+    let trace_id = crate::telemetry::trace_id(&span).unwrap_or_else(new_trace_id);
+    (span, trace_id)
+}
+
 /// A fresh W3C-format trace id for this request, returned to the caller and logged.
 fn new_trace_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()
@@ -306,16 +322,7 @@ async fn post_message(
         Ok(message) => message,
         Err(error) => return error.into_response(),
     };
-    let span = tracing::info_span!(
-        "http",
-        otel.name = "POST /v1/users/{user_id}/messages",
-        otel.kind = "server",
-        http.request.method = "POST",
-        http.route = "/v1/users/{user_id}/messages",
-        http.response.status_code = tracing::field::Empty,
-    );
-    crate::telemetry::extract_from_headers(&span, &headers);
-    let trace_id = crate::telemetry::trace_id(&span).unwrap_or_else(new_trace_id);
+    let (span, trace_id) = post_span("/v1/users/{user_id}/messages", &headers);
     let deadline = Instant::now() + state.turn_deadline;
     if wants_stream(&headers) {
         span.record("http.response.status_code", 200);

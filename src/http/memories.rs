@@ -60,10 +60,7 @@ pub async fn get_one(
     Path((raw_user, raw_id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<axum::Json<Value>, ApiError> {
-    let user = admit(&state, peer, &headers, &raw_user)?;
-    let id = parse_id(&raw_id)?;
-    let output = call(&state, &user, "get_memory", id_arguments(id)).await?;
-    Ok(axum::Json(output))
+    by_id(&state, peer, &headers, &raw_user, &raw_id, "get_memory").await
 }
 
 /// `DELETE /v1/users/{user_id}/memories/{id}`: `{"deleted": true, "id", "filename"}`; 404
@@ -74,9 +71,21 @@ pub async fn delete_one(
     Path((raw_user, raw_id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<axum::Json<Value>, ApiError> {
-    let user = admit(&state, peer, &headers, &raw_user)?;
-    let id = parse_id(&raw_id)?;
-    let output = call(&state, &user, "delete_memory", id_arguments(id)).await?;
+    by_id(&state, peer, &headers, &raw_user, &raw_id, "delete_memory").await
+}
+
+/// One memory tool on one memory id of the admitted user.
+async fn by_id(
+    state: &ApiState,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    raw_user: &str,
+    raw_id: &str,
+    tool: &str,
+) -> Result<axum::Json<Value>, ApiError> {
+    let user = admit(state, peer, headers, raw_user)?;
+    let id = parse_id(raw_id)?;
+    let output = call(state, &user, tool, id_arguments(id)).await?;
     Ok(axum::Json(output))
 }
 

@@ -71,16 +71,7 @@ pub(super) async fn chat_completions(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let span = tracing::info_span!(
-        "http",
-        otel.name = "POST /v1/chat/completions",
-        otel.kind = "server",
-        http.request.method = "POST",
-        http.route = "/v1/chat/completions",
-        http.response.status_code = tracing::field::Empty,
-    );
-    crate::telemetry::extract_from_headers(&span, &headers);
-    let trace_id = crate::telemetry::trace_id(&span).unwrap_or_else(super::new_trace_id);
+    let (span, trace_id) = super::post_span("/v1/chat/completions", &headers);
     let completion = match admit(&state, peer, &headers, body) {
         Ok(completion) => completion,
         Err(error) => {
