@@ -20,6 +20,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+mod llm;
+
+pub use llm::{LlmConfig, Provider};
+
 /// Picks another config file.
 pub const ENV_CONFIG: &str = "MEMENTO_CONFIG";
 /// Bearer token of the memory MCP server (server side, and what the daemon sends to it).
@@ -81,7 +85,7 @@ pub struct Config {
     /// Conversations: turns, tool rounds, history, actor limits.
     pub conversation: ConversationConfig,
     /// The LLM: provider, quotas, retries, deadlines.
-    pub llm: crate::llm::LlmConfig,
+    pub llm: LlmConfig,
     /// The daemon's connection to the memory MCP server.
     pub mcp: McpClientConfig,
     /// The memory MCP server (`memento mcp-server`, or embedded in `memento serve`).
@@ -463,7 +467,7 @@ pub fn load(explicit_file: Option<&Path>, env: &dyn Env) -> Result<Config, Confi
 
 /// The seed's `AZURE_OPENAI_*` variables. With an endpoint and a key, and no provider chosen
 /// explicitly in the file or `MEMENTO_LLM__PROVIDER`, the provider becomes `azure`.
-fn apply_azure_env(llm: &mut crate::llm::LlmConfig, env: &dyn Env) {
+fn apply_azure_env(llm: &mut LlmConfig, env: &dyn Env) {
     let get = |name: &str| env.var(name).filter(|v| !v.trim().is_empty());
     if let Some(endpoint) = get(ENV_AZURE_ENDPOINT) {
         llm.endpoint = Some(endpoint);
@@ -479,11 +483,11 @@ fn apply_azure_env(llm: &mut crate::llm::LlmConfig, env: &dyn Env) {
     }
     let explicit = env.var("MEMENTO_LLM__PROVIDER").is_some();
     if !explicit
-        && llm.provider == crate::llm::Provider::Offline
+        && llm.provider == Provider::Offline
         && get(ENV_AZURE_ENDPOINT).is_some()
         && get(ENV_AZURE_API_KEY).is_some()
     {
-        llm.provider = crate::llm::Provider::Azure;
+        llm.provider = Provider::Azure;
         if llm.deployment.is_none() {
             llm.deployment = Some("gpt-4o-mini".into());
         }
@@ -663,9 +667,7 @@ impl Config {
                 "mcp.url {url:?} must be an http:// or https:// URL"
             )));
         }
-        self.llm
-            .validate()
-            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        self.llm.validate()?;
         if self.storage.max_batch == 0 {
             return Err(ConfigError::Invalid(
                 "storage.max_batch must be at least 1".into(),
