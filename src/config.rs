@@ -390,6 +390,9 @@ pub struct StorageConfig {
     /// How long a store's idempotency key is remembered (a replay within it stores nothing).
     #[serde(with = "humantime_serde")]
     pub idempotency_window: Duration,
+    /// Storage jobs queued (writes, and reads) before a call is refused as busy (a tool
+    /// error asking to retry) instead of waiting.
+    pub queue_capacity: usize,
 }
 
 impl Default for StorageConfig {
@@ -399,6 +402,7 @@ impl Default for StorageConfig {
             readers: 4,
             max_batch: 512,
             idempotency_window: Duration::from_secs(24 * 3600),
+            queue_capacity: 4096,
         }
     }
 }
@@ -457,7 +461,13 @@ pub fn load(explicit_file: Option<&Path>, env: &dyn Env) -> Result<Config, Confi
     let mut config: Config = toml::Value::Table(table.clone())
         .try_into()
         .map_err(|e: toml::de::Error| ConfigError::Invalid(redact(e.message(), &table)))?;
-    apply_azure_env(&mut config.llm, env);
+    // A provider named in the file or by `MEMENTO_LLM__PROVIDER` (both merged into `table`
+    // by now) is a choice the `AZURE_OPENAI_*` variables never override.
+    let provider_chosen = table
+        .get("llm")
+        .and_then(|llm| llm.get("provider"))
+        .is_some();
+    apply_azure_env(&mut config.llm, env, provider_chosen);
     if let Some(token) = env.var(ENV_MCP_TOKEN).filter(|t| !t.is_empty()) {
         config.mcp_server.token.get_or_insert(token.clone());
         config.mcp.token.get_or_insert(token);
@@ -466,8 +476,9 @@ pub fn load(explicit_file: Option<&Path>, env: &dyn Env) -> Result<Config, Confi
 }
 
 /// The seed's `AZURE_OPENAI_*` variables. With an endpoint and a key, and no provider chosen
-/// explicitly in the file or `MEMENTO_LLM__PROVIDER`, the provider becomes `azure`.
-fn apply_azure_env(llm: &mut LlmConfig, env: &dyn Env) {
+/// explicitly (`provider_chosen`: in the file or `MEMENTO_LLM__PROVIDER`), the provider
+/// becomes `azure`.
+fn apply_azure_env(llm: &mut LlmConfig, env: &dyn Env, provider_chosen: bool) {
     let get = |name: &str| env.var(name).filter(|v| !v.trim().is_empty());
     if let Some(endpoint) = get(ENV_AZURE_ENDPOINT) {
         llm.endpoint = Some(endpoint);
@@ -481,8 +492,7 @@ fn apply_azure_env(llm: &mut LlmConfig, env: &dyn Env) {
     if let Some(version) = get(ENV_AZURE_API_VERSION) {
         llm.api_version = version;
     }
-    let explicit = env.var("MEMENTO_LLM__PROVIDER").is_some();
-    if !explicit
+    if !provider_chosen
         && llm.provider == Provider::Offline
         && get(ENV_AZURE_ENDPOINT).is_some()
         && get(ENV_AZURE_API_KEY).is_some()
@@ -623,6 +633,7 @@ impl Config {
         for (key, value) in [
             ("server.max_connections", self.server.max_connections),
             ("mcp_server.max_connections", server.max_connections),
+            ("storage.queue_capacity", self.storage.queue_capacity),
         ] {
             if value == 0 {
                 return Err(ConfigError::Invalid(format!("{key} must be at least 1")));

@@ -354,11 +354,7 @@ fn run_chat(args: memento::chat::ChatArgs) -> ExitCode {
 }
 
 fn open_store(config: &Config) -> anyhow::Result<Arc<SqliteStore>> {
-    let options = SqliteOptions {
-        readers: config.storage.readers,
-        max_batch: config.storage.max_batch,
-        idempotency_window: config.storage.idempotency_window,
-    };
+    let options = SqliteOptions::from(&config.storage);
     let store = SqliteStore::open(&config.storage.data_dir, &options)?;
     tracing::info!(path = %store.path().display(), "memory database open");
     Ok(Arc::new(store))

@@ -454,11 +454,7 @@ pub async fn start_embedded(
 ) -> Result<RunningMemoryServer, EmbeddedError> {
     let store = crate::storage::SqliteStore::open(
         &storage.data_dir,
-        &crate::storage::SqliteOptions {
-            readers: storage.readers,
-            max_batch: storage.max_batch,
-            idempotency_window: storage.idempotency_window,
-        },
+        &crate::storage::SqliteOptions::from(storage),
     )?;
     Ok(start(config, Arc::new(store), shutdown).await?)
 }

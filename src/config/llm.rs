@@ -59,6 +59,10 @@ pub struct LlmConfig {
     /// Longest single attempt.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// Longest wait for a new connection to the provider (at most `request_timeout`): an
+    /// unreachable endpoint fails fast and is retried.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
     /// Longest whole turn (LLM calls, tools, retries, waits).
     #[serde(with = "humantime_serde")]
     pub turn_deadline: Duration,
@@ -94,6 +98,7 @@ impl std::fmt::Debug for LlmConfig {
             .field("per_user_rpm", &self.per_user_rpm)
             .field("max_in_flight", &self.max_in_flight)
             .field("request_timeout", &self.request_timeout)
+            .field("connect_timeout", &self.connect_timeout)
             .field("turn_deadline", &self.turn_deadline)
             .finish_non_exhaustive()
     }
@@ -114,6 +119,7 @@ impl Default for LlmConfig {
             per_user_rpm: 0,
             max_in_flight: 256,
             request_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
             turn_deadline: Duration::from_secs(60),
             max_retries: 6,
             retry_initial: Duration::from_millis(250),
@@ -155,6 +161,11 @@ impl LlmConfig {
                 }
             }
             Provider::Offline => {}
+        }
+        if self.connect_timeout.is_zero() {
+            return Err(ConfigError::Invalid(
+                "llm.connect_timeout must be above zero".into(),
+            ));
         }
         if self.max_in_flight == 0 {
             return Err(ConfigError::Invalid(

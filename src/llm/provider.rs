@@ -150,7 +150,7 @@ fn http_service(
         // `Location` names. A 3xx is an error instead (`LlmError::Redirect`).
         .redirect(reqwest::redirect::Policy::none())
         .tcp_nodelay(true)
-        .connect_timeout(config.request_timeout.min(Duration::from_secs(10)))
+        .connect_timeout(config.connect_timeout.min(config.request_timeout))
         .pool_max_idle_per_host(config.max_in_flight.max(1))
         .build()
         .map_err(|e| LlmError::Config(format!("HTTP client: {e}")))?;

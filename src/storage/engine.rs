@@ -31,14 +31,24 @@ pub struct SqliteOptions {
     pub max_batch: usize,
     /// How long idempotency keys are remembered.
     pub idempotency_window: std::time::Duration,
+    /// Jobs queued for the writer, and for the readers, before callers get
+    /// [`StorageError::Busy`].
+    pub queue_capacity: usize,
 }
 
 impl Default for SqliteOptions {
     fn default() -> Self {
+        SqliteOptions::from(&crate::config::StorageConfig::default())
+    }
+}
+
+impl From<&crate::config::StorageConfig> for SqliteOptions {
+    fn from(config: &crate::config::StorageConfig) -> SqliteOptions {
         SqliteOptions {
-            readers: 4,
-            max_batch: 512,
-            idempotency_window: std::time::Duration::from_secs(24 * 3600),
+            readers: config.readers,
+            max_batch: config.max_batch,
+            idempotency_window: config.idempotency_window,
+            queue_capacity: config.queue_capacity,
         }
     }
 }
@@ -108,14 +118,11 @@ struct Counters {
     reads: AtomicU64,
 }
 
-/// Jobs queued for the writer, and for the readers, before callers get [`StorageError::Busy`].
-const QUEUE_CAPACITY: usize = 4096;
-
 impl SqliteStore {
     /// Opens (creating if needed) `memento.db` in `data_dir`, runs migrations and starts the
     /// writer and reader threads.
     pub fn open(data_dir: &Path, options: &SqliteOptions) -> Result<SqliteStore, StorageError> {
-        SqliteStore::open_with_queues(data_dir, options, QUEUE_CAPACITY)
+        SqliteStore::open_with_queues(data_dir, options, options.queue_capacity)
     }
 
     /// [`SqliteStore::open`] with job queues of `capacity` (tests use tiny ones).
