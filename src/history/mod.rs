@@ -17,7 +17,7 @@
 //! users are free again after at most [`LEASE_TTL`].
 //!
 //! Backends: [`sqlite::SqliteHistory`] (`conversations.db` in the data directory, the
-//! default).
+//! default; one daemon) and [`postgres::PgHistory`] (shared by several daemons, leases on).
 //!
 //! Callers hold a [`HistoryStore`] (cheap to clone) and the actor's [`CachedHistory`].
 
@@ -32,6 +32,7 @@ use crate::domain::UserId;
 use crate::llm::types::ChatMessage;
 
 pub mod lease;
+pub mod postgres;
 pub mod sqlite;
 
 /// How long a lease lasts without renewal: a daemon that dies frees its users within this.
@@ -43,6 +44,9 @@ pub enum HistoryError {
     /// SQLite failed.
     #[error("history database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// PostgreSQL failed (the message never holds the URL's password).
+    #[error("history database error: {0}")]
+    Postgres(String),
     /// The transaction holding this write could not commit; nothing of it was stored.
     #[error("history commit failed: {0}")]
     Commit(String),
