@@ -38,7 +38,7 @@ pub enum PgError {
     #[error("cannot get a PostgreSQL connection: {0}")]
     Connect(String),
     /// A statement failed.
-    #[error("PostgreSQL error: {0}")]
+    #[error("PostgreSQL error: {}", describe(.0))]
     Db(#[from] tokio_postgres::Error),
     /// The database was migrated by a newer Memento.
     #[error(
@@ -61,6 +61,17 @@ impl From<deadpool_postgres::PoolError> for PgError {
             deadpool_postgres::PoolError::Backend(error) => PgError::Db(error),
             other => PgError::Connect(other.to_string()),
         }
+    }
+}
+
+/// tokio-postgres's error with the server's message (its `Display` alone says "db error").
+pub fn describe(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => db.to_string(),
+        None => match std::error::Error::source(error) {
+            Some(source) => format!("{error}: {source}"),
+            None => error.to_string(),
+        },
     }
 }
 
@@ -273,4 +284,4 @@ pub fn redact(url: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
