@@ -36,7 +36,7 @@ pub mod postgres;
 pub mod sqlite;
 
 /// How long a lease lasts without renewal: a daemon that dies frees its users within this.
-pub const LEASE_TTL: Duration = Duration::from_secs(8);
+pub const LEASE_TTL: Duration = Duration::from_secs(6);
 
 /// A history failure.
 #[derive(Debug, thiserror::Error)]
@@ -175,6 +175,26 @@ impl HistoryStore {
         Ok(HistoryStore::new(Arc::new(sqlite::SqliteHistory::open(
             data_dir,
         )?)))
+    }
+
+    /// Opens the configured backend: SQLite in `data_dir`, or PostgreSQL at `postgres_url`
+    /// (the memory store's database; the `histories` tables are migrated at open).
+    pub async fn open_config(
+        config: &crate::config::StorageConfig,
+    ) -> Result<HistoryStore, HistoryError> {
+        match config.backend {
+            crate::config::StorageBackend::Sqlite => HistoryStore::open(&config.data_dir),
+            crate::config::StorageBackend::Postgres => {
+                let options = crate::pg::PoolOptions {
+                    max_connections: config.postgres_max_connections,
+                    ..crate::pg::PoolOptions::default()
+                };
+                let store =
+                    postgres::PgHistory::open(config.postgres_url.expose(), &options).await?;
+                tracing::info!("conversation histories in PostgreSQL (leases on)");
+                Ok(HistoryStore::new(Arc::new(store)))
+            }
+        }
     }
 
     /// Wraps a backend.

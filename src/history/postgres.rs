@@ -249,15 +249,24 @@ impl Inner {
                  token = history_leases.token + 1, expires_at = excluded.expires_at \
                  WHERE history_leases.expires_at <= clock_timestamp() \
                  OR history_leases.holder = excluded.holder \
-                 RETURNING token, \
-                 (SELECT version FROM history_heads WHERE history_heads.user_id = $1)",
+                 RETURNING token",
                 &[&user.as_str(), &self.holder, &ttl.as_secs_f64()],
             )
             .await?;
         self.wrote();
-        Ok(row.map(|row| Lease {
+        let Some(row) = row else { return Ok(None) };
+        // A statement of its own: when the upsert waited for the previous holder's last
+        // append, its own snapshot predates that append, so it cannot report the version.
+        let version = client
+            .query_opt(
+                "SELECT version FROM history_heads WHERE user_id = $1",
+                &[&user.as_str()],
+            )
+            .await?
+            .map_or(0, |row| row.get(0));
+        Ok(Some(Lease {
             token: row.get(0),
-            version: row.get::<_, Option<i64>>(1).unwrap_or(0),
+            version,
         }))
     }
 
