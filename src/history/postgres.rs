@@ -3,11 +3,12 @@
 //!
 //! Tables (component `histories` of [`crate::pg::migrate`]): `history_turns` (one row per
 //! turn), `history_heads` (each user's version), `history_leases` (each user's lease: holder,
-//! fencing token, expiry by the database's clock). Every call is one transaction on a pooled
-//! connection, committed (`synchronous_commit` as the server has it: on by default, so on
-//! disk) before it resolves. An append locks the user's lease row (`FOR SHARE`) and head row
-//! (`FOR UPDATE`) while it checks the fencing token and the version, so a lease cannot change
-//! hands between the check and the commit.
+//! fencing token, expiry by the database's clock). Every call is one statement, so one
+//! round trip and one transaction on a pooled connection, committed (`synchronous_commit` as
+//! the server has it: on by default, so on disk) before it resolves; an append and a lease
+//! are PL/pgSQL functions of the schema (migration 2). An append locks the user's lease row
+//! (`FOR SHARE`) and head row (`FOR UPDATE`) while it checks the fencing token and the
+//! version, so a lease cannot change hands between the check and the commit.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -21,10 +22,11 @@ use crate::domain::UserId;
 use crate::pg::{Migration, PgError, Pool, PoolOptions};
 
 /// The `histories` component's schema steps.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "turn rows, versions and leases",
-    sql: "
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "turn rows, versions and leases",
+        sql: "
         CREATE TABLE history_turns (
             user_id TEXT NOT NULL,
             seq BIGINT NOT NULL,
@@ -42,7 +44,70 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
             expires_at TIMESTAMPTZ NOT NULL
         );
     ",
-}];
+    },
+    Migration {
+        version: 2,
+        name: "append and lease in one round trip",
+        sql: APPEND_AND_LEASE_FUNCTIONS,
+    },
+];
+
+/// An append and a lease each in one statement (one round trip, one transaction): checks
+/// first (a refusal, -1 fenced or -2 stale, writes nothing), then the writes. Each
+/// statement of a PL/pgSQL function sees what committed before it started, so the version
+/// read after taking a lease includes the previous holder's last append.
+const APPEND_AND_LEASE_FUNCTIONS: &str = "
+    CREATE FUNCTION memento_history_append(
+        p_user TEXT, p_expected BIGINT, p_fence BIGINT, p_messages TEXT,
+        p_keep_from BIGINT, p_release BOOLEAN
+    ) RETURNS BIGINT LANGUAGE plpgsql AS $fn$
+    DECLARE
+        current_token BIGINT;
+        current_version BIGINT;
+    BEGIN
+        IF p_fence IS NOT NULL THEN
+            SELECT token INTO current_token FROM history_leases
+                WHERE user_id = p_user FOR SHARE;
+            IF current_token IS DISTINCT FROM p_fence THEN
+                RETURN -1;
+            END IF;
+        END IF;
+        SELECT version INTO current_version FROM history_heads
+            WHERE user_id = p_user FOR UPDATE;
+        IF COALESCE(current_version, 0) <> p_expected THEN
+            RETURN -2;
+        END IF;
+        INSERT INTO history_turns (user_id, seq, messages)
+            VALUES (p_user, p_expected + 1, p_messages);
+        INSERT INTO history_heads (user_id, version) VALUES (p_user, p_expected + 1)
+            ON CONFLICT (user_id) DO UPDATE SET version = excluded.version;
+        DELETE FROM history_turns WHERE user_id = p_user AND seq < p_keep_from;
+        IF p_release AND p_fence IS NOT NULL THEN
+            UPDATE history_leases SET expires_at = '-infinity'
+                WHERE user_id = p_user AND token = p_fence;
+        END IF;
+        RETURN p_expected + 1;
+    END
+    $fn$;
+
+    CREATE FUNCTION memento_history_lease(p_user TEXT, p_holder TEXT, p_ttl DOUBLE PRECISION)
+    RETURNS TABLE (lease_token BIGINT, lease_version BIGINT) LANGUAGE plpgsql AS $fn$
+    BEGIN
+        INSERT INTO history_leases AS l (user_id, holder, token, expires_at)
+            VALUES (p_user, p_holder, 1, clock_timestamp() + make_interval(secs => p_ttl))
+            ON CONFLICT (user_id) DO UPDATE SET holder = excluded.holder,
+                token = l.token + 1, expires_at = excluded.expires_at
+            WHERE l.expires_at <= clock_timestamp() OR l.holder = excluded.holder
+            RETURNING l.token INTO lease_token;
+        IF lease_token IS NULL THEN
+            RETURN;
+        END IF;
+        SELECT version INTO lease_version FROM history_heads WHERE user_id = p_user;
+        lease_version := COALESCE(lease_version, 0);
+        RETURN NEXT;
+    END
+    $fn$;
+";
 
 #[derive(Default)]
 struct Counters {
@@ -139,71 +204,36 @@ impl Inner {
     }
 
     async fn append(&self, append: Append, text: String) -> Result<i64, HistoryError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let user = append.user.as_str();
-        if let Some(fence) = append.fence {
-            let token: Option<i64> = tx
-                .query_opt(
-                    "SELECT token FROM history_leases WHERE user_id = $1 FOR SHARE",
-                    &[&user],
-                )
-                .await?
-                .map(|row| row.get(0));
-            if token != Some(fence) {
-                return Err(HistoryError::Fenced);
-            }
-        }
-        let version: i64 = tx
-            .query_opt(
-                "SELECT version FROM history_heads WHERE user_id = $1 FOR UPDATE",
-                &[&user],
+        let client = self.client().await?;
+        let result = client
+            .query_one(
+                "SELECT memento_history_append($1, $2, $3, $4, $5, $6)",
+                &[
+                    &append.user.as_str(),
+                    &append.expected_version,
+                    &append.fence,
+                    &text,
+                    &append.keep_from,
+                    &append.release,
+                ],
             )
-            .await?
-            .map_or(0, |row| row.get(0));
-        if version != append.expected_version {
-            return Err(HistoryError::Stale);
-        }
-        let version = version + 1;
-        let written = async {
-            tx.execute(
-                "INSERT INTO history_turns (user_id, seq, messages) VALUES ($1, $2, $3)",
-                &[&user, &version, &text],
-            )
-            .await?;
-            tx.execute(
-                "INSERT INTO history_heads (user_id, version) VALUES ($1, $2) \
-                 ON CONFLICT (user_id) DO UPDATE SET version = excluded.version",
-                &[&user, &version],
-            )
-            .await?;
-            tx.execute(
-                "DELETE FROM history_turns WHERE user_id = $1 AND seq < $2",
-                &[&user, &append.keep_from],
-            )
-            .await?;
-            if let (true, Some(fence)) = (append.release, append.fence) {
-                tx.execute(
-                    "UPDATE history_leases SET expires_at = '-infinity' \
-                     WHERE user_id = $1 AND token = $2",
-                    &[&user, &fence],
-                )
-                .await?;
-            }
-            Ok::<(), tokio_postgres::Error>(())
-        }
-        .await;
-        match written {
-            Ok(()) => {}
+            .await;
+        let version: i64 = match result {
+            Ok(row) => row.get(0),
             // Two first appends at once (no head row to lock yet): the loser is stale.
             Err(error) if error.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
                 return Err(HistoryError::Stale);
             }
             Err(error) => return Err(error.into()),
+        };
+        match version {
+            -1 => Err(HistoryError::Fenced),
+            -2 => Err(HistoryError::Stale),
+            version => {
+                self.wrote();
+                Ok(version)
+            }
         }
-        tx.commit().await?;
-        self.wrote();
-        Ok(version)
     }
 
     async fn delete(&self, user: UserId) -> Result<i64, HistoryError> {
@@ -243,30 +273,14 @@ impl Inner {
         let client = self.client().await?;
         let row = client
             .query_opt(
-                "INSERT INTO history_leases (user_id, holder, token, expires_at) \
-                 VALUES ($1, $2, 1, clock_timestamp() + make_interval(secs => $3)) \
-                 ON CONFLICT (user_id) DO UPDATE SET holder = excluded.holder, \
-                 token = history_leases.token + 1, expires_at = excluded.expires_at \
-                 WHERE history_leases.expires_at <= clock_timestamp() \
-                 OR history_leases.holder = excluded.holder \
-                 RETURNING token",
+                "SELECT lease_token, lease_version FROM memento_history_lease($1, $2, $3)",
                 &[&user.as_str(), &self.holder, &ttl.as_secs_f64()],
             )
             .await?;
         self.wrote();
-        let Some(row) = row else { return Ok(None) };
-        // A statement of its own: when the upsert waited for the previous holder's last
-        // append, its own snapshot predates that append, so it cannot report the version.
-        let version = client
-            .query_opt(
-                "SELECT version FROM history_heads WHERE user_id = $1",
-                &[&user.as_str()],
-            )
-            .await?
-            .map_or(0, |row| row.get(0));
-        Ok(Some(Lease {
+        Ok(row.map(|row| Lease {
             token: row.get(0),
-            version,
+            version: row.get(1),
         }))
     }
 
