@@ -394,7 +394,8 @@ pub struct StorageConfig {
     /// error asking to retry) instead of waiting.
     pub queue_capacity: usize,
     /// Where memories live: `sqlite` (in `data_dir`, no other service) or `postgres` (at
-    /// `postgres_url`, shared by every memory server of a deployment).
+    /// `postgres_url`, shared by every memory server of a deployment). The daemon's
+    /// conversation histories follow it (`history::HistoryStore::open_config`).
     pub backend: StorageBackend,
     /// PostgreSQL connection URL for `backend = "postgres"`
     /// (`postgresql://user:password@host:port/db`). Its password is never logged.
