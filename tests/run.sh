@@ -13,6 +13,15 @@ bash .ci/node-env
 export MEMENTO_TEST_PYTHON="${MEMENTO_TEST_PYTHON:-$PWD/.venv/bin/python}"
 JAEGER_BIN="$(bash deploy/jaeger-local.sh --build-only)"
 export JAEGER_BIN
+# nginx (tests/it/deploy.rs runs deploy/nginx/memento.conf in front of daemons), helm (the
+# chart's `helm template` test; built once with Go, else the chart is checked structurally)
+# and Redis (the shared rate limits): installed or started when missing, stopped at the end.
+bash tests/services/nginx.sh >/dev/null
+HELM_BIN="$(bash tests/services/helm.sh || true)"
+export HELM_BIN
+MEMENTO_TEST_REDIS_URL="$(bash tests/services/redis.sh)"
+export MEMENTO_TEST_REDIS_URL
+trap 'bash tests/services/redis.sh stop' EXIT
 cargo test --workspace --locked "$@"
 bash tests/e2e/run.sh
 # The official MCP conformance suite against a loopback `memento mcp-server` (Node 22 from npm).
