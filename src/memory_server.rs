@@ -445,22 +445,15 @@ pub async fn start_with_telemetry(
 }
 
 /// Starts the memory server inside another process (`memento serve` without `mcp.url`):
-/// opens the SQLite store in `storage.data_dir` and serves on loopback at `port` (0 picks
+/// opens the configured store (`storage.backend`) and serves on loopback at `port` (0 picks
 /// one). The caller still talks to it over MCP; it never sees the store.
 pub async fn start_embedded(
     config: &McpServerConfig,
     storage: &crate::config::StorageConfig,
     shutdown: CancellationToken,
 ) -> Result<RunningMemoryServer, EmbeddedError> {
-    let store = crate::storage::SqliteStore::open(
-        &storage.data_dir,
-        &crate::storage::SqliteOptions {
-            readers: storage.readers,
-            max_batch: storage.max_batch,
-            idempotency_window: storage.idempotency_window,
-        },
-    )?;
-    Ok(start(config, Arc::new(store), shutdown).await?)
+    let store = crate::storage::open(storage).await?;
+    Ok(start(config, store, shutdown).await?)
 }
 
 /// Why the embedded server could not start.

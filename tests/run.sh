@@ -11,6 +11,14 @@ cd "$(dirname "$0")/.."
 bash .ci/python-env
 bash .ci/node-env
 export MEMENTO_TEST_PYTHON="${MEMENTO_TEST_PYTHON:-$PWD/.venv/bin/python}"
+# PostgreSQL for the storage suite (one on localhost:5432, or a private cluster started here
+# and stopped on exit: tests/services/postgres.sh). Under MEMENTO_REQUIRE_SERVICES=1 a test that
+# needs a service and finds none fails instead of skipping.
+if [ -z "${MEMENTO_TEST_POSTGRES_URL:-}" ]; then
+  MEMENTO_TEST_POSTGRES_URL="$(bash tests/services/postgres.sh)"
+  trap 'bash tests/services/postgres.sh stop' EXIT
+fi
+export MEMENTO_TEST_POSTGRES_URL MEMENTO_REQUIRE_SERVICES=1
 JAEGER_BIN="$(bash deploy/jaeger-local.sh --build-only)"
 export JAEGER_BIN
 # nginx (tests/it/deploy.rs runs deploy/nginx/memento.conf in front of daemons), helm (the
