@@ -27,9 +27,12 @@ export JAEGER_BIN
 bash tests/services/nginx.sh >/dev/null
 HELM_BIN="$(bash tests/services/helm.sh || true)"
 export HELM_BIN
-MEMENTO_TEST_REDIS_URL="$(bash tests/services/redis.sh)"
+if [ -z "${MEMENTO_TEST_REDIS_URL:-}" ]; then
+  MEMENTO_TEST_REDIS_URL="$(bash tests/services/redis.sh)"
+  # Both stop only what they started themselves.
+  trap 'bash tests/services/redis.sh stop; bash tests/services/postgres.sh stop' EXIT
+fi
 export MEMENTO_TEST_REDIS_URL
-trap 'bash tests/services/redis.sh stop' EXIT
 cargo test --workspace --locked "$@"
 bash tests/e2e/run.sh
 # The official MCP conformance suite against a loopback `memento mcp-server` (Node 22 from npm).
