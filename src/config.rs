@@ -92,6 +92,8 @@ pub struct Config {
     pub mcp_server: McpServerConfig,
     /// Where and how memories and conversations are stored.
     pub storage: StorageConfig,
+    /// Where the LLM quotas are kept: this process, or Redis shared by every daemon.
+    pub limits: crate::limits::LimitsConfig,
 }
 
 /// The daemon's HTTP API.
@@ -749,6 +751,9 @@ impl Config {
                 "storage.max_batch must be at least 1".into(),
             ));
         }
+        self.limits
+            .validate()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         Ok(())
     }
 }
