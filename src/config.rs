@@ -88,6 +88,8 @@ pub struct Config {
     pub mcp_server: McpServerConfig,
     /// Where and how memories and conversations are stored.
     pub storage: StorageConfig,
+    /// Embeddings for search by meaning.
+    pub embeddings: crate::embeddings::EmbeddingsConfig,
 }
 
 /// The daemon's HTTP API.
@@ -454,6 +456,12 @@ pub fn load(explicit_file: Option<&Path>, env: &dyn Env) -> Result<Config, Confi
         .try_into()
         .map_err(|e: toml::de::Error| ConfigError::Invalid(redact(e.message(), &table)))?;
     apply_azure_env(&mut config.llm, env);
+    if let Some(deployment) = env
+        .var(crate::embeddings::ENV_AZURE_EMBEDDINGS_DEPLOYMENT)
+        .filter(|d| !d.trim().is_empty())
+    {
+        config.embeddings.deployment = Some(deployment);
+    }
     if let Some(token) = env.var(ENV_MCP_TOKEN).filter(|t| !t.is_empty()) {
         config.mcp_server.token.get_or_insert(token.clone());
         config.mcp.token.get_or_insert(token);
@@ -664,6 +672,9 @@ impl Config {
             )));
         }
         self.llm
+            .validate()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        self.embeddings
             .validate()
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         if self.storage.max_batch == 0 {

