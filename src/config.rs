@@ -388,6 +388,52 @@ pub struct StorageConfig {
     /// How long a store's idempotency key is remembered (a replay within it stores nothing).
     #[serde(with = "humantime_serde")]
     pub idempotency_window: Duration,
+    /// Where memories live: `sqlite` (in `data_dir`, no other service) or `postgres` (at
+    /// `postgres_url`, shared by every memory server of a deployment).
+    pub backend: StorageBackend,
+    /// PostgreSQL connection URL for `backend = "postgres"`
+    /// (`postgresql://user:password@host:port/db`). Its password is never logged.
+    pub postgres_url: SecretUrl,
+    /// Most connections in the PostgreSQL pool.
+    pub postgres_max_connections: usize,
+}
+
+/// The memory store's engine (`storage.backend`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageBackend {
+    /// SQLite in `storage.data_dir` (the default).
+    #[default]
+    Sqlite,
+    /// PostgreSQL at `storage.postgres_url`.
+    Postgres,
+}
+
+/// A connection URL that may carry a password: `Debug` shows it redacted
+/// ([`crate::pg::redact`]); [`SecretUrl::expose`] gives the real text to the driver.
+#[derive(Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SecretUrl(String);
+
+impl SecretUrl {
+    /// Wraps a URL.
+    pub fn new(url: impl Into<String>) -> SecretUrl {
+        SecretUrl(url.into())
+    }
+    /// The URL, password included: for the driver only, never for logs.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    /// True when no URL is set.
+    pub fn is_empty(&self) -> bool {
+        self.0.trim().is_empty()
+    }
+}
+
+impl std::fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", crate::pg::redact(&self.0))
+    }
 }
 
 impl Default for StorageConfig {
@@ -397,6 +443,9 @@ impl Default for StorageConfig {
             readers: 4,
             max_batch: 512,
             idempotency_window: Duration::from_secs(24 * 3600),
+            backend: StorageBackend::Sqlite,
+            postgres_url: SecretUrl::default(),
+            postgres_max_connections: 16,
         }
     }
 }
@@ -674,6 +723,21 @@ impl Config {
         self.llm
             .validate()
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        if self.storage.backend == StorageBackend::Postgres && self.storage.postgres_url.is_empty()
+        {
+            return Err(ConfigError::Invalid(
+                "storage.backend = \"postgres\" needs storage.postgres_url \
+                 (postgresql://user:password@host:port/db)"
+                    .into(),
+            ));
+        }
+        if self.storage.postgres_max_connections == 0
+            || self.storage.postgres_max_connections > 1000
+        {
+            return Err(ConfigError::Invalid(
+                "storage.postgres_max_connections must be between 1 and 1000".into(),
+            ));
+        }
         self.embeddings
             .validate()
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;

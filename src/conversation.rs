@@ -8,8 +8,11 @@
 //! under its deadline.
 //!
 //! History is bounded by a token budget (oldest turns dropped first, a tool call and its
-//! result always together) and saved to [`HistoryStore`] after every turn, so a restarted
-//! actor or daemon picks the conversation up where it was.
+//! result always together) and each turn is appended to [`HistoryStore`] (committed before
+//! the answer is sent), so a restarted actor or daemon picks the conversation up where it
+//! was. On a store shared by several daemons the turn first takes the user's lease
+//! (`history::lease`), reloads the history if another daemon wrote since, and appends
+//! under the lease's fencing token.
 //!
 //! A turn of the OpenAI-compatible API ([`TurnContext::Given`]) runs the same way on the
 //! messages its client sent instead of the stored history, and leaves that history alone.
@@ -26,7 +29,8 @@ use tokio::time::Instant;
 
 use crate::config::ConversationConfig;
 use crate::domain::UserId;
-use crate::history::{HistoryError, HistoryStore};
+use crate::history::lease::LeaseGuard;
+use crate::history::{CachedHistory, HistoryError, HistoryStore};
 use crate::llm::types::{ChatMessage, ChatRequest, ToolCall, Usage};
 use crate::llm::{LlmError, LlmHandle};
 use crate::mcp::{McpError, McpHandle};
@@ -245,7 +249,7 @@ pub struct Conversation;
 pub struct ConversationState {
     args: ConversationArgs,
     /// Loaded on the first message (not in `pre_start`, so spawning never waits on disk).
-    history: Option<Vec<ChatMessage>>,
+    history: Option<CachedHistory>,
 }
 
 impl Actor for Conversation {
@@ -335,7 +339,10 @@ impl Actor for Conversation {
                 let _ = reply.send(outcome);
             }
             ConversationMsg::History { reply } => {
-                let history = state.loaded().await.map(|h| h.to_vec());
+                let history = match state.check_version().await {
+                    Ok(()) => state.loaded().await.map(|h| h.messages().to_vec()),
+                    Err(error) => Err(error),
+                };
                 let _ = reply.send(history);
             }
             ConversationMsg::ReleaseHistory => {
@@ -344,8 +351,8 @@ impl Actor for Conversation {
             }
             ConversationMsg::Reset { reply } => {
                 let result = state.args.history.delete(&state.args.user).await;
-                state.history = Some(Vec::new());
-                let _ = reply.send(result.map_err(TurnError::from));
+                state.history = result.as_ref().ok().map(|v| CachedHistory::empty_at(*v));
+                let _ = reply.send(result.map(|_| ()).map_err(TurnError::from));
             }
             ConversationMsg::Crash => {
                 panic!("conversation crash requested by a test");
@@ -356,20 +363,55 @@ impl Actor for Conversation {
 }
 
 impl ConversationState {
-    async fn loaded(&mut self) -> Result<&mut Vec<ChatMessage>, TurnError> {
+    async fn loaded(&mut self) -> Result<&CachedHistory, TurnError> {
         if self.history.is_none() {
-            self.history = Some(self.args.history.load(&self.args.user).await?);
+            let budget = self.args.config.history_token_budget;
+            self.history = Some(self.args.history.load(&self.args.user, budget).await?);
         }
-        Ok(self.history.get_or_insert_with(Vec::new))
+        Ok(self.history.get_or_insert_with(CachedHistory::default))
+    }
+
+    /// On a store shared by several daemons, drops the cached history if another daemon
+    /// wrote since it was read.
+    async fn check_version(&mut self) -> Result<(), TurnError> {
+        let backend = self.args.history.backend();
+        if let (true, Some(cached)) = (backend.uses_leases(), &self.history) {
+            if backend.version(&self.args.user).await? != cached.version() {
+                self.history = None;
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes the user's lease when the store is shared (waiting for another daemon's turn
+    /// to end, until the deadline); a cached history another daemon has written past since
+    /// is dropped, so the turn reloads it.
+    async fn lease(&mut self, deadline: Instant) -> Result<Option<LeaseGuard>, TurnError> {
+        let backend = self.args.history.backend();
+        if !backend.uses_leases() {
+            return Ok(None);
+        }
+        let lease = LeaseGuard::acquire(backend, &self.args.user, deadline).await?;
+        if self
+            .history
+            .as_ref()
+            .is_some_and(|cached| cached.version() != lease.version())
+        {
+            self.history = None;
+        }
+        Ok(Some(lease))
     }
 
     async fn turn(&mut self, request: TurnRequest) -> Result<TurnOutcome, TurnError> {
         let started = Instant::now();
         let mut timings = TurnTimings::default();
         let args = self.args.clone();
-        let (history, stored) = match request.context {
-            TurnContext::Stored => (self.loaded().await?.clone(), true),
-            TurnContext::Given(messages) => (messages, false),
+        let (history, stored, lease) = match request.context {
+            TurnContext::Stored => {
+                let lease = self.lease(request.deadline).await?;
+                (self.loaded().await?.messages().to_vec(), true, lease)
+            }
+            TurnContext::Given(messages) => (messages, false, None),
         };
         let mut usage = Usage::default();
         let mut messages = Vec::with_capacity(history.len() + 4);
@@ -473,14 +515,35 @@ impl ConversationState {
                 records.push(record);
             }
         }
+        if stored {
+            // Committed before any of the answer is sent (RELIABILITY.md, "Histories").
+            let budget = args.config.history_token_budget;
+            let (mut append, next) =
+                self.loaded()
+                    .await?
+                    .with_turn(new_messages, budget, &args.user);
+            if let Some(lease) = &lease {
+                append.fence = Some(lease.token());
+                append.release = true;
+            }
+            match args.history.backend().append(append).await {
+                Ok(_) => {
+                    self.history = Some(next);
+                    if let Some(lease) = lease {
+                        lease.released();
+                    }
+                }
+                Err(error) => {
+                    if matches!(error, HistoryError::Stale | HistoryError::Fenced) {
+                        // Another writer: the next turn reloads.
+                        self.history = None;
+                    }
+                    return Err(error.into());
+                }
+            }
+        }
         if let Some(events) = &request.events {
             let _ = events.send(TurnEvent::Text(reply.clone()));
-        }
-        if stored {
-            let history = self.history.get_or_insert_with(Vec::new);
-            history.extend(new_messages);
-            trim_history(history, args.config.history_token_budget);
-            args.history.save(&args.user, history).await?;
         }
         timings.turn_ms = started.elapsed().as_secs_f64() * 1000.0;
         Ok(TurnOutcome {

@@ -3,8 +3,9 @@
 //! Start-up: history store -> memory MCP server (embedded unless `mcp.url` is set) -> LLM
 //! actor -> MCP actor -> supervisor -> HTTP. Shutdown (SIGTERM/SIGINT, or
 //! [`Daemon::shutdown`]): stop accepting HTTP, let in-flight turns finish within
-//! `server.shutdown_grace`, stop the conversations (histories are saved after every turn),
-//! then the MCP and LLM actors, then the embedded server.
+//! `server.shutdown_grace`, stop the conversations (each turn's history is committed before
+//! its answer), join the history threads, then the MCP and LLM actors, then the embedded
+//! server.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -60,6 +61,7 @@ pub struct Daemon {
     mcp: McpHandle,
     embedded: Option<RunningMemoryServer>,
     grace: std::time::Duration,
+    history: HistoryStore,
 }
 
 impl Daemon {
@@ -116,7 +118,7 @@ impl Daemon {
         let supervisor = SupervisorHandle::spawn(SupervisorArgs {
             llm: llm.clone(),
             mcp: mcp.clone(),
-            history,
+            history: history.clone(),
             config: config.conversation.clone(),
             max_concurrent_turns: config.server.max_concurrent_turns,
         })
@@ -168,6 +170,7 @@ impl Daemon {
             mcp,
             embedded,
             grace: config.server.shutdown_grace,
+            history,
         })
     }
 
@@ -203,6 +206,8 @@ impl Daemon {
         self.http_shutdown.cancel();
         self.supervisor.shutdown(self.grace).await;
         let _ = tokio::time::timeout(self.grace, self.http_task).await;
+        // Every turn's append is committed; finish the queue, truncate the WAL, join.
+        self.history.close().await;
         self.mcp.stop().await;
         self.llm.stop().await;
         if let Some(server) = self.embedded {

@@ -77,6 +77,11 @@ pub struct EmbeddingsConfig {
     pub max_tokens: usize,
     /// Weight of the meaning ranking against the keyword ranking (1.0) in hybrid search.
     pub semantic_weight: f32,
+    /// A memory stored within this time after the user's previous one is embedded with
+    /// that one's start as context (a conversation's turns read together: "what did you do
+    /// on Sunday?" then "went hiking"). 0 turns it off.
+    #[serde(with = "humantime_serde")]
+    pub context_window: Duration,
 }
 
 impl Default for EmbeddingsConfig {
@@ -94,6 +99,7 @@ impl Default for EmbeddingsConfig {
             request_timeout: Duration::from_secs(30),
             max_tokens: 128,
             semantic_weight: 1.0,
+            context_window: Duration::from_secs(600),
         }
     }
 }
@@ -331,6 +337,7 @@ pub struct EmbeddingStore {
     inner: Arc<dyn MemoryStore>,
     batcher: Batcher,
     semantic_weight: f32,
+    context_window: Duration,
 }
 
 impl EmbeddingStore {
@@ -340,9 +347,50 @@ impl EmbeddingStore {
             inner,
             batcher,
             semantic_weight,
+            context_window: Duration::ZERO,
         }
     }
+
+    /// Embeds a memory stored within `window` after its user's previous one together with
+    /// that one (see [`EmbeddingsConfig::context_window`]).
+    pub fn with_context_window(mut self, window: Duration) -> Self {
+        self.context_window = window;
+        self
+    }
 }
+
+/// The start of the user's newest memory stored at most `window` before `at`, if any.
+async fn previous_context(
+    store: &dyn MemoryStore,
+    user: &UserId,
+    at: chrono::DateTime<chrono::Utc>,
+    window: Duration,
+) -> Option<String> {
+    let window = chrono::Duration::from_std(window).ok()?;
+    let previous = store
+        .search(SearchQuery {
+            user: user.clone(),
+            terms: None,
+            tags: Vec::new(),
+            since: Some(at - window),
+            until: Some(at + chrono::Duration::microseconds(1)),
+            limit: 1,
+            offset: 0,
+            text: None,
+            mode: SearchMode::Keyword,
+            vector: None,
+            semantic_weight: 0.0,
+        })
+        .await
+        .ok()?;
+    previous
+        .into_iter()
+        .next()
+        .map(|m| m.preview.chars().take(CONTEXT_CHARS).collect::<String>())
+}
+
+/// Characters of the previous memory embedded as context.
+const CONTEXT_CHARS: usize = 200;
 
 /// Wraps `store` with the configured provider, or returns it as is (keyword-only).
 pub fn wrap_store(
@@ -351,13 +399,38 @@ pub fn wrap_store(
     llm: &crate::llm::LlmConfig,
 ) -> Result<Arc<dyn MemoryStore>, EmbedError> {
     Ok(match build(config, llm)? {
-        Some(embedder) => Arc::new(EmbeddingStore::new(
-            store,
-            Batcher::start(embedder, config.max_batch),
-            config.semantic_weight,
-        )),
+        Some(embedder) => Arc::new(
+            EmbeddingStore::new(
+                store,
+                Batcher::start(embedder, config.max_batch),
+                config.semantic_weight,
+            )
+            .with_context_window(config.context_window),
+        ),
         None => store,
     })
+}
+
+/// [`wrap_store`] for the configured backend: the PostgreSQL store keeps no vectors yet, so
+/// there retrieval stays keyword-only (said at start-up) and nothing is embedded for nothing.
+pub fn wrap_configured(
+    store: Arc<dyn MemoryStore>,
+    storage: &crate::config::StorageConfig,
+    config: &EmbeddingsConfig,
+    llm: &crate::llm::LlmConfig,
+) -> Result<Arc<dyn MemoryStore>, EmbedError> {
+    if storage.backend == crate::config::StorageBackend::Postgres
+        && config.provider != Provider::None
+    {
+        config.validate()?;
+        tracing::warn!(
+            "embeddings are configured but the PostgreSQL store keeps no vectors yet: retrieval \
+             is keyword-only (mode \"semantic\" is refused); use storage.backend = \"sqlite\" \
+             for search by meaning"
+        );
+        return Ok(store);
+    }
+    wrap_store(store, config, llm)
 }
 
 impl MemoryStore for EmbeddingStore {
@@ -367,9 +440,18 @@ impl MemoryStore for EmbeddingStore {
     ) -> BoxFuture<'static, Result<StoredMemory, StorageError>> {
         let inner = self.inner.clone();
         let batcher = self.batcher.clone();
+        let window = self.context_window;
         Box::pin(async move {
             if memory.embedding.is_none() {
-                let text = memory_text(&memory.content, &memory.description, &memory.tags);
+                let mut text = memory_text(&memory.content, &memory.description, &memory.tags);
+                if !window.is_zero() {
+                    let at = memory.created_at.unwrap_or_else(chrono::Utc::now);
+                    if let Some(context) =
+                        previous_context(inner.as_ref(), &memory.user, at, window).await
+                    {
+                        text = format!("{context}\n{text}");
+                    }
+                }
                 match batcher.embed(text).await {
                     Ok(vector) => {
                         memory.embedding = Some(vector);

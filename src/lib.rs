@@ -25,6 +25,8 @@
 //! - [`metrics`], [`sse`], [`secret_file`]: small shared pieces (the last keeps the
 //!   data directory's 0600 secrets: `mcp-token`, `trace-key`).
 //! - [`fuzzing`]: the invariant checks behind the cargo-fuzz targets in `fuzz/`.
+//! - [`pg`]: PostgreSQL plumbing shared by the PostgreSQL-backed parts: a pool from a URL
+//!   and the versioned migration runner (`schema_migrations`).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
@@ -43,6 +45,7 @@ pub mod llm;
 pub mod mcp;
 pub mod memory_server;
 pub mod metrics;
+pub mod pg;
 pub mod retry;
 pub mod secret_file;
 pub mod sse;

@@ -8,7 +8,6 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
 use memento::config::{self, Config, ProcessEnv};
-use memento::storage::{SqliteOptions, SqliteStore};
 
 mod cli;
 mod signal;
@@ -205,7 +204,7 @@ async fn run_reindex(config: Config, args: cli::ReindexArgs) -> anyhow::Result<(
              MEMENTO_EMBEDDINGS__PROVIDER"
         );
     };
-    let store = open_store(&config)?;
+    let store = open_store(&config).await?;
     let bar = Bar::new("embedding");
     let summary = memento::embeddings::reindex(
         store.as_ref(),
@@ -258,7 +257,7 @@ fn parse_user(raw: Option<&str>) -> anyhow::Result<Option<memento::domain::UserI
 
 async fn run_export(config: Config, args: cli::ExportArgs) -> anyhow::Result<()> {
     let user = parse_user(args.user.as_deref())?;
-    let store = open_store(&config)?;
+    let store = open_store(&config).await?;
     let bar = Bar::new("exporting");
     let summary =
         memento::transfer::export(store.as_ref(), user.as_ref(), args.format, &args.to, &bar).await;
@@ -275,7 +274,7 @@ async fn run_export(config: Config, args: cli::ExportArgs) -> anyhow::Result<()>
 
 async fn run_import(config: Config, args: cli::ImportArgs) -> anyhow::Result<()> {
     let user = parse_user(args.user.as_deref())?;
-    let store = open_store(&config)?;
+    let store = open_store(&config).await?;
     let bar = Bar::new("importing");
     let summary = memento::transfer::import(
         store.as_ref(),
@@ -303,8 +302,12 @@ async fn run_mcp_server(
     config: Config,
     export_stats: Option<Arc<memento::telemetry::ExportStats>>,
 ) -> anyhow::Result<()> {
-    let store =
-        memento::embeddings::wrap_store(open_store(&config)?, &config.embeddings, &config.llm)?;
+    let store = memento::embeddings::wrap_configured(
+        open_store(&config).await?,
+        &config.storage,
+        &config.embeddings,
+        &config.llm,
+    )?;
     let shutdown = CancellationToken::new();
     if config.mcp_server.insecure_no_token {
         tracing::warn!(
@@ -386,13 +389,6 @@ fn run_chat(args: memento::chat::ChatArgs) -> ExitCode {
     }
 }
 
-fn open_store(config: &Config) -> anyhow::Result<Arc<SqliteStore>> {
-    let options = SqliteOptions {
-        readers: config.storage.readers,
-        max_batch: config.storage.max_batch,
-        idempotency_window: config.storage.idempotency_window,
-    };
-    let store = SqliteStore::open(&config.storage.data_dir, &options)?;
-    tracing::info!(path = %store.path().display(), "memory database open");
-    Ok(Arc::new(store))
+async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn memento::storage::MemoryStore>> {
+    Ok(memento::storage::open(&config.storage).await?)
 }

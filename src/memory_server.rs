@@ -445,7 +445,7 @@ pub async fn start_with_telemetry(
 }
 
 /// Starts the memory server inside another process (`memento serve` without `mcp.url`):
-/// opens the SQLite store in `storage.data_dir` and serves on loopback at `port` (0 picks
+/// opens the configured store (`storage.backend`) and serves on loopback at `port` (0 picks
 /// one). The caller still talks to it over MCP; it never sees the store.
 pub async fn start_embedded(
     config: &McpServerConfig,
@@ -471,15 +471,8 @@ pub async fn start_embedded_with(
     llm: &crate::llm::LlmConfig,
     shutdown: CancellationToken,
 ) -> Result<RunningMemoryServer, EmbeddedError> {
-    let store = crate::storage::SqliteStore::open(
-        &storage.data_dir,
-        &crate::storage::SqliteOptions {
-            readers: storage.readers,
-            max_batch: storage.max_batch,
-            idempotency_window: storage.idempotency_window,
-        },
-    )?;
-    let store = crate::embeddings::wrap_store(Arc::new(store), embeddings, llm)?;
+    let store = crate::storage::open(storage).await?;
+    let store = crate::embeddings::wrap_configured(store, storage, embeddings, llm)?;
     Ok(start(config, store, shutdown).await?)
 }
 

@@ -33,8 +33,11 @@ use tokio::sync::oneshot;
 use crate::domain::{MemoryId, SearchTerms, UserId};
 
 mod migrations;
+mod postgres;
 mod sql;
 pub(crate) mod vectors;
+
+pub use postgres::{PostgresOptions, PostgresStore};
 
 use sql::*;
 pub(crate) use sql::{reindex_all, scoped_text};
@@ -87,10 +90,50 @@ pub enum StorageError {
     /// A stored row could not be decoded.
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// PostgreSQL (connection, pool, migrations or a statement) failed. Never carries the
+    /// URL's password.
+    #[error(transparent)]
+    Postgres(#[from] crate::pg::PgError),
     /// Search by meaning was asked for but cannot be done (no embeddings provider, or the
     /// query could not be embedded, or this store keeps no vectors).
     #[error("{0}")]
     Semantic(String),
+}
+
+impl From<tokio_postgres::Error> for StorageError {
+    fn from(error: tokio_postgres::Error) -> Self {
+        StorageError::Postgres(crate::pg::PgError::Db(error))
+    }
+}
+
+/// Opens the store `config.backend` names: SQLite in `data_dir` (the default, no other
+/// service), or PostgreSQL at `postgres_url` (migrated at open).
+pub async fn open(
+    config: &crate::config::StorageConfig,
+) -> Result<Arc<dyn MemoryStore>, StorageError> {
+    match config.backend {
+        crate::config::StorageBackend::Sqlite => {
+            let options = SqliteOptions {
+                readers: config.readers,
+                max_batch: config.max_batch,
+                idempotency_window: config.idempotency_window,
+            };
+            let store = SqliteStore::open(&config.data_dir, &options)?;
+            tracing::info!(path = %store.path().display(), "memory database open (SQLite)");
+            Ok(Arc::new(store))
+        }
+        crate::config::StorageBackend::Postgres => {
+            let options = PostgresOptions {
+                pool: crate::pg::PoolOptions {
+                    max_connections: config.postgres_max_connections,
+                    ..crate::pg::PoolOptions::default()
+                },
+                idempotency_window: config.idempotency_window,
+            };
+            let store = PostgresStore::open(config.postgres_url.expose(), &options).await?;
+            Ok(Arc::new(store))
+        }
+    }
 }
 
 /// A memory to store, already validated and normalised by the tool layer.

