@@ -94,6 +94,8 @@ pub struct Config {
     pub storage: StorageConfig,
     /// Where the LLM quotas are kept: this process, or Redis shared by every daemon.
     pub limits: crate::limits::LimitsConfig,
+    /// Embeddings for search by meaning.
+    pub embeddings: crate::embeddings::EmbeddingsConfig,
 }
 
 /// The daemon's HTTP API.
@@ -520,6 +522,12 @@ pub fn load(explicit_file: Option<&Path>, env: &dyn Env) -> Result<Config, Confi
         .and_then(|llm| llm.get("provider"))
         .is_some();
     apply_azure_env(&mut config.llm, env, provider_chosen);
+    if let Some(deployment) = env
+        .var(crate::embeddings::ENV_AZURE_EMBEDDINGS_DEPLOYMENT)
+        .filter(|d| !d.trim().is_empty())
+    {
+        config.embeddings.deployment = Some(deployment);
+    }
     if let Some(token) = env.var(ENV_MCP_TOKEN).filter(|t| !t.is_empty()) {
         config.mcp_server.token.get_or_insert(token.clone());
         config.mcp.token.get_or_insert(token);
@@ -746,6 +754,9 @@ impl Config {
                 "storage.postgres_max_connections must be between 1 and 1000".into(),
             ));
         }
+        self.embeddings
+            .validate()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         if self.storage.max_batch == 0 {
             return Err(ConfigError::Invalid(
                 "storage.max_batch must be at least 1".into(),

@@ -88,9 +88,11 @@ impl Daemon {
                     token: Some(token.clone()),
                     ..config.mcp_server.clone()
                 };
-                let server = memory_server::start_embedded(
+                let server = memory_server::start_embedded_with(
                     &server_config,
                     &config.storage,
+                    &config.embeddings,
+                    &config.llm,
                     CancellationToken::new(),
                 )
                 .await?;

@@ -7,6 +7,8 @@
 //! - [`edge`]: the HTTP edge both servers share: browser and proxy rules, bearer tokens,
 //!   bounded request bodies, the accept loop with its connection limits.
 //! - [`storage`]: the memory store trait and its SQLite engine (off the async threads).
+//! - [`embeddings`]: vectors for search by meaning (Azure, OpenAI-compatible, or a local
+//!   model run in-process), batched at store time, fused with bm25 by the store.
 //! - [`memory_server`]: the memory MCP server (`memento mcp-server`), Streamable HTTP and
 //!   legacy HTTP+SSE.
 //! - [`transfer`]: `memento export` / `memento import` (seed layout, JSONL); its `record`
@@ -35,6 +37,7 @@ pub mod conversation;
 pub mod daemon;
 pub mod domain;
 pub mod edge;
+pub mod embeddings;
 pub mod fuzzing;
 pub mod history;
 pub mod http;

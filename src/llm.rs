@@ -17,7 +17,7 @@ pub mod framing;
 pub mod limits;
 mod metrics;
 pub mod offline;
-mod provider;
+pub(crate) mod provider;
 pub mod pseudonym;
 pub mod types;
 

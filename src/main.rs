@@ -48,7 +48,7 @@ fn main() -> ExitCode {
     let service = match &cli.command {
         Command::Serve(_) | Command::Chat(_) => "memento",
         Command::McpServer(_) => "memento-mcp-server",
-        Command::Export(_) | Command::Import(_) => "memento-transfer",
+        Command::Export(_) | Command::Import(_) | Command::Reindex(_) => "memento-transfer",
     };
     // The OTLP exporter (when configured) must be built inside the runtime.
     let telemetry = match runtime.block_on(async { memento::telemetry::init(service) }) {
@@ -78,6 +78,7 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
         Command::McpServer(args) => &args.common,
         Command::Export(args) => &args.common,
         Command::Import(args) => &args.common,
+        Command::Reindex(args) => &args.common,
         Command::Chat(_) => return Ok(Config::default()),
     };
     let mut config = config::load(common.config.as_deref(), &ProcessEnv)?;
@@ -100,7 +101,7 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
                 config.mcp.embedded_port = port;
             }
         }
-        Command::Chat(_) | Command::Export(_) | Command::Import(_) => {}
+        Command::Chat(_) | Command::Export(_) | Command::Import(_) | Command::Reindex(_) => {}
         Command::McpServer(args) => {
             let server = &mut config.mcp_server;
             if let Some(host) = args.host {
@@ -155,8 +156,8 @@ fn provide_mcp_token(config: &mut Config, command: &Command) -> anyhow::Result<(
                 config.mcp.token = Some(token);
             }
         }
-        // Export and import open the store directly: no MCP, no token.
-        Command::Chat(_) | Command::Export(_) | Command::Import(_) => {}
+        // Export, import and reindex open the store directly: no MCP, no token.
+        Command::Chat(_) | Command::Export(_) | Command::Import(_) | Command::Reindex(_) => {}
     }
     Ok(())
 }
@@ -191,7 +192,38 @@ async fn run(
         Command::McpServer(_) => run_mcp_server(config, export_stats).await,
         Command::Export(args) => run_export(config, args).await,
         Command::Import(args) => run_import(config, args).await,
+        Command::Reindex(args) => run_reindex(config, args).await,
     }
+}
+
+async fn run_reindex(config: Config, args: cli::ReindexArgs) -> anyhow::Result<()> {
+    let Some(embedder) = memento::embeddings::build(&config.embeddings, &config.llm)? else {
+        anyhow::bail!(
+            "reindex --embeddings needs an embeddings provider: set [embeddings] provider \
+             (\"local\" with model_dir, \"azure\" or \"openai\") in the config file or \
+             MEMENTO_EMBEDDINGS__PROVIDER"
+        );
+    };
+    let store = open_store(&config).await?;
+    let bar = Bar::new("embedding");
+    let summary = memento::embeddings::reindex(
+        store.as_ref(),
+        embedder.as_ref(),
+        args.batch,
+        |done, total| {
+            bar.0.set_length(total);
+            bar.0.set_position(done);
+        },
+    )
+    .await;
+    bar.0.finish_and_clear();
+    let summary = summary?;
+    println!(
+        "embedded {} memories with {}; every memory now has a vector of this model",
+        summary.embedded,
+        embedder.model_id()
+    );
+    Ok(())
 }
 
 /// A progress bar on stderr (hidden when stderr is not a terminal).
@@ -270,7 +302,12 @@ async fn run_mcp_server(
     config: Config,
     export_stats: Option<Arc<memento::telemetry::ExportStats>>,
 ) -> anyhow::Result<()> {
-    let store = open_store(&config).await?;
+    let store = memento::embeddings::wrap_configured(
+        open_store(&config).await?,
+        &config.storage,
+        &config.embeddings,
+        &config.llm,
+    )?;
     let shutdown = CancellationToken::new();
     if config.mcp_server.insecure_no_token {
         tracing::warn!(

@@ -452,7 +452,27 @@ pub async fn start_embedded(
     storage: &crate::config::StorageConfig,
     shutdown: CancellationToken,
 ) -> Result<RunningMemoryServer, EmbeddedError> {
+    start_embedded_with(
+        config,
+        storage,
+        &crate::embeddings::EmbeddingsConfig::default(),
+        &crate::llm::LlmConfig::default(),
+        shutdown,
+    )
+    .await
+}
+
+/// [`start_embedded`] with the `[embeddings]` provider (the Azure one uses `[llm]`'s
+/// endpoint and key).
+pub async fn start_embedded_with(
+    config: &McpServerConfig,
+    storage: &crate::config::StorageConfig,
+    embeddings: &crate::embeddings::EmbeddingsConfig,
+    llm: &crate::llm::LlmConfig,
+    shutdown: CancellationToken,
+) -> Result<RunningMemoryServer, EmbeddedError> {
     let store = crate::storage::open(storage).await?;
+    let store = crate::embeddings::wrap_configured(store, storage, embeddings, llm)?;
     Ok(start(config, store, shutdown).await?)
 }
 
@@ -462,6 +482,9 @@ pub enum EmbeddedError {
     /// The store could not be opened.
     #[error(transparent)]
     Storage(#[from] crate::storage::StorageError),
+    /// The embeddings provider could not start.
+    #[error(transparent)]
+    Embeddings(#[from] crate::embeddings::EmbedError),
     /// The server could not bind.
     #[error(transparent)]
     Server(#[from] MemoryServerError),

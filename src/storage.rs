@@ -30,6 +30,7 @@ mod engine;
 mod migrations;
 mod postgres;
 mod sql;
+pub(crate) mod vectors;
 
 pub use postgres::{PostgresOptions, PostgresStore};
 
@@ -88,6 +89,10 @@ pub enum StorageError {
     /// URL's password.
     #[error(transparent)]
     Postgres(#[from] crate::pg::PgError),
+    /// Search by meaning was asked for but cannot be done (no embeddings provider, or the
+    /// query could not be embedded, or this store keeps no vectors).
+    #[error("{0}")]
+    Semantic(String),
 }
 
 impl From<tokio_postgres::Error> for StorageError {
@@ -144,6 +149,11 @@ pub struct NewMemory {
     /// already has a memory with the same filename and content stored within the same second:
     /// importing the same data twice adds nothing, with no time window.
     pub created_at: Option<DateTime<Utc>>,
+    /// The memory's embedding (L2-normalised), when an embeddings provider is configured.
+    pub embedding: Option<Vec<f32>>,
+    /// The model that made `embedding` (kept beside it, so a reindex can find vectors of
+    /// another model).
+    pub embedding_model: Option<String>,
 }
 
 /// What a store returns: the memory's metadata (not its content).
@@ -210,6 +220,46 @@ pub struct MemorySummary {
     pub preview: String,
 }
 
+/// How `retrieve_memories` ranks a query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SearchMode {
+    /// Keywords (bm25) and meaning (cosine) fused; keywords alone without embeddings.
+    #[default]
+    Hybrid,
+    /// Keywords only (bm25).
+    Keyword,
+    /// Meaning only (cosine); an error without embeddings.
+    Semantic,
+}
+
+impl SearchMode {
+    /// Parses `hybrid`, `keyword` or `semantic`.
+    pub fn parse(raw: &str) -> Option<SearchMode> {
+        match raw.trim().to_ascii_lowercase().as_str() {
+            "hybrid" => Some(SearchMode::Hybrid),
+            "keyword" => Some(SearchMode::Keyword),
+            "semantic" => Some(SearchMode::Semantic),
+            _ => None,
+        }
+    }
+}
+
+/// A memory that needs a vector (of the current model), for `memento reindex --embeddings`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VectorTask {
+    /// The memory.
+    pub id: MemoryId,
+    /// Its owner.
+    pub user: UserId,
+    /// Its content.
+    pub content: String,
+    /// Its description.
+    pub description: String,
+    /// Its tags.
+    pub tags: Vec<String>,
+}
+
 /// What to search for. Always scoped to one user.
 #[derive(Debug, Clone)]
 pub struct SearchQuery {
@@ -227,6 +277,15 @@ pub struct SearchQuery {
     pub limit: u32,
     /// Rows to skip.
     pub offset: u32,
+    /// The query as the user wrote it (what is embedded); `None` without a query.
+    pub text: Option<String>,
+    /// How to rank.
+    pub mode: SearchMode,
+    /// The query's embedding (set by `embeddings::EmbeddingStore`); without it, hybrid is
+    /// keyword-only and semantic is an error.
+    pub vector: Option<Vec<f32>>,
+    /// Weight of the meaning ranking against the keyword ranking (1.0) when fusing.
+    pub semantic_weight: f32,
 }
 
 /// A tag and how many of the user's memories carry it.
@@ -330,6 +389,35 @@ pub trait MemoryStore: Send + Sync + 'static {
     ) -> BoxFuture<'static, Result<Vec<String>, StorageError>>;
     /// Counters.
     fn stats(&self) -> StorageStats;
+    /// Up to `limit` memories without a vector of `model`, oldest first, and how many such
+    /// memories there are in all.
+    fn vector_tasks(
+        &self,
+        model: String,
+        limit: u32,
+    ) -> BoxFuture<'static, Result<(Vec<VectorTask>, u64), StorageError>> {
+        let _ = (model, limit);
+        Box::pin(async { Err(no_vectors()) })
+    }
+    /// Stores vectors made by `model` (replacing older ones); returns how many memories got
+    /// one (deleted memories are skipped).
+    fn put_vectors(
+        &self,
+        model: String,
+        vectors: Vec<(MemoryId, Vec<f32>)>,
+    ) -> BoxFuture<'static, Result<u64, StorageError>> {
+        let _ = (model, vectors);
+        Box::pin(async { Err(no_vectors()) })
+    }
+}
+
+/// The error of a store that keeps no vectors.
+pub fn no_vectors() -> StorageError {
+    StorageError::Semantic(
+        "this storage backend keeps no vectors: search by meaning (mode \"semantic\" or \
+         \"hybrid\") and reindexing are not available; use mode \"keyword\""
+            .into(),
+    )
 }
 
 #[cfg(test)]

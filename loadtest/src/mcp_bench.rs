@@ -309,6 +309,8 @@ async fn preload(store: &dyn MemoryStore, count: u64, users: u64) -> anyhow::Res
             tags: vec![word(rng.zipf()), word(rng.zipf())],
             idempotency_key: None,
             created_at: None,
+            embedding: None,
+            embedding_model: None,
         };
         in_flight.push(store.store(memory));
         if in_flight.len() >= 2048

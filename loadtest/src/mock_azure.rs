@@ -13,6 +13,8 @@
 //! - `POST /openai/v1/chat/completions`: Azure's v1 API (`model` = deployment, no
 //!   `api-version` needed). `POST /v1/chat/completions`: an OpenAI-compatible server
 //!   (`model` required, any name accepted, OpenAI-shaped errors).
+//! - `POST /openai/deployments/{deployment}/embeddings`, `/openai/v1/embeddings`,
+//!   `/v1/embeddings`: deterministic vectors (see `mock_azure/embeddings.rs`).
 //! - `GET /stats` ([`MockStats`] as JSON), `POST /stats/reset`, `GET /healthz`. Any other
 //!   path is a 404 `Resource not found`.
 //!
@@ -62,6 +64,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+pub mod embeddings;
 mod quota;
 mod wire;
 
@@ -203,6 +206,10 @@ pub struct MockStats {
     /// Chat requests that arrived in each second, keyed by seconds since the start (the
     /// last hour is kept).
     pub arrivals_per_second: BTreeMap<u64, u64>,
+    /// Embeddings requests received (not counted in `requests`).
+    pub embedding_requests: u64,
+    /// Texts embedded.
+    pub embedding_inputs: u64,
 }
 
 /// A running mock. Dropping it stops the server too (without waiting).
@@ -242,6 +249,12 @@ impl MockServer {
             )
             .route("/openai/v1/chat/completions", post(azure_v1))
             .route("/v1/chat/completions", post(openai))
+            .route(
+                "/openai/deployments/{deployment}/embeddings",
+                post(embeddings::azure_dated),
+            )
+            .route("/openai/v1/embeddings", post(embeddings::openai))
+            .route("/v1/embeddings", post(embeddings::openai))
             .route("/stats", get(stats))
             .route("/stats/reset", post(reset_stats))
             .route("/healthz", get(|| async { "ok" }))

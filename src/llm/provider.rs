@@ -131,7 +131,8 @@ impl LlmError {
 
 /// Memento's HTTP service for async-openai: executes the request with no retry of its own
 /// and turns error statuses into [`LlmError`]s that keep the status and retry hints.
-fn http_service(
+/// (Also used by the embeddings provider, `crate::embeddings::remote`.)
+pub(crate) fn http_service(
     config: &LlmConfig,
 ) -> Result<
     impl tower::Service<
@@ -200,20 +201,29 @@ fn http_service(
 fn decode(result: Result<WireResponse, OpenAIError>) -> Result<ChatResponse, LlmError> {
     match result {
         Ok(wire) => wire.into_response(),
-        Err(OpenAIError::Boxed(error)) => match error.downcast::<LlmError>() {
-            Ok(error) => Err(*error),
-            Err(other) => Err(LlmError::Connect(other.to_string())),
+        Err(error) => Err(openai_error(error)),
+    }
+}
+
+/// Maps an async-openai error to ours (the embeddings provider uses it too).
+pub(crate) fn openai_error(error: OpenAIError) -> LlmError {
+    match error {
+        OpenAIError::Boxed(error) => match error.downcast::<LlmError>() {
+            Ok(error) => *error,
+            Err(other) => LlmError::Connect(other.to_string()),
         },
-        Err(OpenAIError::Reqwest(error)) => Err(if error.is_timeout() {
-            LlmError::Timeout
-        } else {
-            LlmError::Connect(error.to_string())
-        }),
-        Err(OpenAIError::JSONDeserialize(error, body)) => Err(LlmError::InvalidResponse(format!(
+        OpenAIError::Reqwest(error) => {
+            if error.is_timeout() {
+                LlmError::Timeout
+            } else {
+                LlmError::Connect(error.to_string())
+            }
+        }
+        OpenAIError::JSONDeserialize(error, body) => LlmError::InvalidResponse(format!(
             "{error}: {}",
             body.chars().take(200).collect::<String>()
-        ))),
-        Err(other) => Err(LlmError::InvalidResponse(other.to_string())),
+        )),
+        other => LlmError::InvalidResponse(other.to_string()),
     }
 }
 

@@ -68,10 +68,14 @@ trait WriteJob: Send {
     fn finish(self: Box<Self>, commit: Result<(), String>);
 }
 
+/// Runs on the writer thread after the commit of a job that succeeded.
+type AfterCommit<T> = Box<dyn FnOnce(&T) + Send>;
+
 struct Job<T, F> {
     work: F,
     result: Option<Result<T, StorageError>>,
     reply: oneshot::Sender<Result<T, StorageError>>,
+    after: Option<AfterCommit<T>>,
 }
 
 impl<T, F> WriteJob for Job<T, F>
@@ -92,6 +96,9 @@ where
             (Ok(()), None) => Err(StorageError::Closed),
             (Err(message), _) => Err(StorageError::Commit(message)),
         };
+        if let (Ok(value), Some(after)) = (&reply, self.after) {
+            after(value);
+        }
         // The caller may have given up (deadline, disconnect); nothing to do then.
         let _ = self.reply.send(reply);
     }
@@ -109,6 +116,7 @@ struct Inner {
     counters: Arc<Counters>,
     path: PathBuf,
     idempotency_window: std::time::Duration,
+    vectors: Arc<super::vectors::VectorIndex>,
 }
 
 #[derive(Default)]
@@ -189,6 +197,7 @@ impl SqliteStore {
                 counters,
                 path,
                 idempotency_window: options.idempotency_window,
+                vectors: Arc::new(super::vectors::VectorIndex::default()),
             }),
         })
     }
@@ -221,7 +230,13 @@ impl SqliteStore {
 
     /// Runs `f` on the writer thread inside the next group commit; resolves after the commit.
     /// `f` may run twice (see `writer_loop`), so it borrows what it needs.
-    fn write<T, F>(&self, f: F) -> BoxFuture<'static, Result<T, StorageError>>
+    /// Then `after` on the writer thread once the job's result is committed (it runs even
+    /// when the caller has given up waiting).
+    fn write_then<T, F>(
+        &self,
+        f: F,
+        after: Option<AfterCommit<T>>,
+    ) -> BoxFuture<'static, Result<T, StorageError>>
     where
         T: Send + 'static,
         F: FnMut(&Connection) -> Result<T, StorageError> + Send + 'static,
@@ -231,6 +246,7 @@ impl SqliteStore {
             work: f,
             result: None,
             reply: tx,
+            after,
         });
         // Never `send`: it would block an async worker thread while the queue is full.
         let sent = self.inner.writer.try_send(job).map_err(queue_error);
@@ -374,9 +390,20 @@ fn run_batch(conn: &Connection, jobs: &mut [Box<dyn WriteJob>]) -> Result<(), Ba
 impl MemoryStore for SqliteStore {
     fn store(&self, memory: NewMemory) -> BoxFuture<'static, Result<StoredMemory, StorageError>> {
         let window = self.inner.idempotency_window;
+        let after: Option<AfterCommit<(StoredMemory, Option<i64>)>> =
+            memory.embedding.clone().map(|vector| {
+                let index = self.inner.vectors.clone();
+                let user = memory.user.clone();
+                Box::new(move |(_, rowid): &(StoredMemory, Option<i64>)| {
+                    if let Some(rowid) = rowid {
+                        index.insert(user.as_str(), *rowid, &vector);
+                    }
+                }) as AfterCommit<_>
+            });
+        let stored = self.write_then(move |conn| insert_memory(conn, &memory, window), after);
         traced(
             "sqlite store",
-            self.write(move |conn| insert_memory(conn, &memory, window)),
+            Box::pin(async move { stored.await.map(|(stored, _)| stored) }),
         )
     }
 
@@ -384,7 +411,11 @@ impl MemoryStore for SqliteStore {
         &self,
         query: SearchQuery,
     ) -> BoxFuture<'static, Result<Vec<MemorySummary>, StorageError>> {
-        traced("sqlite search", self.read(move |conn| search(conn, &query)))
+        let index = self.inner.vectors.clone();
+        traced(
+            "sqlite search",
+            self.read(move |conn| search(conn, &index, &query)),
+        )
     }
 
     fn get(
@@ -411,8 +442,16 @@ impl MemoryStore for SqliteStore {
         user: UserId,
         id: MemoryId,
     ) -> BoxFuture<'static, Result<Option<MemorySummary>, StorageError>> {
-        self.write(move |conn| {
-            let found = conn
+        let index = self.inner.vectors.clone();
+        let owner = user.clone();
+        let after: AfterCommit<Option<(MemorySummary, i64)>> = Box::new(move |deleted| {
+            if let Some((_, rowid)) = deleted {
+                index.remove(owner.as_str(), *rowid);
+            }
+        });
+        let deleted = self.write_then(
+            move |conn| {
+                let found = conn
                 .prepare_cached(
                     "SELECT id, filename, stored_as, description, tags, created_at, size_bytes, \
                      substr(content, 1, ?3), rowid FROM memories WHERE user_id = ?1 AND id = ?2",
@@ -422,17 +461,22 @@ impl MemoryStore for SqliteStore {
                     |row| Ok((summary_from_row(row)?, row.get::<_, i64>(8)?)),
                 )
                 .optional()?;
-            let Some((summary, rowid)) = found else {
-                return Ok(None);
-            };
-            conn.prepare_cached("DELETE FROM memories_fts WHERE rowid = ?1")?
-                .execute([rowid])?;
-            conn.prepare_cached("DELETE FROM memory_tags WHERE memory_rowid = ?1")?
-                .execute([rowid])?;
-            conn.prepare_cached("DELETE FROM memories WHERE rowid = ?1")?
-                .execute([rowid])?;
-            summary.map(Some)
-        })
+                let Some((summary, rowid)) = found else {
+                    return Ok(None);
+                };
+                conn.prepare_cached("DELETE FROM memories_fts WHERE rowid = ?1")?
+                    .execute([rowid])?;
+                conn.prepare_cached("DELETE FROM memory_tags WHERE memory_rowid = ?1")?
+                    .execute([rowid])?;
+                conn.prepare_cached("DELETE FROM memory_vectors WHERE memory_rowid = ?1")?
+                    .execute([rowid])?;
+                conn.prepare_cached("DELETE FROM memories WHERE rowid = ?1")?
+                    .execute([rowid])?;
+                Ok(Some((summary?, rowid)))
+            },
+            Some(after),
+        );
+        Box::pin(async move { Ok(deleted.await?.map(|(summary, _)| summary)) })
     }
 
     fn list_tags(&self, user: UserId) -> BoxFuture<'static, Result<Vec<TagCount>, StorageError>> {
@@ -466,6 +510,34 @@ impl MemoryStore for SqliteStore {
         limit: u32,
     ) -> BoxFuture<'static, Result<Vec<String>, StorageError>> {
         self.read(move |conn| complete(conn, field, user.as_ref(), &prefix, limit))
+    }
+
+    fn vector_tasks(
+        &self,
+        model: String,
+        limit: u32,
+    ) -> BoxFuture<'static, Result<(Vec<VectorTask>, u64), StorageError>> {
+        self.read(move |conn| vector_tasks(conn, &model, limit))
+    }
+
+    fn put_vectors(
+        &self,
+        model: String,
+        vectors: Vec<(MemoryId, Vec<f32>)>,
+    ) -> BoxFuture<'static, Result<u64, StorageError>> {
+        let index = self.inner.vectors.clone();
+        let after: AfterCommit<Vec<(String, i64, usize)>> = {
+            let vectors = vectors.clone();
+            Box::new(move |written: &Vec<(String, i64, usize)>| {
+                for (user, rowid, i) in written {
+                    if let Some((_, vector)) = vectors.get(*i) {
+                        index.insert(user, *rowid, vector);
+                    }
+                }
+            })
+        };
+        let written = self.write_then(move |conn| put_vectors(conn, &model, &vectors), Some(after));
+        Box::pin(async move { Ok(written.await?.len() as u64) })
     }
 
     fn stats(&self) -> StorageStats {

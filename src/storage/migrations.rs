@@ -78,6 +78,19 @@ const MIGRATIONS: &[Migration] = &[
         conn.execute_batch("INSERT INTO memories_fts (memories_fts) VALUES ('delete-all');")?;
         super::reindex_all(conn)
     }),
+    // 6: a vector per memory (issue 15, search by meaning): little-endian f32s, the owner
+    // beside it for per-user scans, the model that made it (reindexing replaces other
+    // models' vectors). Memories stored before it get theirs from `memento reindex
+    // --embeddings`.
+    Migration::Sql(
+        "CREATE TABLE memory_vectors (
+        memory_rowid INTEGER PRIMARY KEY REFERENCES memories (rowid) ON DELETE CASCADE,
+        user_id TEXT NOT NULL,
+        model TEXT NOT NULL,
+        vector BLOB NOT NULL
+    );
+    CREATE INDEX memory_vectors_by_user ON memory_vectors (user_id);",
+    ),
 ];
 
 /// Brings the schema up to date.

@@ -431,6 +431,11 @@ async fn search(
     client: &deadpool_postgres::Client,
     query: &SearchQuery,
 ) -> Result<Vec<MemorySummary>, StorageError> {
+    // No vectors here yet (issue 15): meaning-only search is refused, hybrid ranks by
+    // keywords.
+    if query.mode == super::SearchMode::Semantic && query.terms.is_some() {
+        return Err(super::no_vectors());
+    }
     let mut params: Params = vec![Box::new(query.user.as_str().to_owned())];
     let mut sql = format!("SELECT {SUMMARY_COLUMNS} FROM memories WHERE user_id = $1");
     let ranked = match &query.terms {

@@ -116,11 +116,13 @@ pub(crate) fn arguments_digest(memory: &NewMemory) -> String {
     digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Inserts (or replays) a memory; the rowid is returned when a new row got a vector, for
+/// the vector cache.
 pub(super) fn insert_memory(
     conn: &Connection,
     memory: &NewMemory,
     window: std::time::Duration,
-) -> Result<StoredMemory, StorageError> {
+) -> Result<(StoredMemory, Option<i64>), StorageError> {
     let now_micros = Utc::now().timestamp_micros();
     let digest = memory
         .idempotency_key
@@ -145,13 +147,13 @@ pub(super) fn insert_memory(
             let mut stored: StoredMemory = serde_json::from_str(&previous)
                 .map_err(|e| StorageError::Corrupt(format!("idempotency record: {e}")))?;
             stored.replayed = true;
-            return Ok(stored);
+            return Ok((stored, None));
         }
     }
     if let Some(original) = memory.created_at
         && let Some(existing) = find_imported(conn, memory, original)?
     {
-        return Ok(existing);
+        return Ok((existing, None));
     }
     let id = MemoryId::new();
     let created_at = memory.created_at.unwrap_or_else(Utc::now);
@@ -196,6 +198,22 @@ pub(super) fn insert_memory(
         &memory.filename,
         &memory.tags.join(" "),
     )?;
+    let vector_rowid = match &memory.embedding {
+        Some(vector) if !vector.is_empty() => {
+            conn.prepare_cached(
+                "INSERT OR REPLACE INTO memory_vectors (memory_rowid, user_id, model, vector) \
+                 VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(rusqlite::params![
+                rowid,
+                memory.user.as_str(),
+                memory.embedding_model.as_deref().unwrap_or(""),
+                super::vectors::to_blob(vector),
+            ])?;
+            Some(rowid)
+        }
+        _ => None,
+    };
     let stored = StoredMemory {
         id,
         filename: memory.filename.clone(),
@@ -215,7 +233,75 @@ pub(super) fn insert_memory(
         )?
         .execute((memory.user.as_str(), key, result, now_micros, digest))?;
     }
-    Ok(stored)
+    Ok((stored, vector_rowid))
+}
+
+/// Memories without a vector of `model`, oldest first, and how many there are.
+pub(super) fn vector_tasks(
+    conn: &Connection,
+    model: &str,
+    limit: u32,
+) -> Result<(Vec<VectorTask>, u64), StorageError> {
+    const MISSING: &str = "FROM memories m LEFT JOIN memory_vectors v ON v.memory_rowid = m.rowid \
+                           WHERE v.memory_rowid IS NULL OR v.model <> ?1";
+    let remaining: i64 = conn
+        .prepare_cached(&format!("SELECT count(*) {MISSING}"))?
+        .query_row([model], |row| row.get(0))?;
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT m.id, m.user_id, m.content, m.description, m.tags {MISSING} \
+         ORDER BY m.rowid LIMIT ?2"
+    ))?;
+    let rows = stmt.query_map(rusqlite::params![model, i64::from(limit)], |row| {
+        Ok((
+            row.get::<_, String>(0)?,
+            row.get::<_, String>(1)?,
+            row.get::<_, String>(2)?,
+            row.get::<_, String>(3)?,
+            row.get::<_, String>(4)?,
+        ))
+    })?;
+    let mut tasks = Vec::new();
+    for row in rows {
+        let (id, user, content, description, tags) = row?;
+        tasks.push(VectorTask {
+            id: MemoryId::parse(&id).map_err(|e| StorageError::Corrupt(e.to_string()))?,
+            user: UserId::parse(&user).map_err(|e| StorageError::Corrupt(e.to_string()))?,
+            content,
+            description,
+            tags: split_tags(&tags),
+        });
+    }
+    Ok((tasks, remaining.max(0) as u64))
+}
+
+/// Stores vectors by memory id; returns `(user, rowid, index in vectors)` of each written.
+pub(super) fn put_vectors(
+    conn: &Connection,
+    model: &str,
+    vectors: &[(MemoryId, Vec<f32>)],
+) -> Result<Vec<(String, i64, usize)>, StorageError> {
+    let mut written = Vec::new();
+    for (i, (id, vector)) in vectors.iter().enumerate() {
+        let found: Option<(i64, String)> = conn
+            .prepare_cached("SELECT rowid, user_id FROM memories WHERE id = ?1")?
+            .query_row([id.to_string()], |row| Ok((row.get(0)?, row.get(1)?)))
+            .optional()?;
+        let Some((rowid, user)) = found else {
+            continue;
+        };
+        conn.prepare_cached(
+            "INSERT OR REPLACE INTO memory_vectors (memory_rowid, user_id, model, vector) \
+             VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(rusqlite::params![
+            rowid,
+            user,
+            model,
+            super::vectors::to_blob(vector)
+        ])?;
+        written.push((user, rowid, i));
+    }
+    Ok(written)
 }
 
 /// The memory an import would duplicate: same user, filename and content, stored within the
@@ -357,34 +443,117 @@ pub(super) fn complete(
 
 pub(super) fn search(
     conn: &Connection,
+    index: &super::vectors::VectorIndex,
     query: &SearchQuery,
 ) -> Result<Vec<MemorySummary>, StorageError> {
+    let has_query = query.terms.is_some() || query.text.is_some();
+    match (&query.vector, query.mode) {
+        (Some(vector), SearchMode::Hybrid | SearchMode::Semantic) if has_query => {
+            let rowids = super::vectors::ranked_rowids(conn, index, query, vector, |depth| {
+                keyword_rowids(conn, query, depth)
+            })?;
+            summaries_by_rowid(conn, &rowids)
+        }
+        (None, SearchMode::Semantic) if has_query => Err(StorageError::Semantic(
+            "mode \"semantic\" needs an embeddings provider, and this server has none \
+             configured ([embeddings] provider = \"none\"): it ranks by keywords only; use \
+             mode \"keyword\" or \"hybrid\""
+                .into(),
+        )),
+        _ => keyword_search(conn, query),
+    }
+}
+
+/// The keyword ranking's first `depth` rowids (same filters as the search).
+fn keyword_rowids(
+    conn: &Connection,
+    query: &SearchQuery,
+    depth: usize,
+) -> Result<Vec<i64>, StorageError> {
+    if query.terms.as_ref().is_none_or(|t| t.is_empty()) {
+        return Ok(Vec::new());
+    }
+    let mut deep = query.clone();
+    deep.offset = 0;
+    deep.limit = u32::try_from(depth).unwrap_or(u32::MAX);
+    let Some((sql, args)) = search_sql(conn, &deep, "m.rowid")? else {
+        return Ok(Vec::new());
+    };
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(params_from_iter(args), |row| row.get::<_, i64>(0))?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// Summaries of `rowids`, in that order.
+fn summaries_by_rowid(
+    conn: &Connection,
+    rowids: &[i64],
+) -> Result<Vec<MemorySummary>, StorageError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT m.id, m.filename, m.stored_as, m.description, m.tags, m.created_at, \
+         m.size_bytes, substr(m.content, 1, ?1) FROM memories m WHERE m.rowid = ?2",
+    )?;
+    let mut out = Vec::with_capacity(rowids.len());
+    for rowid in rowids {
+        if let Some(summary) = stmt
+            .query_row((PREVIEW_CHARS as i64, rowid), summary_from_row)
+            .optional()?
+        {
+            out.push(summary?);
+        }
+    }
+    Ok(out)
+}
+
+fn keyword_search(
+    conn: &Connection,
+    query: &SearchQuery,
+) -> Result<Vec<MemorySummary>, StorageError> {
+    let select = "m.id, m.filename, m.stored_as, m.description, m.tags, m.created_at, \
+                  m.size_bytes, substr(m.content, 1, ?1)";
+    let Some((sql, args)) = search_sql(conn, query, select)? else {
+        return Ok(Vec::new());
+    };
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(params_from_iter(args), |row| summary_from_row(row))?;
+    let mut out = Vec::new();
+    for row in rows {
+        out.push(row??);
+    }
+    Ok(out)
+}
+
+/// The keyword search's SQL and arguments, selecting `select` (which may use `?1`, the
+/// preview length); `None` when nothing can match.
+fn search_sql(
+    conn: &Connection,
+    query: &SearchQuery,
+    select: &str,
+) -> Result<Option<(String, Vec<Value>)>, StorageError> {
     let mut sql = String::new();
     let mut args: Vec<Value> = Vec::new();
     let ranked = match &query.terms {
         Some(terms) if !terms.is_empty() => {
             // No number: the user never stored anything.
             let Some(user_no) = user_number(conn, &query.user, false)? else {
-                return Ok(Vec::new());
+                return Ok(None);
             };
             // CROSS JOIN fixes the order: the (small, scoped) full-text hits drive the join.
-            sql.push_str(
-                "SELECT m.id, m.filename, m.stored_as, m.description, m.tags, m.created_at, \
-                 m.size_bytes, substr(m.content, 1, ?1) \
+            sql.push_str(&format!(
+                "SELECT {select} \
                  FROM memories_fts CROSS JOIN memories m ON m.rowid = memories_fts.rowid \
-                 WHERE memories_fts MATCH ?2 AND m.user_id = ?3",
-            );
+                 WHERE memories_fts MATCH ?2 AND m.user_id = ?3"
+            ));
             args.push(Value::Integer(PREVIEW_CHARS as i64));
             args.push(Value::Text(terms.to_fts5_scoped(&scope_prefix(user_no))));
             true
         }
         // A query with no searchable word matches nothing (it must not match everything).
-        Some(_) => return Ok(Vec::new()),
+        Some(_) => return Ok(None),
         None => {
-            sql.push_str(
-                "SELECT m.id, m.filename, m.stored_as, m.description, m.tags, m.created_at, \
-                 m.size_bytes, substr(m.content, 1, ?1) FROM memories m WHERE m.user_id = ?2",
-            );
+            sql.push_str(&format!(
+                "SELECT {select} FROM memories m WHERE m.user_id = ?2"
+            ));
             args.push(Value::Integer(PREVIEW_CHARS as i64));
             false
         }
@@ -425,14 +594,7 @@ pub(super) fn search(
         args.len() - 1,
         args.len()
     ));
-
-    let mut stmt = conn.prepare_cached(&sql)?;
-    let rows = stmt.query_map(params_from_iter(args), |row| summary_from_row(row))?;
-    let mut out = Vec::new();
-    for row in rows {
-        out.push(row??);
-    }
-    Ok(out)
+    Ok(Some((sql, args)))
 }
 
 /// Decodes the first eight columns (id, filename, stored_as, description, tags, created_at,

@@ -15,6 +15,8 @@ pub(super) fn new_memory(owner: &str, content: &str, filename: &str, tags: &[&st
         tags: tags.iter().map(|t| t.to_string()).collect(),
         idempotency_key: None,
         created_at: None,
+        embedding: None,
+        embedding_model: None,
     }
 }
 
@@ -27,6 +29,10 @@ pub(super) fn query(owner: &str, text: Option<&str>) -> SearchQuery {
         until: None,
         limit: 10,
         offset: 0,
+        text: text.map(str::to_owned),
+        mode: SearchMode::Hybrid,
+        vector: None,
+        semantic_weight: 1.0,
     }
 }
 

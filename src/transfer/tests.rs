@@ -86,6 +86,8 @@ async fn fill(store: &SqliteStore) {
                 tags: tags.into_iter().map(str::to_owned).collect(),
                 idempotency_key: None,
                 created_at: None,
+                embedding: None,
+                embedding_model: None,
             })
             .await
             .unwrap();
