@@ -262,7 +262,9 @@ async fn api_errors_are_json_with_fitting_status() {
     .await;
     let http = &fixture.http;
     let url = |user: &str| format!("{}/v1/users/{user}/messages", fixture.url);
-    let cases: Vec<(String, Option<&str>, Vec<u8>, u16, &str)> = vec![
+    // (url, bearer token, body, expected status, expected error code)
+    type Case<'a> = (String, Option<&'a str>, Vec<u8>, u16, &'a str);
+    let cases: Vec<Case> = vec![
         (
             url("alice"),
             None,
