@@ -135,11 +135,11 @@ impl LlmHandle {
         self.actor.get_status() == ractor::ActorStatus::Running
     }
 
-    /// Stops the actor (requests in flight finish in their tasks).
-    pub async fn stop(&self) {
+    /// Stops the actor, waiting at most `within` (requests in flight finish in their tasks).
+    pub async fn stop(&self, within: Duration) {
         let _ = self
             .actor
-            .stop_and_wait(Some("shutdown".into()), Some(Duration::from_secs(5)))
+            .stop_and_wait(Some("shutdown".into()), Some(within))
             .await;
     }
 }
