@@ -121,6 +121,8 @@ pub fn router(state: ApiState) -> Router {
 }
 
 /// The daemon's edge: the shared origin policy, then the caller's token for `/v1/` routes.
+// A refusal is an axum `Response`, built only for refused requests: not worth boxing.
+#[allow(clippy::result_large_err)]
 async fn edge(
     state: ApiState,
     request: axum::extract::Request,

@@ -22,7 +22,7 @@ pub mod pseudonym;
 pub mod types;
 
 pub use crate::config::{LlmConfig, Provider};
-pub use actor::{Llm, LlmHandle, LlmMsg, Shared};
+pub use actor::{Llm, LlmHandle, LlmMsg, LlmState, Shared};
 pub use error::LlmError;
 pub use limits::estimate_tokens;
 pub use metrics::LlmMetrics;

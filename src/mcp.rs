@@ -261,10 +261,10 @@ impl McpHandle {
     }
 
     /// Ends the session and stops the actor.
-    pub async fn stop(&self) {
+    pub async fn stop(&self, within: Duration) {
         let _ = self
             .actor
-            .stop_and_wait(Some("shutdown".into()), Some(Duration::from_secs(5)))
+            .stop_and_wait(Some("shutdown".into()), Some(within))
             .await;
     }
 }

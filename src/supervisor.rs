@@ -29,6 +29,18 @@ use crate::llm::types::ChatMessage;
 use crate::mcp::McpHandle;
 use crate::metrics::{Counter, Gauge, Histogram};
 
+/// What a shutdown step still gets once the bound (`server.shutdown_grace`) is spent: long
+/// enough for an actor to take its stop signal, short enough that a late step adds little.
+pub(crate) const STOP_FLOOR: Duration = Duration::from_millis(250);
+
+/// How long a shutdown step may wait: what is left until `deadline`, at least
+/// [`STOP_FLOOR`]. The daemon's one shutdown bound is carried as that deadline.
+pub(crate) fn time_left(deadline: Instant) -> Duration {
+    deadline
+        .saturating_duration_since(Instant::now())
+        .max(STOP_FLOOR)
+}
+
 /// How often idle conversations are looked for, at most (half the idle timeout when shorter).
 const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -296,25 +308,24 @@ impl SupervisorHandle {
             .map_err(|_| TurnError::ActorFailed)
     }
 
-    /// Stops taking turns, lets running ones finish within `grace`, stops every actor.
-    pub async fn shutdown(&self, grace: Duration) {
+    /// Stops taking turns, lets running ones finish until `deadline`, then stops every actor
+    /// (each stop waits what is left of the bound, at least [`STOP_FLOOR`]).
+    pub async fn shutdown(&self, deadline: Instant) {
         // Taking every permit waits for in-flight turns and refuses new ones.
         let permits = u32::try_from(self.turn_capacity).unwrap_or(u32::MAX);
-        let drained = tokio::time::timeout(grace, self.turn_limit.acquire_many(permits)).await;
+        let drained =
+            tokio::time::timeout_at(deadline, self.turn_limit.acquire_many(permits)).await;
         if drained.is_err() {
-            tracing::warn!(
-                ?grace,
-                "turns still running after the grace period; stopping anyway"
-            );
+            tracing::warn!("turns still running after the grace period; stopping anyway");
         }
         self.turn_limit.close();
         let _ = self
             .actor
-            .stop_children_and_wait(Some("shutdown".into()), Some(Duration::from_secs(5)))
+            .stop_children_and_wait(Some("shutdown".into()), Some(time_left(deadline)))
             .await;
         let _ = self
             .actor
-            .stop_and_wait(Some("shutdown".into()), Some(Duration::from_secs(5)))
+            .stop_and_wait(Some("shutdown".into()), Some(time_left(deadline)))
             .await;
     }
 

@@ -6,6 +6,9 @@
 //! - In the task: in-flight cap (a FIFO semaphore), per-user limit, request and token
 //!   limits (`llm/limits.rs`, waiting for capacity up to the turn's deadline), then the
 //!   provider call (`llm/provider.rs`) with Memento's retry policy (`retry.rs`).
+//! - The actor owns what it starts: the provider client and limits live in its state (the
+//!   handle only reads the provider's name and the counters), its request tasks are in a
+//!   `TaskTracker`, and `post_stop` waits for them, so a stop drains the calls in flight.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +17,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::limits::{self, Limits, estimate_tokens};
 use super::metrics::{GaugeGuard, LlmMetrics};
@@ -43,11 +47,13 @@ pub enum LlmMsg {
     },
 }
 
-/// The typed handle. Cheap to clone.
+/// The typed handle. Cheap to clone. It holds no part of the actor's state: the limits and
+/// the provider client belong to the actor and the request tasks it owns.
 #[derive(Clone)]
 pub struct LlmHandle {
     actor: ActorRef<LlmMsg>,
-    shared: Arc<Shared>,
+    /// Read-only facts and counters, for `/metrics` and logs.
+    info: Arc<LlmInfo>,
     /// Turns `ChatRequest::user` into the opaque id the provider sees.
     pseudonyms: Arc<pseudonym::UserPseudonyms>,
 }
@@ -59,13 +65,18 @@ impl LlmHandle {
             ConfigError::Invalid(message) => LlmError::Config(message),
             other => LlmError::Config(other.to_string()),
         })?;
-        let shared = Arc::new(Shared::new(&config)?);
-        let (actor, _join) = Actor::spawn(None, Llm, shared.clone())
+        let shared = Shared::new(&config)?;
+        let info = Arc::new(LlmInfo {
+            provider: shared.provider,
+            model: shared.model.clone(),
+            metrics: shared.metrics.clone(),
+        });
+        let (actor, _join) = Actor::spawn(None, Llm, shared)
             .await
             .map_err(|e| LlmError::Config(format!("cannot start the LLM actor: {e}")))?;
         Ok(LlmHandle {
             actor,
-            shared,
+            info,
             pseudonyms: Arc::new(pseudonym::UserPseudonyms::ephemeral()),
         })
     }
@@ -117,55 +128,94 @@ impl LlmHandle {
 
     /// Metrics.
     pub fn metrics(&self) -> &LlmMetrics {
-        &self.shared.metrics
+        &self.info.metrics
     }
 
     /// `azure`, `openai` or `offline`.
     pub fn provider(&self) -> Provider {
-        self.shared.provider
+        self.info.provider
     }
 
     /// The model or deployment name.
     pub fn model(&self) -> &str {
-        &self.shared.model
+        &self.info.model
     }
 
-    /// True while the actor runs (readiness).
+    /// True while the actor runs and admits requests (readiness): false once it stops, or
+    /// if it failed.
     pub fn is_ready(&self) -> bool {
         self.actor.get_status() == ractor::ActorStatus::Running
     }
 
-    /// Stops the actor (requests in flight finish in their tasks).
-    pub async fn stop(&self) {
+    /// Stops the actor, waiting at most `within`: it admits nothing more and waits in
+    /// `post_stop` for the request tasks it started (each ends by its turn's deadline, or at
+    /// once when its caller gave up).
+    pub async fn stop(&self, within: Duration) {
         let _ = self
             .actor
-            .stop_and_wait(Some("shutdown".into()), Some(Duration::from_secs(5)))
+            .stop_and_wait(Some("shutdown".into()), Some(within))
             .await;
     }
 }
 
-/// The actor. Its only state is [`Shared`], which the spawned tasks use.
+/// What the handle may read without asking the actor.
+struct LlmInfo {
+    provider: Provider,
+    model: String,
+    metrics: Arc<LlmMetrics>,
+}
+
+/// The actor. It owns the provider client and the limits ([`Shared`], lent to the request
+/// tasks) and the tasks themselves, which it drains when it stops.
 pub struct Llm;
+
+/// The actor's state.
+pub struct LlmState {
+    /// What every request task uses.
+    shared: Arc<Shared>,
+    /// The request tasks in flight: closed and waited for in `post_stop`.
+    tasks: TaskTracker,
+}
 
 impl Actor for Llm {
     type Msg = LlmMsg;
-    type State = Arc<Shared>;
-    type Arguments = Arc<Shared>;
+    type State = LlmState;
+    type Arguments = Shared;
 
     async fn pre_start(
         &self,
         _myself: ActorRef<LlmMsg>,
-        shared: Arc<Shared>,
-    ) -> Result<Arc<Shared>, ActorProcessingErr> {
-        Ok(shared)
+        shared: Shared,
+    ) -> Result<LlmState, ActorProcessingErr> {
+        Ok(LlmState {
+            shared: Arc::new(shared),
+            tasks: TaskTracker::new(),
+        })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<LlmMsg>,
+        state: &mut LlmState,
+    ) -> Result<(), ActorProcessingErr> {
+        state.tasks.close();
+        if !state.tasks.is_empty() {
+            tracing::info!(
+                in_flight = state.tasks.len(),
+                "LLM client stopping: waiting for the requests in flight"
+            );
+        }
+        state.tasks.wait().await;
+        Ok(())
     }
 
     async fn handle(
         &self,
         _myself: ActorRef<LlmMsg>,
         message: LlmMsg,
-        shared: &mut Arc<Shared>,
+        state: &mut LlmState,
     ) -> Result<(), ActorProcessingErr> {
+        let shared = &state.shared;
         match message {
             LlmMsg::Complete {
                 request,
@@ -177,7 +227,7 @@ impl Actor for Llm {
                 shared.metrics.requests.inc();
                 let shared = shared.clone();
                 // Admission only: the wait and the call happen in the task.
-                tokio::spawn(async move {
+                state.tasks.spawn(async move {
                     let span = tracing::info_span!(
                         parent: &parent,
                         "chat",
@@ -256,7 +306,7 @@ pub struct Shared {
     request_timeout: Duration,
     max_tokens: u32,
     temperature: Option<f32>,
-    metrics: LlmMetrics,
+    metrics: Arc<LlmMetrics>,
 }
 
 impl Shared {
@@ -277,7 +327,7 @@ impl Shared {
             request_timeout: config.request_timeout,
             max_tokens: config.max_tokens,
             temperature: config.temperature,
-            metrics: LlmMetrics::default(),
+            metrics: Arc::default(),
         })
     }
 

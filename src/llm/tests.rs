@@ -137,7 +137,7 @@ fn providers_need_their_settings() {
 #[test]
 fn token_estimates_include_max_tokens() {
     let estimate = estimate_tokens(&request("x"));
-    assert!(estimate >= 10 && estimate < 20, "{estimate}");
+    assert!((10..20).contains(&estimate), "{estimate}");
 }
 
 #[test]
@@ -339,4 +339,63 @@ async fn the_provider_sees_the_keyed_pseudonym() {
     let body = seen.lock().unwrap()[0].clone();
     assert_eq!(body["user"], pseudonyms.of("alice"), "{body}");
     assert_eq!(handle.pseudonym("alice"), pseudonyms.of("alice"));
+}
+
+/// Issue 13, item 4: the actor owns its request tasks. Stopping it waits (in `post_stop`)
+/// for a request held at the provider, which still gets its answer; after that the client
+/// reports not ready.
+#[tokio::test]
+async fn stopping_drains_the_requests_in_flight() {
+    use std::sync::Arc;
+    let arrived = Arc::new(tokio::sync::Notify::new());
+    let release = Arc::new(tokio::sync::Notify::new());
+    let (on_arrival, on_release) = (arrived.clone(), release.clone());
+    let app = axum::Router::new().fallback(move || {
+        let (on_arrival, on_release) = (on_arrival.clone(), on_release.clone());
+        async move {
+            on_arrival.notify_one();
+            on_release.notified().await;
+            axum::Json(serde_json::json!({
+                "id": "x", "object": "chat.completion", "created": 0, "model": "m",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"},
+                             "finish_reason": "stop"}],
+            }))
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}/v1", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let config = LlmConfig {
+        provider: Provider::Openai,
+        base_url: Some(base),
+        model: Some("m".into()),
+        ..LlmConfig::default()
+    };
+    let handle = LlmHandle::spawn(config).await.unwrap();
+    let caller = handle.clone();
+    let call = tokio::spawn(async move {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        caller.complete(request("alice"), deadline).await
+    });
+    arrived.notified().await;
+    assert!(handle.is_ready());
+    let stopper = handle.clone();
+    let mut stop = tokio::spawn(async move { stopper.stop(Duration::from_secs(30)).await });
+    // While the request is held, the stop waits for it.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), &mut stop)
+            .await
+            .is_err(),
+        "the actor stopped with a request in flight"
+    );
+    release.notify_one();
+    stop.await.unwrap();
+    let response = call.await.unwrap().unwrap();
+    assert!(matches!(
+        response.message,
+        ChatMessage::Assistant { content: Some(ref text), .. } if text == "ok"
+    ));
+    assert!(!handle.is_ready());
 }

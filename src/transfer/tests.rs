@@ -152,7 +152,8 @@ async fn seed_round_trip_keeps_the_memories_to_the_second() {
         names.contains("recipe.txt") && names.contains("odd.txt"),
         "{names:?}"
     );
-    let strip = |set: &BTreeSet<(String, String, String, String, Vec<String>, i64)>| {
+    type Row = (String, String, String, String, Vec<String>, i64);
+    let strip = |set: &BTreeSet<Row>| {
         set.iter()
             .map(|m| (m.2.clone(), m.3.clone(), m.4.clone(), m.5))
             .collect::<BTreeSet<_>>()
