@@ -38,6 +38,7 @@ pub mod edge;
 pub mod fuzzing;
 pub mod history;
 pub mod http;
+pub mod limits;
 pub mod llm;
 pub mod mcp;
 pub mod memory_server;

@@ -21,6 +21,18 @@ fi
 export MEMENTO_TEST_POSTGRES_URL MEMENTO_REQUIRE_SERVICES=1
 JAEGER_BIN="$(bash deploy/jaeger-local.sh --build-only)"
 export JAEGER_BIN
+# nginx (tests/it/deploy.rs runs deploy/nginx/memento.conf in front of daemons), helm (the
+# chart's `helm template` test; built once with Go, else the chart is checked structurally)
+# and Redis (the shared rate limits): installed or started when missing, stopped at the end.
+bash tests/services/nginx.sh >/dev/null
+HELM_BIN="$(bash tests/services/helm.sh || true)"
+export HELM_BIN
+if [ -z "${MEMENTO_TEST_REDIS_URL:-}" ]; then
+  MEMENTO_TEST_REDIS_URL="$(bash tests/services/redis.sh)"
+  # Both stop only what they started themselves.
+  trap 'bash tests/services/redis.sh stop; bash tests/services/postgres.sh stop' EXIT
+fi
+export MEMENTO_TEST_REDIS_URL
 cargo test --workspace --locked "$@"
 bash tests/e2e/run.sh
 # The official MCP conformance suite against a loopback `memento mcp-server` (Node 22 from npm).
