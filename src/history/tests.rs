@@ -413,3 +413,159 @@ fn pg_test_url() -> Option<String> {
         }
     }
 }
+
+/// The history write path, measured: `cargo test --lib history::tests::bench_history_saves
+/// -- --ignored --nocapture`. 64 concurrent conversations over 512 users, each turn about
+/// 400 bytes, histories at the default 3,000-token budget, against (a) the layout before
+/// issue 12 item 3, reproduced here (one JSON row per user rewritten every turn, one
+/// transaction per save, SQLite's automatic checkpoint inside the saves) and (b) turn rows
+/// with group commit and background checkpoints. Prints saves/s and latency percentiles.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark; run by hand"]
+async fn bench_history_saves() {
+    use std::time::Instant;
+    let turns_total: usize = std::env::var("BENCH_TURNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let (users, workers, budget) = (512usize, 64usize, 3000usize);
+    // BENCH_RATE=N: open loop, N saves/s in all, workers' phases spread evenly; else closed.
+    let rate: Option<f64> = std::env::var("BENCH_RATE")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    let pace = move |w: usize| {
+        rate.map(|rate| {
+            let period = Duration::from_secs_f64(workers as f64 / rate);
+            let start = tokio::time::Instant::now() + period.mul_f64(w as f64 / workers as f64);
+            tokio::time::interval_at(start, period)
+        })
+    };
+    let turn_messages = |i: usize| {
+        vec![
+            user(&format!(
+                "note {i}: {}",
+                "the spare key is under the blue pot ".repeat(5)
+            )),
+            answer(&"I stored that for you, and I will remember it. ".repeat(4)),
+        ]
+    };
+    fn report(name: &str, mut latencies: Vec<Duration>, elapsed: Duration) {
+        latencies.sort();
+        let at =
+            |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+        eprintln!(
+            "{name}: {} saves in {:.2?} = {:.0}/s; latency p50 {:.2?} p99 {:.2?} p99.9 {:.2?} max {:.2?}",
+            latencies.len(),
+            elapsed,
+            latencies.len() as f64 / elapsed.as_secs_f64(),
+            at(0.5),
+            at(0.99),
+            at(0.999),
+            latencies[latencies.len() - 1]
+        );
+    }
+
+    // (a) Before: whole-row rewrite, one transaction per save, autocheckpoint in the saves.
+    if std::env::var("BENCH_SKIP_BEFORE").is_err() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = rusqlite::Connection::open(dir.path().join("conversations.db")).unwrap();
+        conn.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(()))
+            .unwrap();
+        conn.execute_batch(
+            "PRAGMA synchronous=NORMAL; CREATE TABLE histories (user_id TEXT PRIMARY KEY, \
+             messages TEXT NOT NULL, updated_at INTEGER NOT NULL);",
+        )
+        .unwrap();
+        type OldJob = (String, String, tokio::sync::oneshot::Sender<()>);
+        let (tx, rx) = crossbeam_channel::unbounded::<OldJob>();
+        let thread = std::thread::spawn(move || {
+            while let Ok((user, text, done)) = rx.recv() {
+                conn.prepare_cached(
+                    "INSERT INTO histories (user_id, messages, updated_at) VALUES (?1, ?2, 0) \
+                     ON CONFLICT (user_id) DO UPDATE SET messages = excluded.messages",
+                )
+                .unwrap()
+                .execute((user, text))
+                .unwrap();
+                let _ = done.send(());
+            }
+        });
+        let started = Instant::now();
+        let tasks = (0..workers).map(|w| {
+            let tx = tx.clone();
+            let pace = pace.clone();
+            tokio::spawn(async move {
+                let mut histories: Vec<Vec<ChatMessage>> = vec![Vec::new(); users / workers];
+                let mut latencies = Vec::new();
+                let mut pace = pace(w);
+                for i in 0..turns_total / workers {
+                    if let Some(pace) = &mut pace {
+                        pace.tick().await;
+                    }
+                    let slot = i % histories.len();
+                    let history = &mut histories[slot];
+                    history.extend(turn_messages(i));
+                    crate::conversation::trim_history(history, budget);
+                    let t = Instant::now();
+                    let text = serde_json::to_string(&history).unwrap();
+                    let (done, wait) = tokio::sync::oneshot::channel();
+                    tx.send((format!("u{w}x{slot}"), text, done)).unwrap();
+                    wait.await.unwrap();
+                    latencies.push(t.elapsed());
+                }
+                latencies
+            })
+        });
+        let mut latencies = Vec::new();
+        for task in futures::future::join_all(tasks).await {
+            latencies.extend(task.unwrap());
+        }
+        report("before (whole-row rewrite)", latencies, started.elapsed());
+        drop(tx);
+        thread.join().unwrap();
+    }
+
+    // (b) Now: turn rows, group commit, background checkpoints.
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let store = HistoryStore::open(dir.path()).unwrap();
+        let started = Instant::now();
+        let tasks = (0..workers).map(|w| {
+            let store = store.clone();
+            let pace = pace.clone();
+            tokio::spawn(async move {
+                let mut histories = vec![CachedHistory::default(); users / workers];
+                let ids: Vec<UserId> = (0..histories.len())
+                    .map(|slot| UserId::parse(&format!("u{w}x{slot}")).unwrap())
+                    .collect();
+                let mut latencies = Vec::new();
+                let mut pace = pace(w);
+                for i in 0..turns_total / workers {
+                    if let Some(pace) = &mut pace {
+                        pace.tick().await;
+                    }
+                    let slot = i % histories.len();
+                    let t = Instant::now();
+                    let (append, next) =
+                        histories[slot].with_turn(turn_messages(i), budget, &ids[slot]);
+                    store.backend().append(append).await.unwrap();
+                    latencies.push(t.elapsed());
+                    histories[slot] = next;
+                }
+                latencies
+            })
+        });
+        let mut latencies = Vec::new();
+        for task in futures::future::join_all(tasks).await {
+            latencies.extend(task.unwrap());
+        }
+        let elapsed = started.elapsed();
+        let stats = store.stats();
+        report("now (turn rows, group commit)", latencies, elapsed);
+        eprintln!(
+            "now: {} writes in {} commits, {} background checkpoints",
+            stats.writes, stats.commits, stats.checkpoints
+        );
+        store.close().await;
+    }
+}
