@@ -20,6 +20,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+mod llm;
+
+pub use llm::{LlmConfig, Provider};
+
 /// Picks another config file.
 pub const ENV_CONFIG: &str = "MEMENTO_CONFIG";
 /// Bearer token of the memory MCP server (server side, and what the daemon sends to it).
@@ -81,7 +85,7 @@ pub struct Config {
     /// Conversations: turns, tool rounds, history, actor limits.
     pub conversation: ConversationConfig,
     /// The LLM: provider, quotas, retries, deadlines.
-    pub llm: crate::llm::LlmConfig,
+    pub llm: LlmConfig,
     /// The daemon's connection to the memory MCP server.
     pub mcp: McpClientConfig,
     /// The memory MCP server (`memento mcp-server`, or embedded in `memento serve`).
@@ -388,8 +392,12 @@ pub struct StorageConfig {
     /// How long a store's idempotency key is remembered (a replay within it stores nothing).
     #[serde(with = "humantime_serde")]
     pub idempotency_window: Duration,
+    /// Storage jobs queued (writes, and reads) before a call is refused as busy (a tool
+    /// error asking to retry) instead of waiting.
+    pub queue_capacity: usize,
     /// Where memories live: `sqlite` (in `data_dir`, no other service) or `postgres` (at
-    /// `postgres_url`, shared by every memory server of a deployment).
+    /// `postgres_url`, shared by every memory server of a deployment). The daemon's
+    /// conversation histories follow it (`history::HistoryStore::open_config`).
     pub backend: StorageBackend,
     /// PostgreSQL connection URL for `backend = "postgres"`
     /// (`postgresql://user:password@host:port/db`). Its password is never logged.
@@ -446,6 +454,7 @@ impl Default for StorageConfig {
             backend: StorageBackend::Sqlite,
             postgres_url: SecretUrl::default(),
             postgres_max_connections: 16,
+            queue_capacity: 4096,
         }
     }
 }
@@ -504,7 +513,13 @@ pub fn load(explicit_file: Option<&Path>, env: &dyn Env) -> Result<Config, Confi
     let mut config: Config = toml::Value::Table(table.clone())
         .try_into()
         .map_err(|e: toml::de::Error| ConfigError::Invalid(redact(e.message(), &table)))?;
-    apply_azure_env(&mut config.llm, env);
+    // A provider named in the file or by `MEMENTO_LLM__PROVIDER` (both merged into `table`
+    // by now) is a choice the `AZURE_OPENAI_*` variables never override.
+    let provider_chosen = table
+        .get("llm")
+        .and_then(|llm| llm.get("provider"))
+        .is_some();
+    apply_azure_env(&mut config.llm, env, provider_chosen);
     if let Some(token) = env.var(ENV_MCP_TOKEN).filter(|t| !t.is_empty()) {
         config.mcp_server.token.get_or_insert(token.clone());
         config.mcp.token.get_or_insert(token);
@@ -513,8 +528,9 @@ pub fn load(explicit_file: Option<&Path>, env: &dyn Env) -> Result<Config, Confi
 }
 
 /// The seed's `AZURE_OPENAI_*` variables. With an endpoint and a key, and no provider chosen
-/// explicitly in the file or `MEMENTO_LLM__PROVIDER`, the provider becomes `azure`.
-fn apply_azure_env(llm: &mut crate::llm::LlmConfig, env: &dyn Env) {
+/// explicitly (`provider_chosen`: in the file or `MEMENTO_LLM__PROVIDER`), the provider
+/// becomes `azure`.
+fn apply_azure_env(llm: &mut LlmConfig, env: &dyn Env, provider_chosen: bool) {
     let get = |name: &str| env.var(name).filter(|v| !v.trim().is_empty());
     if let Some(endpoint) = get(ENV_AZURE_ENDPOINT) {
         llm.endpoint = Some(endpoint);
@@ -528,13 +544,12 @@ fn apply_azure_env(llm: &mut crate::llm::LlmConfig, env: &dyn Env) {
     if let Some(version) = get(ENV_AZURE_API_VERSION) {
         llm.api_version = version;
     }
-    let explicit = env.var("MEMENTO_LLM__PROVIDER").is_some();
-    if !explicit
-        && llm.provider == crate::llm::Provider::Offline
+    if !provider_chosen
+        && llm.provider == Provider::Offline
         && get(ENV_AZURE_ENDPOINT).is_some()
         && get(ENV_AZURE_API_KEY).is_some()
     {
-        llm.provider = crate::llm::Provider::Azure;
+        llm.provider = Provider::Azure;
         if llm.deployment.is_none() {
             llm.deployment = Some("gpt-4o-mini".into());
         }
@@ -670,6 +685,7 @@ impl Config {
         for (key, value) in [
             ("server.max_connections", self.server.max_connections),
             ("mcp_server.max_connections", server.max_connections),
+            ("storage.queue_capacity", self.storage.queue_capacity),
         ] {
             if value == 0 {
                 return Err(ConfigError::Invalid(format!("{key} must be at least 1")));
@@ -714,9 +730,7 @@ impl Config {
                 "mcp.url {url:?} must be an http:// or https:// URL"
             )));
         }
-        self.llm
-            .validate()
-            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        self.llm.validate()?;
         if self.storage.backend == StorageBackend::Postgres && self.storage.postgres_url.is_empty()
         {
             return Err(ConfigError::Invalid(

@@ -75,7 +75,7 @@ impl Daemon {
         config: Config,
         export_stats: Option<Arc<crate::telemetry::ExportStats>>,
     ) -> Result<Daemon, DaemonError> {
-        let history = HistoryStore::open(&config.storage.data_dir)?;
+        let history = HistoryStore::open_config(&config.storage).await?;
         let mut mcp_config = config.mcp.clone();
         let (mcp_url, embedded) = match &config.mcp.url {
             Some(url) => (url.clone(), None),

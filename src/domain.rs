@@ -11,6 +11,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 mod fts;
+pub mod tool;
 pub use fts::{FTS_TOKENIZER, fts_words, is_token_char};
 
 /// Longest accepted user id, in bytes (all accepted characters are ASCII).

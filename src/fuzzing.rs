@@ -321,13 +321,7 @@ fn fts_check(
 // === The offline model ===
 
 /// The tools the memory server offers.
-const MEMORY_TOOLS: [&str; 5] = [
-    "store_memory",
-    "retrieve_memories",
-    "get_memory",
-    "delete_memory",
-    "list_tags",
-];
+const MEMORY_TOOLS: [&str; 5] = crate::domain::tool::ALL;
 
 /// Tool results the daemon's stand-in answers with when the input gives none.
 const CANNED_RESULTS: [&str; 4] = [

@@ -35,7 +35,7 @@ pub mod sse_client;
 /// The argument every memory tool takes and the daemon alone fills in.
 pub const USER_ARGUMENT: &str = "user_id";
 /// The memory tool that deletes (capped per turn by `conversation.max_deletes_per_turn`).
-pub const DELETE_TOOL: &str = "delete_memory";
+pub const DELETE_TOOL: &str = crate::domain::tool::DELETE_MEMORY;
 
 /// Why a tool call failed.
 #[derive(Debug, Clone, thiserror::Error)]

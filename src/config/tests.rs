@@ -110,3 +110,36 @@ fn azure_variables_switch_to_azure() {
     .unwrap();
     assert_eq!(config.llm.provider, crate::llm::Provider::Offline);
 }
+
+/// Issue 13, item 7: a provider chosen in the config file is kept, whatever the
+/// `AZURE_OPENAI_*` variables say (they still fill in the Azure settings).
+#[test]
+fn a_provider_chosen_in_the_file_wins_over_azure_variables() {
+    let dir = tempfile::tempdir().unwrap();
+    let azure = [
+        (ENV_AZURE_ENDPOINT, "https://res.openai.azure.com"),
+        (ENV_AZURE_API_KEY, "azure-key"),
+    ];
+    for (provider, expected) in [
+        ("offline", crate::llm::Provider::Offline),
+        ("openai", crate::llm::Provider::Openai),
+    ] {
+        let file = dir.path().join(format!("{provider}.toml"));
+        std::fs::write(
+            &file,
+            format!(
+                "[llm]\nprovider = \"{provider}\"\nbase_url = \"http://127.0.0.1:1/v1\"\nmodel = \"m\"\n"
+            ),
+        )
+        .unwrap();
+        let config = load(Some(&file), &env(&azure)).unwrap();
+        assert_eq!(config.llm.provider, expected, "{provider}");
+        assert_eq!(
+            config.llm.endpoint.as_deref(),
+            Some("https://res.openai.azure.com")
+        );
+    }
+    // The shipped file names no provider: the variables still switch it to Azure.
+    let config = load(Some(&shipped_file()), &env(&azure)).unwrap();
+    assert_eq!(config.llm.provider, crate::llm::Provider::Azure);
+}

@@ -17,7 +17,7 @@
 //! users are free again after at most [`LEASE_TTL`].
 //!
 //! Backends: [`sqlite::SqliteHistory`] (`conversations.db` in the data directory, the
-//! default).
+//! default; one daemon) and [`postgres::PgHistory`] (shared by several daemons, leases on).
 //!
 //! Callers hold a [`HistoryStore`] (cheap to clone) and the actor's [`CachedHistory`].
 
@@ -32,10 +32,11 @@ use crate::domain::UserId;
 use crate::llm::types::ChatMessage;
 
 pub mod lease;
+pub mod postgres;
 pub mod sqlite;
 
 /// How long a lease lasts without renewal: a daemon that dies frees its users within this.
-pub const LEASE_TTL: Duration = Duration::from_secs(8);
+pub const LEASE_TTL: Duration = Duration::from_secs(6);
 
 /// A history failure.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +44,9 @@ pub enum HistoryError {
     /// SQLite failed.
     #[error("history database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// PostgreSQL failed (the message never holds the URL's password).
+    #[error("history database error: {0}")]
+    Postgres(String),
     /// The transaction holding this write could not commit; nothing of it was stored.
     #[error("history commit failed: {0}")]
     Commit(String),
@@ -171,6 +175,26 @@ impl HistoryStore {
         Ok(HistoryStore::new(Arc::new(sqlite::SqliteHistory::open(
             data_dir,
         )?)))
+    }
+
+    /// Opens the configured backend: SQLite in `data_dir`, or PostgreSQL at `postgres_url`
+    /// (the memory store's database; the `histories` tables are migrated at open).
+    pub async fn open_config(
+        config: &crate::config::StorageConfig,
+    ) -> Result<HistoryStore, HistoryError> {
+        match config.backend {
+            crate::config::StorageBackend::Sqlite => HistoryStore::open(&config.data_dir),
+            crate::config::StorageBackend::Postgres => {
+                let options = crate::pg::PoolOptions {
+                    max_connections: config.postgres_max_connections,
+                    ..crate::pg::PoolOptions::default()
+                };
+                let store =
+                    postgres::PgHistory::open(config.postgres_url.expose(), &options).await?;
+                tracing::info!("conversation histories in PostgreSQL (leases on)");
+                Ok(HistoryStore::new(Arc::new(store)))
+            }
+        }
     }
 
     /// Wraps a backend.

@@ -268,3 +268,148 @@ fn legacy_whole_rows_become_turn_rows() {
         );
     });
 }
+
+/// The behaviour every backend shares, on two handles to one store (two daemons).
+async fn backend_contract(one: Arc<dyn HistoryBackend>, two: Arc<dyn HistoryBackend>) {
+    let bob = UserId::parse("bob").unwrap();
+    let budget = 150;
+    let text = "y".repeat(100);
+    // Appends, trimmed rows deleted, budget re-applied on load.
+    let mut cached = CachedHistory::from_loaded(one.load(&bob).await.unwrap(), budget);
+    assert_eq!(cached.version(), 0);
+    for i in 0..5 {
+        let (append, next) = cached.with_turn(
+            vec![user(&format!("{i}{text}")), answer("ok")],
+            budget,
+            &bob,
+        );
+        assert_eq!(one.append(append).await.unwrap(), i + 1);
+        cached = next;
+    }
+    let loaded = two.load(&bob).await.unwrap();
+    assert_eq!(loaded.version, 5);
+    assert_eq!(
+        loaded.turns.first().map(|t| t.seq),
+        cached.rows.front().map(|r| r.0),
+        "rows past the budget deleted"
+    );
+    assert_eq!(
+        CachedHistory::from_loaded(loaded, budget).messages(),
+        cached.messages()
+    );
+    // A second writer with an old copy is refused, and writes nothing.
+    let (stale, _) = CachedHistory::default().with_turn(vec![user("stale")], budget, &bob);
+    assert!(matches!(two.append(stale).await, Err(HistoryError::Stale)));
+    assert_eq!(two.version(&bob).await.unwrap(), 5);
+    // Leases: exclusive, fenced, expiring, released with an append.
+    let ttl = Duration::from_millis(400);
+    let first = one.try_lease(&bob, ttl).await.unwrap().expect("free");
+    assert_eq!(first.version, 5);
+    assert!(two.try_lease(&bob, ttl).await.unwrap().is_none());
+    assert!(one.renew_lease(&bob, first.token, ttl).await.unwrap());
+    let expired = tokio::time::Instant::now() + Duration::from_secs(5);
+    let second = loop {
+        if let Some(lease) = two.try_lease(&bob, ttl).await.unwrap() {
+            break lease;
+        }
+        assert!(
+            tokio::time::Instant::now() < expired,
+            "the lease never expired"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(second.token > first.token);
+    let (mut old, _) = cached.with_turn(vec![user("old holder")], budget, &bob);
+    old.fence = Some(first.token);
+    assert!(matches!(one.append(old).await, Err(HistoryError::Fenced)));
+    assert!(!one.renew_lease(&bob, first.token, ttl).await.unwrap());
+    let (mut new, next) = cached.with_turn(vec![user("new holder")], budget, &bob);
+    new.fence = Some(second.token);
+    new.release = true;
+    assert_eq!(two.append(new).await.unwrap(), 6);
+    let third = one.try_lease(&bob, ttl).await.unwrap().expect("released");
+    assert_eq!(third.version, 6);
+    one.release_lease(&bob, third.token).await.unwrap();
+    assert_eq!(
+        CachedHistory::from_loaded(one.load(&bob).await.unwrap(), budget).messages(),
+        next.messages()
+    );
+    // A reset moves the version on.
+    assert_eq!(two.delete(&bob).await.unwrap(), 7);
+    let empty = one.load(&bob).await.unwrap();
+    assert!(empty.turns.is_empty());
+    assert_eq!(empty.version, 7);
+}
+
+#[tokio::test]
+async fn sqlite_keeps_the_backend_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let one = Arc::new(SqliteHistory::open(dir.path()).unwrap());
+    let two = Arc::new(SqliteHistory::open(dir.path()).unwrap());
+    backend_contract(one, two).await;
+}
+
+#[tokio::test]
+async fn postgres_keeps_the_backend_contract() {
+    let Some(url) = pg_test_url() else {
+        return;
+    };
+    let options = crate::pg::PoolOptions {
+        max_connections: 4,
+        schema: Some(format!("hist_{}", uuid::Uuid::new_v4().simple())),
+        ..crate::pg::PoolOptions::default()
+    };
+    let one = Arc::new(postgres::PgHistory::open(&url, &options).await.unwrap());
+    let two = Arc::new(postgres::PgHistory::open(&url, &options).await.unwrap());
+    assert!(one.uses_leases());
+    backend_contract(one.clone(), two).await;
+    one.close().await;
+    assert!(matches!(
+        one.version(&alice()).await,
+        Err(HistoryError::Closed)
+    ));
+}
+
+#[tokio::test]
+async fn postgres_concurrent_first_appends_keep_one() {
+    let Some(url) = pg_test_url() else {
+        return;
+    };
+    let options = crate::pg::PoolOptions {
+        max_connections: 8,
+        schema: Some(format!("hist_{}", uuid::Uuid::new_v4().simple())),
+        ..crate::pg::PoolOptions::default()
+    };
+    let store = postgres::PgHistory::open(&url, &options).await.unwrap();
+    let attempts = (0..8).map(|i| {
+        let (append, _) =
+            CachedHistory::default().with_turn(vec![user(&format!("racer {i}"))], 10_000, &alice());
+        store.append(append)
+    });
+    let results = futures::future::join_all(attempts).await;
+    let won = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(won, 1, "{results:?}");
+    assert!(
+        results
+            .iter()
+            .all(|r| r.is_ok() || matches!(r, Err(HistoryError::Stale))),
+        "{results:?}"
+    );
+    assert_eq!(store.load(&alice()).await.unwrap().turns.len(), 1);
+}
+
+/// The URL of the test PostgreSQL (tests/services/postgres.sh), or `None` to skip; under
+/// `MEMENTO_REQUIRE_SERVICES=1` (tests/run.sh) a missing URL fails the test.
+fn pg_test_url() -> Option<String> {
+    match std::env::var("MEMENTO_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            assert!(
+                std::env::var("MEMENTO_REQUIRE_SERVICES").as_deref() != Ok("1"),
+                "MEMENTO_TEST_POSTGRES_URL is not set but MEMENTO_REQUIRE_SERVICES=1"
+            );
+            eprintln!("skipped: MEMENTO_TEST_POSTGRES_URL is not set");
+            None
+        }
+    }
+}

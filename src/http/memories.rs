@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 
 use super::error::ApiError;
 use super::{ApiState, admit};
+use crate::domain::tool;
 use crate::domain::{self, MemoryId, SearchTerms, UserId};
 use crate::mcp::ToolOutput;
 
@@ -48,7 +49,7 @@ pub async fn list(
     let Query(params) = params
         .map_err(|rejection| ApiError::bad_request("invalid_query", rejection.body_text()))?;
     let arguments = list_arguments(&params)?;
-    let output = call(&state, &user, "retrieve_memories", arguments).await?;
+    let output = call(&state, &user, tool::RETRIEVE_MEMORIES, arguments).await?;
     Ok(axum::Json(output))
 }
 
@@ -60,7 +61,7 @@ pub async fn get_one(
     Path((raw_user, raw_id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<axum::Json<Value>, ApiError> {
-    by_id(&state, peer, &headers, &raw_user, &raw_id, "get_memory").await
+    by_id(&state, peer, &headers, &raw_user, &raw_id, tool::GET_MEMORY).await
 }
 
 /// `DELETE /v1/users/{user_id}/memories/{id}`: `{"deleted": true, "id", "filename"}`; 404
@@ -71,7 +72,15 @@ pub async fn delete_one(
     Path((raw_user, raw_id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<axum::Json<Value>, ApiError> {
-    by_id(&state, peer, &headers, &raw_user, &raw_id, "delete_memory").await
+    by_id(
+        &state,
+        peer,
+        &headers,
+        &raw_user,
+        &raw_id,
+        tool::DELETE_MEMORY,
+    )
+    .await
 }
 
 /// One memory tool on one memory id of the admitted user.
@@ -97,7 +106,7 @@ pub async fn tags(
     headers: HeaderMap,
 ) -> Result<axum::Json<Value>, ApiError> {
     let user = admit(&state, peer, &headers, &raw_user)?;
-    let output = call(&state, &user, "list_tags", JsonObject::new()).await?;
+    let output = call(&state, &user, tool::LIST_TAGS, JsonObject::new()).await?;
     Ok(axum::Json(output))
 }
 

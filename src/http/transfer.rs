@@ -25,6 +25,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::error::ApiError;
 use super::{ApiState, admit};
+use crate::domain::tool;
 use crate::domain::{CREATED_AT_META_KEY, UserId};
 use crate::mcp::{McpError, McpHandle};
 use crate::transfer::record::Record;
@@ -167,7 +168,7 @@ async fn list_ids(mcp: &McpHandle, user: &UserId, offset: u64) -> Result<Vec<Str
     let output = call(
         mcp,
         user,
-        "retrieve_memories",
+        tool::RETRIEVE_MEMORIES,
         arguments,
         serde_json::Map::new(),
     )
@@ -190,13 +191,15 @@ async fn export_line(mcp: &McpHandle, user: &UserId, id: &str) -> Result<Option<
     let mut arguments = serde_json::Map::new();
     arguments.insert("id".into(), json!(id));
     let output = mcp
-        .call_tool(user, "get_memory", arguments, serde_json::Map::new())
+        .call_tool(user, tool::GET_MEMORY, arguments, serde_json::Map::new())
         .await
         .map_err(mcp_error)?;
     if output.is_error {
         return Ok(None);
     }
-    let memory = output.structured.ok_or_else(|| bad_answer("get_memory"))?;
+    let memory = output
+        .structured
+        .ok_or_else(|| bad_answer(tool::GET_MEMORY))?;
     let mut record: Record = serde_json::from_value(json!({
         "user_id": user.as_str(),
         "id": memory.get("id"),
@@ -208,9 +211,9 @@ async fn export_line(mcp: &McpHandle, user: &UserId, id: &str) -> Result<Option<
         "size_bytes": memory.get("size_bytes"),
         "content": memory.get("content"),
     }))
-    .map_err(|_| bad_answer("get_memory"))?;
+    .map_err(|_| bad_answer(tool::GET_MEMORY))?;
     record.user_id = user.as_str().to_owned();
-    let mut line = serde_json::to_string(&record).map_err(|_| bad_answer("get_memory"))?;
+    let mut line = serde_json::to_string(&record).map_err(|_| bad_answer(tool::GET_MEMORY))?;
     line.push('\n');
     Ok(Some(line))
 }
@@ -324,7 +327,10 @@ async fn import_line(
         CREATED_AT_META_KEY.into(),
         json!(record.created_at.to_rfc3339()),
     );
-    let output = match mcp.call_tool(user, "store_memory", arguments, meta).await {
+    let output = match mcp
+        .call_tool(user, tool::STORE_MEMORY, arguments, meta)
+        .await
+    {
         Ok(output) => output,
         Err(error) => return (line_no, Err(mcp_error(error))),
     };

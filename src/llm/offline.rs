@@ -28,6 +28,7 @@ use serde_json::{Map, Value, json};
 use super::types::{
     ChatMessage, ChatRequest, ChatResponse, FinishReason, FunctionCall, ToolCall, Usage,
 };
+use crate::domain::tool;
 
 /// The model name in every offline response.
 pub const OFFLINE_MODEL_NAME: &str = "memento-offline-1";
@@ -1153,7 +1154,7 @@ fn call_for(intent: &Intent) -> Option<(&'static str, Value)> {
             description,
             tags,
         } => Some((
-            "store_memory",
+            tool::STORE_MEMORY,
             json!({
                 "content": content,
                 "filename": filename,
@@ -1169,15 +1170,15 @@ fn call_for(intent: &Intent) -> Option<(&'static str, Value)> {
             if !tags.is_empty() {
                 args.insert("tags".into(), Value::String(tags.join(",")));
             }
-            Some(("retrieve_memories", Value::Object(args)))
+            Some((tool::RETRIEVE_MEMORIES, Value::Object(args)))
         }
-        Intent::ListTags => Some(("list_tags", json!({}))),
-        Intent::Delete { id: Some(id), .. } => Some(("delete_memory", json!({ "id": id }))),
+        Intent::ListTags => Some((tool::LIST_TAGS, json!({}))),
+        Intent::Delete { id: Some(id), .. } => Some((tool::DELETE_MEMORY, json!({ "id": id }))),
         Intent::Delete {
             id: None,
             query: Some(query),
-        } => Some(("retrieve_memories", json!({ "query": query }))),
-        Intent::Show { id } => Some(("get_memory", json!({ "id": id }))),
+        } => Some((tool::RETRIEVE_MEMORIES, json!({ "query": query }))),
+        Intent::Show { id } => Some((tool::GET_MEMORY, json!({ "id": id }))),
         Intent::Delete {
             id: None,
             query: None,
@@ -1188,11 +1189,11 @@ fn call_for(intent: &Intent) -> Option<(&'static str, Value)> {
 
 fn action(tool: &str) -> &'static str {
     match tool {
-        "store_memory" => "store that",
-        "retrieve_memories" => "search your memories",
-        "get_memory" => "open that memory",
-        "delete_memory" => "delete that memory",
-        "list_tags" => "list your tags",
+        tool::STORE_MEMORY => "store that",
+        tool::RETRIEVE_MEMORIES => "search your memories",
+        tool::GET_MEMORY => "open that memory",
+        tool::DELETE_MEMORY => "delete that memory",
+        tool::LIST_TAGS => "list your tags",
         _ => "do that",
     }
 }
@@ -1326,13 +1327,13 @@ fn after_tools(messages: &[ChatMessage], offered: &dyn Fn(&str) -> bool, seed: u
     } = &intent
         && let Some(search) = last
             .iter()
-            .find(|s| s.name == "retrieve_memories" && !is_error(s.result))
+            .find(|s| s.name == tool::RETRIEVE_MEMORIES && !is_error(s.result))
     {
         return match best_match(search.result, query) {
-            Some((id, _)) if may_call && offered("delete_memory") => {
-                tool_calls(seed, vec![("delete_memory", json!({ "id": id }))])
+            Some((id, _)) if may_call && offered(tool::DELETE_MEMORY) => {
+                tool_calls(seed, vec![(tool::DELETE_MEMORY, json!({ "id": id }))])
             }
-            Some((_, filename)) if !offered("delete_memory") => text(format!(
+            Some((_, filename)) if !offered(tool::DELETE_MEMORY) => text(format!(
                 "I found '{filename}', but I can't delete it right now: the memory tool is \
                  unavailable."
             )),
@@ -1366,7 +1367,7 @@ fn rebuild_call(
         return Some((name, args));
     }
     // The delete step of forgetting by description: pick the match again.
-    if tool == "delete_memory"
+    if tool == tool::DELETE_MEMORY
         && let Intent::Delete {
             query: Some(query), ..
         } = intent
@@ -1375,9 +1376,9 @@ fn rebuild_call(
             .iter()
             .flatten()
             .rev()
-            .filter(|s| s.name == "retrieve_memories" && !is_error(s.result))
+            .filter(|s| s.name == tool::RETRIEVE_MEMORIES && !is_error(s.result))
             .find_map(|s| best_match(s.result, query))?;
-        return Some(("delete_memory", json!({ "id": id })));
+        return Some((tool::DELETE_MEMORY, json!({ "id": id })));
     }
     None
 }
@@ -1447,11 +1448,11 @@ fn describe(step: &Step<'_>) -> String {
         return describe_error(step);
     }
     match step.name {
-        "store_memory" => describe_store(step),
-        "retrieve_memories" => describe_memories(step),
-        "get_memory" => describe_memory(step.result),
-        "delete_memory" => describe_delete(step.result),
-        "list_tags" => describe_tags(step.result),
+        tool::STORE_MEMORY => describe_store(step),
+        tool::RETRIEVE_MEMORIES => describe_memories(step),
+        tool::GET_MEMORY => describe_memory(step.result),
+        tool::DELETE_MEMORY => describe_delete(step.result),
+        tool::LIST_TAGS => describe_tags(step.result),
         "" => format!("Here's what I got back: {}", clip(step.result, 500)),
         name => format!("Here's what {name} returned: {}", clip(step.result, 500)),
     }

@@ -1,4 +1,11 @@
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::provider::WireResponse;
+use super::types::{ChatMessage, ChatRequest, FinishReason};
 use super::*;
+use crate::retry::Retryable;
 
 fn request(user: &str) -> ChatRequest {
     ChatRequest {

@@ -9,6 +9,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::domain::tool;
 use crate::domain::{
     self, MAX_DESCRIPTION_LEN, MemoryId, SearchTerms, UserId, ValidationError, filename_from_text,
     sanitize_filename,
@@ -136,14 +137,14 @@ pub(crate) struct UserArgs {
 pub(crate) fn tool_list() -> Vec<Tool> {
     vec![
         tool::<StoreArgs>(
-            "store_memory",
+            tool::STORE_MEMORY,
             "Store something the user wants remembered (a note, recipe, meeting summary, \
              idea...). Use when the user says things like \"store this\", \"remember that\", \
              \"save\", \"note:\". Put the text to keep, verbatim, in `content`; add a short \
              `filename`, a one-line `description` and a few topic `tags` when you can.",
         ),
         tool::<RetrieveArgs>(
-            "retrieve_memories",
+            tool::RETRIEVE_MEMORIES,
             "Search the user's stored memories. Use when the user asks what they stored, what \
              you remember about something, or to find or search their notes. Pass key words in \
              `query` (best match first), or omit it to list the newest memories; filter by \
@@ -151,17 +152,17 @@ pub(crate) fn tool_list() -> Vec<Tool> {
              preview of its content.",
         ),
         tool::<IdArgs>(
-            "get_memory",
+            tool::GET_MEMORY,
             "Fetch one stored memory whole, by the `id` that store_memory or retrieve_memories \
              returned. Use when a preview is not enough.",
         ),
         tool::<IdArgs>(
-            "delete_memory",
+            tool::DELETE_MEMORY,
             "Delete one stored memory by its `id` (find the id with retrieve_memories first). \
              Use only when the user clearly asks to forget or delete something.",
         ),
         tool::<UserArgs>(
-            "list_tags",
+            tool::LIST_TAGS,
             "List the tags on the user's memories, with how many memories carry each.",
         ),
     ]
@@ -201,11 +202,11 @@ pub(crate) async fn call(
     meta: &StoreMeta,
 ) -> Option<CallToolResult> {
     let result = match name {
-        "store_memory" => store_memory(store, limits, arguments, meta).await,
-        "retrieve_memories" => retrieve_memories(store, arguments).await,
-        "get_memory" => get_memory(store, arguments).await,
-        "delete_memory" => delete_memory(store, arguments).await,
-        "list_tags" => list_tags(store, arguments).await,
+        tool::STORE_MEMORY => store_memory(store, limits, arguments, meta).await,
+        tool::RETRIEVE_MEMORIES => retrieve_memories(store, arguments).await,
+        tool::GET_MEMORY => get_memory(store, arguments).await,
+        tool::DELETE_MEMORY => delete_memory(store, arguments).await,
+        tool::LIST_TAGS => list_tags(store, arguments).await,
         _ => return None,
     };
     Some(result.unwrap_or_else(|error| {
@@ -352,7 +353,7 @@ async fn store_memory(
     arguments: JsonObject,
     meta: &StoreMeta,
 ) -> Result<CallToolResult, ToolError> {
-    let args: StoreArgs = parse("store_memory", arguments)?;
+    let args: StoreArgs = parse(tool::STORE_MEMORY, arguments)?;
     if let Some(key) = meta.idempotency_key.as_deref()
         && (key.is_empty()
             || key.len() > MAX_IDEMPOTENCY_KEY_LEN
@@ -393,7 +394,7 @@ async fn retrieve_memories(
     store: &dyn MemoryStore,
     arguments: JsonObject,
 ) -> Result<CallToolResult, ToolError> {
-    let args: RetrieveArgs = parse("retrieve_memories", arguments)?;
+    let args: RetrieveArgs = parse(tool::RETRIEVE_MEMORIES, arguments)?;
     let user = UserId::parse(&args.user_id)?;
     let limit = args.limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
@@ -442,7 +443,7 @@ async fn get_memory(
     store: &dyn MemoryStore,
     arguments: JsonObject,
 ) -> Result<CallToolResult, ToolError> {
-    let args: IdArgs = parse("get_memory", arguments)?;
+    let args: IdArgs = parse(tool::GET_MEMORY, arguments)?;
     let user = UserId::parse(&args.user_id)?;
     let id = MemoryId::parse(&args.id)?;
     let memory = store.get(user, id).await?.ok_or(ToolError::NotFound(id))?;
@@ -453,7 +454,7 @@ async fn delete_memory(
     store: &dyn MemoryStore,
     arguments: JsonObject,
 ) -> Result<CallToolResult, ToolError> {
-    let args: IdArgs = parse("delete_memory", arguments)?;
+    let args: IdArgs = parse(tool::DELETE_MEMORY, arguments)?;
     let user = UserId::parse(&args.user_id)?;
     let id = MemoryId::parse(&args.id)?;
     let deleted = store
@@ -470,7 +471,7 @@ async fn list_tags(
     store: &dyn MemoryStore,
     arguments: JsonObject,
 ) -> Result<CallToolResult, ToolError> {
-    let args: UserArgs = parse("list_tags", arguments)?;
+    let args: UserArgs = parse(tool::LIST_TAGS, arguments)?;
     let user = UserId::parse(&args.user_id)?;
     let tags = store.list_tags(user).await?;
     Ok(json_result(json!({ "tags": tags })))

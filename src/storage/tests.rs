@@ -1,3 +1,5 @@
+use super::engine::*;
+use super::sql::*;
 use super::*;
 
 pub(super) fn user(name: &str) -> UserId {

@@ -10,6 +10,7 @@ mod faults;
 mod jaeger;
 mod mcp_resources;
 mod memory_server;
+mod multi_daemon;
 mod openai;
 mod postgres;
 mod python_interop;
