@@ -8,6 +8,7 @@ mod deploy;
 mod durability;
 mod faults;
 mod jaeger;
+mod limits;
 mod mcp_resources;
 mod memory_server;
 mod multi_daemon;
