@@ -108,7 +108,7 @@ impl Daemon {
             &config.storage.data_dir,
         )
         .map_err(|e| LlmError::Config(e.to_string()))?;
-        let llm = LlmHandle::spawn(config.llm.clone())
+        let llm = LlmHandle::spawn_with_limits(config.llm.clone(), &config.limits)
             .await?
             .with_pseudonyms(Arc::new(pseudonyms));
         let mcp = McpHandle::spawn(mcp_config.clone(), mcp_url.clone()).await?;

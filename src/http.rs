@@ -458,6 +458,9 @@ async fn readyz(State(state): State<ApiState>) -> Response {
         "ready": mcp && llm,
         "mcp": if mcp { "connected" } else { "disconnected" },
         "llm": if llm { "ready" } else { "unavailable" },
+        // `fallback`: Redis is unreachable and this daemon spends only its share of the
+        // quota; still ready (turns are answered), but worth an alert.
+        "limits": state.llm.limits_mode().as_str(),
     });
     let status = if mcp && llm {
         StatusCode::OK
@@ -618,6 +621,28 @@ fn render_metrics(state: &ApiState) -> String {
         "gauge",
         "LLM requests in flight.",
         llm.in_flight.get(),
+    );
+    let limits = state.llm.limits_metrics();
+    render_value(
+        &mut out,
+        "memento_limits_fallback",
+        "gauge",
+        "1 while Redis is unreachable and the local fallback share of the LLM quota decides.",
+        limits.fallback.get(),
+    );
+    render_value(
+        &mut out,
+        "memento_limits_fallbacks_total",
+        "counter",
+        "Times the local fallback took over from Redis.",
+        limits.fallbacks.get(),
+    );
+    render_value(
+        &mut out,
+        "memento_limits_redis_errors_total",
+        "counter",
+        "Redis rate-limit decisions that failed or timed out.",
+        limits.redis_errors.get(),
     );
     llm.latency.render(
         &mut out,

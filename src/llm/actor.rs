@@ -59,17 +59,26 @@ pub struct LlmHandle {
 }
 
 impl LlmHandle {
-    /// Builds the provider and spawns the actor.
+    /// Builds the provider and spawns the actor, with the limits in this process.
     pub async fn spawn(config: LlmConfig) -> Result<LlmHandle, LlmError> {
+        Self::spawn_with_limits(config, &crate::limits::LimitsConfig::default()).await
+    }
+
+    /// Builds the provider and spawns the actor, with the limits `limits` says (`[limits]`).
+    pub async fn spawn_with_limits(
+        config: LlmConfig,
+        limits: &crate::limits::LimitsConfig,
+    ) -> Result<LlmHandle, LlmError> {
         config.validate().map_err(|e| match e {
             ConfigError::Invalid(message) => LlmError::Config(message),
             other => LlmError::Config(other.to_string()),
         })?;
-        let shared = Shared::new(&config)?;
+        let shared = Shared::new(&config, limits)?;
         let info = Arc::new(LlmInfo {
             provider: shared.provider,
             model: shared.model.clone(),
             metrics: shared.metrics.clone(),
+            limits: shared.limits.clone(),
         });
         let (actor, _join) = Actor::spawn(None, Llm, shared)
             .await
@@ -141,6 +150,16 @@ impl LlmHandle {
         &self.info.model
     }
 
+    /// Which limiter decides (`local`, `shared` through Redis, or the `fallback`).
+    pub fn limits_mode(&self) -> crate::limits::LimitsMode {
+        self.info.limits.mode()
+    }
+
+    /// The limits' counters.
+    pub fn limits_metrics(&self) -> &crate::limits::LimitsMetrics {
+        self.info.limits.metrics()
+    }
+
     /// True while the actor runs and admits requests (readiness): false once it stops, or
     /// if it failed.
     pub fn is_ready(&self) -> bool {
@@ -163,6 +182,8 @@ struct LlmInfo {
     provider: Provider,
     model: String,
     metrics: Arc<LlmMetrics>,
+    /// The limiter, for its mode and counters only (decisions are the actor's).
+    limits: Arc<dyn Limits>,
 }
 
 /// The actor. It owns the provider client and the limits ([`Shared`], lent to the request
@@ -310,14 +331,15 @@ pub struct Shared {
 }
 
 impl Shared {
-    fn new(config: &LlmConfig) -> Result<Shared, LlmError> {
+    fn new(config: &LlmConfig, limits: &crate::limits::LimitsConfig) -> Result<Shared, LlmError> {
         let (backend, model) = Backend::new(config)?;
+        let limits = limits::from_config(config, limits, &model)?;
         Ok(Shared {
             backend,
             provider: config.provider,
             model,
             in_flight: Semaphore::new(config.max_in_flight.max(1)),
-            limits: limits::from_config(config),
+            limits,
             retry: RetryPolicy {
                 max_retries: config.max_retries,
                 initial: config.retry_initial,
@@ -350,7 +372,7 @@ impl Shared {
         self.metrics.in_flight.inc();
         let _in_flight = GaugeGuard(&self.metrics.in_flight);
         if let Some(user) = &request.user
-            && let Err(retry_after) = self.limits.check_user(user)
+            && let Err(retry_after) = self.limits.check_user(user).await
         {
             // A user over their own limit is told so (and when to come back) rather than
             // queued.
@@ -387,7 +409,7 @@ impl Shared {
             self.metrics
                 .output_tokens
                 .add(u64::from(usage.completion_tokens));
-            self.correct_tokens(&request, usage);
+            self.correct_tokens(&request, usage).await;
         }
         if response.finish_reason == FinishReason::ContentFilter {
             return Err(LlmError::ContentFilter);
@@ -416,9 +438,11 @@ impl Shared {
 
     /// Charges the difference when the provider used more tokens than estimated (best
     /// effort: governor cannot refund an over-estimate).
-    fn correct_tokens(&self, request: &ChatRequest, usage: Usage) {
-        self.limits
-            .charge(usage.total_tokens.saturating_sub(estimate_tokens(request)));
+    async fn correct_tokens(&self, request: &ChatRequest, usage: Usage) {
+        let extra = usage.total_tokens.saturating_sub(estimate_tokens(request));
+        if extra > 0 {
+            self.limits.charge(extra).await;
+        }
     }
 
     async fn attempt(

@@ -9,6 +9,7 @@ mod durability;
 mod embeddings;
 mod faults;
 mod jaeger;
+mod limits;
 mod mcp_resources;
 mod memory_server;
 mod multi_daemon;
