@@ -67,7 +67,7 @@ pub(crate) struct ExportArgs {
     /// seed: a folder per user of YYYYMMDD_HHMMSS_<filename> files (time to the second);
     /// jsonl: one memories.jsonl with every field.
     #[arg(long, value_enum, default_value = "seed")]
-    pub(crate) format: memento::transfer::Format,
+    pub(crate) format: memento::memory_server::transfer::Format,
     /// Directory to write (created; must be new or empty).
     #[arg(long, value_name = "DIR")]
     pub(crate) to: PathBuf,
@@ -143,7 +143,7 @@ pub(crate) struct ServeArgs {
     pub(crate) mcp_url: Option<String>,
     /// MCP transport for --mcp-url: streamable-http or sse [config: mcp.transport].
     #[arg(long)]
-    pub(crate) mcp_transport: Option<memento::config::McpTransport>,
+    pub(crate) mcp_transport: Option<memento::shared::config::McpTransport>,
     /// Port of the embedded memory server, 0 for any free port [config: mcp.embedded_port].
     #[arg(long)]
     pub(crate) mcp_port: Option<u16>,

@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use hdrhistogram::Histogram;
-use memento::config::McpServerConfig;
-use memento::domain::UserId;
-use memento::storage::{MemoryStore, NewMemory, SqliteOptions, SqliteStore};
+use memento::memory_server::storage::{MemoryStore, NewMemory, SqliteOptions, SqliteStore};
+use memento::shared::config::McpServerConfig;
+use memento::shared::domain::UserId;
 use rmcp::model::CallToolRequestParams;
 use rmcp::service::RunningService;
 use rmcp::transport::StreamableHttpClientTransport;

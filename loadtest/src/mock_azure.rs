@@ -1,5 +1,5 @@
 //! `memento-loadtest mock-azure`: an HTTP server that speaks Azure OpenAI chat completions,
-//! with Memento's offline model ([`memento::llm::offline::OfflineModel`]) as its brain, so
+//! with Memento's offline model ([`memento::daemon::llm::offline::OfflineModel`]) as its brain, so
 //! the daemon, the official SDKs and the load test can run against "Azure" without a key.
 //!
 //! # Endpoints
@@ -58,8 +58,8 @@ use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use memento::llm::offline::OfflineModel;
-use memento::llm::types::{ChatMessage, ChatResponse};
+use memento::daemon::llm::offline::OfflineModel;
+use memento::daemon::llm::types::{ChatMessage, ChatResponse};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;

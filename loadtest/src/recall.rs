@@ -378,7 +378,7 @@ async fn store(client: &Client, user: &str, turn: &Turn) -> anyhow::Result<Strin
     };
     let mut meta = rmcp::model::JsonObject::new();
     meta.insert(
-        memento::domain::CREATED_AT_META_KEY.to_owned(),
+        memento::shared::domain::CREATED_AT_META_KEY.to_owned(),
         json!(turn.created_at.to_rfc3339()),
     );
     params.meta = Some(rmcp::model::RequestMetaObject::from(meta));
@@ -512,9 +512,9 @@ fn db_size(dir: &Path) -> u64 {
 /// Writes `count` filler memories (random words, random unit vectors of the model's width,
 /// 384) for `user` straight into the store in `dir`.
 async fn pad(dir: &Path, user: &str, count: u64) -> anyhow::Result<()> {
-    use memento::storage::{MemoryStore, NewMemory, SqliteOptions, SqliteStore};
+    use memento::memory_server::storage::{MemoryStore, NewMemory, SqliteOptions, SqliteStore};
     let store = SqliteStore::open(dir, &SqliteOptions::default())?;
-    let user = memento::domain::UserId::parse(user)?;
+    let user = memento::shared::domain::UserId::parse(user)?;
     let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
     let mut next = move || {
         seed ^= seed << 13;
@@ -531,7 +531,7 @@ async fn pad(dir: &Path, user: &str, count: u64) -> anyhow::Result<()> {
         let mut vector: Vec<f32> = (0..384)
             .map(|_| (next() % 20001) as f32 / 10000.0 - 1.0)
             .collect();
-        memento::embeddings::normalize(&mut vector);
+        memento::memory_server::embeddings::normalize(&mut vector);
         pending.push(store.store(NewMemory {
             user: user.clone(),
             content: words.join(" "),

@@ -5,13 +5,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use memento::domain::{SearchTerms, UserId};
-use memento::embeddings::remote::RemoteEmbedder;
-use memento::embeddings::{Batcher, Embedder, EmbeddingStore, EmbeddingsConfig, Provider};
-use memento::llm::LlmConfig;
-use memento::storage::{
+use memento::daemon::llm::LlmConfig;
+use memento::memory_server::embeddings::remote::RemoteEmbedder;
+use memento::memory_server::embeddings::{
+    Batcher, Embedder, EmbeddingStore, EmbeddingsConfig, Provider,
+};
+use memento::memory_server::storage::{
     MemoryStore, NewMemory, SearchMode, SearchQuery, SqliteOptions, SqliteStore, StorageError,
 };
+use memento::shared::domain::{SearchTerms, UserId};
 use memento_loadtest::mock_azure::embeddings::vectorize;
 use memento_loadtest::mock_azure::{MockConfig, MockServer};
 
@@ -140,8 +142,9 @@ async fn concurrent_stores_are_embedded_in_batches_and_searched_by_vector() {
     let dir = tempfile::tempdir().unwrap();
     let sqlite = Arc::new(SqliteStore::open(dir.path(), &SqliteOptions::default()).unwrap());
     let config = azure_config(128);
-    let store = memento::embeddings::wrap_store(sqlite, &config, &llm(&server, "mock-key"))
-        .expect("provider");
+    let store =
+        memento::memory_server::embeddings::wrap_store(sqlite, &config, &llm(&server, "mock-key"))
+            .expect("provider");
     let user = UserId::parse("erin").unwrap();
     let stores =
         (0..40).map(|n| store.store(memory(&user, &format!("filler note {n} about nothing"))));

@@ -9,12 +9,14 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::domain::tool;
-use crate::domain::{
+use crate::memory_server::storage::{
+    MemoryStore, NewMemory, SearchMode, SearchQuery, StorageError,
+};
+use crate::shared::domain::tool;
+use crate::shared::domain::{
     self, MAX_DESCRIPTION_LEN, MemoryId, SearchTerms, UserId, ValidationError, filename_from_text,
     sanitize_filename,
 };
-use crate::storage::{MemoryStore, NewMemory, SearchMode, SearchQuery, StorageError};
 
 /// Default page size of `retrieve_memories`.
 pub(crate) const DEFAULT_LIMIT: u32 = 10;
@@ -196,7 +198,7 @@ pub(crate) struct Limits {
     pub(crate) max_content_bytes: usize,
 }
 
-pub(crate) use crate::domain::{CREATED_AT_META_KEY, IDEMPOTENCY_META_KEY};
+pub(crate) use crate::shared::domain::{CREATED_AT_META_KEY, IDEMPOTENCY_META_KEY};
 /// Longest idempotency key accepted.
 const MAX_IDEMPOTENCY_KEY_LEN: usize = 200;
 

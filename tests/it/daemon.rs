@@ -145,7 +145,7 @@ async fn a_crashed_conversation_restarts_with_its_history() {
         .turn("carol", "remember that the door code is 1234")
         .await;
     let supervisor = fixture.daemon().supervisor();
-    let carol = memento::domain::UserId::parse("carol").expect("user");
+    let carol = memento::shared::domain::UserId::parse("carol").expect("user");
     supervisor.crash_for_test(&carol).await.expect("crash");
     eventually(Duration::from_secs(10), "crashed actor removed", || async {
         supervisor.metrics().actor_failures.get() == 1
@@ -224,7 +224,7 @@ async fn streamed_turns_send_tool_events_then_done() {
         .await
         .expect("send");
     assert_eq!(response.status(), 200);
-    let mut parser = memento::sse::SseParser::new(1 << 20);
+    let mut parser = memento::shared::sse::SseParser::new(1 << 20);
     let mut events = Vec::new();
     let mut body = response.bytes_stream();
     while let Some(chunk) = body.next().await {
@@ -514,8 +514,9 @@ async fn idle_conversations_release_their_history_and_reload_it() {
         || async { releases() > released },
     )
     .await;
-    let store = memento::history::HistoryStore::open(fixture.dir.path()).expect("open history");
-    let ivy = memento::domain::UserId::parse("ivy").expect("user id");
+    let store =
+        memento::daemon::history::HistoryStore::open(fixture.dir.path()).expect("open history");
+    let ivy = memento::shared::domain::UserId::parse("ivy").expect("user id");
     store
         .delete(&ivy)
         .await
@@ -532,7 +533,7 @@ async fn shutdown_waits_the_grace_period_once() {
     let llm = crate::support::GatedLlm::start().await;
     let base_url = llm.base_url.clone();
     let fixture = DaemonFixture::start_with(move |config| {
-        config.llm.provider = memento::llm::Provider::Openai;
+        config.llm.provider = memento::daemon::llm::Provider::Openai;
         config.llm.base_url = Some(base_url);
         config.llm.model = Some("gated-offline".into());
         config.llm.api_key = Some("test".into());

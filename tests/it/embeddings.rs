@@ -8,11 +8,11 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use memento::config::McpServerConfig;
-use memento::embeddings::local::LocalEmbedder;
-use memento::embeddings::{Batcher, Embedder, EmbeddingStore};
 use memento::memory_server;
-use memento::storage::{MemoryStore, SqliteOptions, SqliteStore};
+use memento::memory_server::embeddings::local::LocalEmbedder;
+use memento::memory_server::embeddings::{Batcher, Embedder, EmbeddingStore};
+use memento::memory_server::storage::{MemoryStore, SqliteOptions, SqliteStore};
+use memento::shared::config::McpServerConfig;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -230,15 +230,16 @@ async fn reindex_backfills_vectors_and_resumes() {
         .unwrap();
     assert_eq!((pending.len(), total), (4, 4));
     let mut seen = Vec::new();
-    let summary = memento::embeddings::reindex(&sqlite, model.as_ref(), 3, |done, total| {
-        seen.push((done, total))
-    })
-    .await
-    .unwrap();
+    let summary =
+        memento::memory_server::embeddings::reindex(&sqlite, model.as_ref(), 3, |done, total| {
+            seen.push((done, total))
+        })
+        .await
+        .unwrap();
     assert_eq!(summary.embedded, 4);
     assert_eq!(seen.last(), Some(&(4, 4)));
     // Resumable: a second run finds nothing to do.
-    let again = memento::embeddings::reindex(&sqlite, model.as_ref(), 3, |_, _| {})
+    let again = memento::memory_server::embeddings::reindex(&sqlite, model.as_ref(), 3, |_, _| {})
         .await
         .unwrap();
     assert_eq!(again.embedded, 0);
