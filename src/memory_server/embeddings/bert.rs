@@ -346,8 +346,8 @@ fn layer_norm(x: &mut [f32], norm: &LayerNorm, eps: f32) {
         let mean = row.iter().sum::<f32>() / h as f32;
         let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / h as f32;
         let inv = 1.0 / (var + eps).sqrt();
-        for j in 0..h {
-            row[j] = (row[j] - mean) * inv * norm.weight[j] + norm.bias[j];
+        for ((value, weight), bias) in row.iter_mut().zip(&norm.weight).zip(&norm.bias) {
+            *value = (*value - mean) * inv * weight + bias;
         }
     }
 }

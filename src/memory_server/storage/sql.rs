@@ -515,7 +515,7 @@ fn keyword_search(
         return Ok(Vec::new());
     };
     let mut stmt = conn.prepare_cached(&sql)?;
-    let rows = stmt.query_map(params_from_iter(args), |row| summary_from_row(row))?;
+    let rows = stmt.query_map(params_from_iter(args), summary_from_row)?;
     let mut out = Vec::new();
     for row in rows {
         out.push(row??);
