@@ -65,7 +65,8 @@ pub struct RecallArgs {
     /// The `memento` binary to spawn (default: next to this one).
     #[arg(long)]
     pub memento_bin: Option<PathBuf>,
-    /// Filler memories written first for the first conversation's user (latency at size).
+    /// Filler memories written first for the first conversation's user, whose conversation
+    /// alone is then measured (latency at size; not a quality measure).
     #[arg(long, default_value_t = 0)]
     pub pad: u64,
     /// Extra environment for the spawned server, KEY=VALUE (repeatable), e.g.
@@ -165,9 +166,13 @@ type Client = RunningService<RoleClient, ()>;
 
 /// Runs the benchmark and writes `recall.json`.
 pub async fn run(args: RecallArgs) -> anyhow::Result<RecallReport> {
-    let conversations = load_dataset(&args.dataset)?;
+    let mut conversations = load_dataset(&args.dataset)?;
     if conversations.is_empty() {
         bail!("no *.json conversation in {}", args.dataset.display());
+    }
+    if args.pad > 0 {
+        // A latency run: only the padded user's conversation, so every query runs at size.
+        conversations.truncate(1);
     }
     let modes: Vec<&str> = match args.mode.as_str() {
         "all" => vec!["keyword", "semantic", "hybrid"],
