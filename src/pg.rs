@@ -68,10 +68,8 @@ impl From<deadpool_postgres::PoolError> for PgError {
 pub fn describe(error: &tokio_postgres::Error) -> String {
     match error.as_db_error() {
         Some(db) => db.to_string(),
-        None => match std::error::Error::source(error) {
-            Some(source) => format!("{error}: {source}"),
-            None => error.to_string(),
-        },
+        // Its Display already appends the cause (I/O, TLS, ...).
+        None => error.to_string(),
     }
 }
 
@@ -156,7 +154,17 @@ pub async fn connect(url: &str, options: &PoolOptions) -> Result<Pool, PgError> 
         .create_timeout(Some(options.timeout))
         .build()
         .map_err(|e| PgError::Pool(e.to_string()))?;
-    drop(pool.get().await?);
+    match pool.get().await {
+        Ok(client) => drop(client),
+        Err(deadpool_postgres::PoolError::Backend(error)) => {
+            return Err(PgError::Connect(format!(
+                "{}: {}",
+                redact(url),
+                describe(&error)
+            )));
+        }
+        Err(error) => return Err(PgError::Connect(format!("{}: {error}", redact(url)))),
+    }
     Ok(pool)
 }
 
