@@ -117,6 +117,11 @@ pub async fn connect(url: &str, options: &PoolOptions) -> Result<Pool, PgError> 
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(options.timeout);
     }
+    let mut options_text: Vec<String> = config
+        .get_options()
+        .map(str::to_owned)
+        .into_iter()
+        .collect();
     if let Some(schema) = &options.schema {
         if !valid_identifier(schema) {
             return Err(PgError::Url {
@@ -138,8 +143,14 @@ pub async fn connect(url: &str, options: &PoolOptions) -> Result<Pool, PgError> 
                 return Err(error.into());
             }
         }
-        config.options(format!("-c search_path={schema}"));
+        options_text.push(format!("-c search_path={schema}"));
     }
+    // Plan every statement with its real parameters: the memory search's best plan depends
+    // on how many rows the user has and how common the words are. A generic plan (what a
+    // prepared statement gets after five runs) intersected a common word's million GIN
+    // postings with the user's hundred rows: 415 ms instead of 4 ms at 1M memories.
+    options_text.push("-c plan_cache_mode=force_custom_plan".to_owned());
+    config.options(options_text.join(" "));
     let manager = Manager::from_config(
         config,
         NoTls,
