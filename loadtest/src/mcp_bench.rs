@@ -18,11 +18,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use hdrhistogram::Histogram;
-use memento::config::McpServerConfig;
-use memento::domain::UserId;
-use memento::storage::{
+use memento::memory_server::storage::{
     MemoryStore, NewMemory, PostgresOptions, PostgresStore, SqliteOptions, SqliteStore,
 };
+use memento::shared::config::McpServerConfig;
+use memento::shared::domain::UserId;
 use rmcp::model::CallToolRequestParams;
 use rmcp::service::RunningService;
 use rmcp::transport::StreamableHttpClientTransport;
@@ -160,9 +160,9 @@ pub async fn run(args: McpBenchArgs) -> anyhow::Result<BenchReport> {
                         .as_deref()
                         .context("--backend postgres needs --postgres-url")?;
                     let options = PostgresOptions {
-                        pool: memento::pg::PoolOptions {
+                        pool: memento::shared::pg::PoolOptions {
                             max_connections: args.postgres_connections,
-                            ..memento::pg::PoolOptions::default()
+                            ..memento::shared::pg::PoolOptions::default()
                         },
                         ..PostgresOptions::default()
                     };
@@ -378,6 +378,8 @@ async fn preload(store: &dyn MemoryStore, count: u64, users: u64) -> anyhow::Res
             tags: vec![word(rng.zipf()), word(rng.zipf())],
             idempotency_key: None,
             created_at: None,
+            embedding: None,
+            embedding_model: None,
         };
         in_flight.push(store.store(memory));
         if in_flight.len() >= PRELOAD_IN_FLIGHT

@@ -9,11 +9,14 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::domain::{
+use crate::memory_server::storage::{
+    MemoryStore, NewMemory, SearchMode, SearchQuery, StorageError,
+};
+use crate::shared::domain::tool;
+use crate::shared::domain::{
     self, MAX_DESCRIPTION_LEN, MemoryId, SearchTerms, UserId, ValidationError, filename_from_text,
     sanitize_filename,
 };
-use crate::storage::{MemoryStore, NewMemory, SearchQuery, StorageError};
 
 /// Default page size of `retrieve_memories`.
 pub(crate) const DEFAULT_LIMIT: u32 = 10;
@@ -47,7 +50,9 @@ pub(crate) enum ToolError {
 
 fn storage_message(error: &StorageError) -> String {
     match error {
-        StorageError::Busy | StorageError::KeyReused { .. } => error.to_string(),
+        StorageError::Busy | StorageError::KeyReused { .. } | StorageError::Semantic(_) => {
+            error.to_string()
+        }
         other => format!("storage failure: {other}"),
     }
 }
@@ -114,6 +119,11 @@ pub(crate) struct RetrieveArgs {
     /// How many matches to skip, for paging (default 0).
     #[serde(default)]
     pub(crate) offset: Option<u32>,
+    /// How to rank a query: "hybrid" (default: by meaning and key words together; key words
+    /// only when the server has no embeddings), "keyword" (key words only) or "semantic"
+    /// (meaning only: finds notes that use other words than the query).
+    #[serde(default)]
+    pub(crate) mode: Option<String>,
 }
 
 /// Arguments of `get_memory` and `delete_memory`.
@@ -136,32 +146,33 @@ pub(crate) struct UserArgs {
 pub(crate) fn tool_list() -> Vec<Tool> {
     vec![
         tool::<StoreArgs>(
-            "store_memory",
+            tool::STORE_MEMORY,
             "Store something the user wants remembered (a note, recipe, meeting summary, \
              idea...). Use when the user says things like \"store this\", \"remember that\", \
              \"save\", \"note:\". Put the text to keep, verbatim, in `content`; add a short \
              `filename`, a one-line `description` and a few topic `tags` when you can.",
         ),
         tool::<RetrieveArgs>(
-            "retrieve_memories",
+            tool::RETRIEVE_MEMORIES,
             "Search the user's stored memories. Use when the user asks what they stored, what \
              you remember about something, or to find or search their notes. Pass key words in \
              `query` (best match first), or omit it to list the newest memories; filter by \
              `tags` or by time with `since`/`until`. Results carry each memory's `id` and a \
-             preview of its content.",
+             preview of its content. Queries match by meaning as well as by key words \
+             (`mode`: hybrid, the default; keyword; semantic).",
         ),
         tool::<IdArgs>(
-            "get_memory",
+            tool::GET_MEMORY,
             "Fetch one stored memory whole, by the `id` that store_memory or retrieve_memories \
              returned. Use when a preview is not enough.",
         ),
         tool::<IdArgs>(
-            "delete_memory",
+            tool::DELETE_MEMORY,
             "Delete one stored memory by its `id` (find the id with retrieve_memories first). \
              Use only when the user clearly asks to forget or delete something.",
         ),
         tool::<UserArgs>(
-            "list_tags",
+            tool::LIST_TAGS,
             "List the tags on the user's memories, with how many memories carry each.",
         ),
     ]
@@ -187,7 +198,7 @@ pub(crate) struct Limits {
     pub(crate) max_content_bytes: usize,
 }
 
-pub(crate) use crate::domain::{CREATED_AT_META_KEY, IDEMPOTENCY_META_KEY};
+pub(crate) use crate::shared::domain::{CREATED_AT_META_KEY, IDEMPOTENCY_META_KEY};
 /// Longest idempotency key accepted.
 const MAX_IDEMPOTENCY_KEY_LEN: usize = 200;
 
@@ -201,11 +212,11 @@ pub(crate) async fn call(
     meta: &StoreMeta,
 ) -> Option<CallToolResult> {
     let result = match name {
-        "store_memory" => store_memory(store, limits, arguments, meta).await,
-        "retrieve_memories" => retrieve_memories(store, arguments).await,
-        "get_memory" => get_memory(store, arguments).await,
-        "delete_memory" => delete_memory(store, arguments).await,
-        "list_tags" => list_tags(store, arguments).await,
+        tool::STORE_MEMORY => store_memory(store, limits, arguments, meta).await,
+        tool::RETRIEVE_MEMORIES => retrieve_memories(store, arguments).await,
+        tool::GET_MEMORY => get_memory(store, arguments).await,
+        tool::DELETE_MEMORY => delete_memory(store, arguments).await,
+        tool::LIST_TAGS => list_tags(store, arguments).await,
         _ => return None,
     };
     Some(result.unwrap_or_else(|error| {
@@ -343,6 +354,8 @@ pub(crate) fn prepare_store(
         tags,
         idempotency_key: None,
         created_at,
+        embedding: None,
+        embedding_model: None,
     })
 }
 
@@ -352,7 +365,7 @@ async fn store_memory(
     arguments: JsonObject,
     meta: &StoreMeta,
 ) -> Result<CallToolResult, ToolError> {
-    let args: StoreArgs = parse("store_memory", arguments)?;
+    let args: StoreArgs = parse(tool::STORE_MEMORY, arguments)?;
     if let Some(key) = meta.idempotency_key.as_deref()
         && (key.is_empty()
             || key.len() > MAX_IDEMPOTENCY_KEY_LEN
@@ -393,7 +406,7 @@ async fn retrieve_memories(
     store: &dyn MemoryStore,
     arguments: JsonObject,
 ) -> Result<CallToolResult, ToolError> {
-    let args: RetrieveArgs = parse("retrieve_memories", arguments)?;
+    let args: RetrieveArgs = parse(tool::RETRIEVE_MEMORIES, arguments)?;
     let user = UserId::parse(&args.user_id)?;
     let limit = args.limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
@@ -422,6 +435,18 @@ async fn retrieve_memories(
         .map(TagsArg::normalize)
         .transpose()?
         .unwrap_or_default();
+    let mode = match args.mode.as_deref().filter(|m| !m.trim().is_empty()) {
+        None => SearchMode::default(),
+        Some(raw) => SearchMode::parse(raw).ok_or_else(|| {
+            ValidationError::Argument(format!(
+                "mode must be \"hybrid\", \"keyword\" or \"semantic\", got {raw:?}"
+            ))
+        })?,
+    };
+    let text = terms
+        .as_ref()
+        .and(args.query.as_deref())
+        .map(|q| q.trim().to_owned());
     let memories = store
         .search(SearchQuery {
             user,
@@ -431,6 +456,10 @@ async fn retrieve_memories(
             until,
             limit,
             offset,
+            text,
+            mode,
+            vector: None,
+            semantic_weight: 1.0,
         })
         .await?;
     Ok(json_result(
@@ -442,7 +471,7 @@ async fn get_memory(
     store: &dyn MemoryStore,
     arguments: JsonObject,
 ) -> Result<CallToolResult, ToolError> {
-    let args: IdArgs = parse("get_memory", arguments)?;
+    let args: IdArgs = parse(tool::GET_MEMORY, arguments)?;
     let user = UserId::parse(&args.user_id)?;
     let id = MemoryId::parse(&args.id)?;
     let memory = store.get(user, id).await?.ok_or(ToolError::NotFound(id))?;
@@ -453,7 +482,7 @@ async fn delete_memory(
     store: &dyn MemoryStore,
     arguments: JsonObject,
 ) -> Result<CallToolResult, ToolError> {
-    let args: IdArgs = parse("delete_memory", arguments)?;
+    let args: IdArgs = parse(tool::DELETE_MEMORY, arguments)?;
     let user = UserId::parse(&args.user_id)?;
     let id = MemoryId::parse(&args.id)?;
     let deleted = store
@@ -470,7 +499,7 @@ async fn list_tags(
     store: &dyn MemoryStore,
     arguments: JsonObject,
 ) -> Result<CallToolResult, ToolError> {
-    let args: UserArgs = parse("list_tags", arguments)?;
+    let args: UserArgs = parse(tool::LIST_TAGS, arguments)?;
     let user = UserId::parse(&args.user_id)?;
     let tags = store.list_tags(user).await?;
     Ok(json_result(json!({ "tags": tags })))

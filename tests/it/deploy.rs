@@ -1,6 +1,7 @@
 //! deploy/: the compose file, Kubernetes manifests, systemd units and Dockerfile.
 
 use std::process::Command;
+use std::time::Duration;
 
 use crate::support::{python, repo_root};
 
@@ -93,4 +94,265 @@ fn systemd_units_use_separate_state_directories() {
         );
         seen.push(state.to_owned());
     }
+}
+
+// === deploy/nginx/memento.conf: a real nginx in front of real daemons ===
+
+/// A private nginx on a free loopback port, running deploy/nginx/memento.conf with the given
+/// daemons between its BEGIN/END markers; killed on drop.
+struct Nginx {
+    child: std::process::Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // SIGTERM: the master stops its workers (SIGKILL would orphan them).
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+/// Replaces the lines between `# BEGIN name` and `# END name` with `lines`.
+fn fill_section(config: &str, name: &str, lines: &[String]) -> String {
+    let begin = format!("# BEGIN {name}");
+    let end = format!("# END {name}");
+    let mut out = Vec::new();
+    let mut inside = false;
+    let mut found = false;
+    for line in config.lines() {
+        let trimmed = line.trim();
+        if trimmed == begin {
+            inside = true;
+            found = true;
+            out.push(line.to_owned());
+            out.extend(lines.iter().map(|l| format!("    {l}")));
+        } else if trimmed == end {
+            inside = false;
+            out.push(line.to_owned());
+        } else if !inside {
+            out.push(line.to_owned());
+        }
+    }
+    assert!(found, "deploy/nginx/memento.conf has no `{begin}` marker");
+    out.join("\n")
+}
+
+fn nginx_binary() -> std::path::PathBuf {
+    ["/usr/sbin/nginx", "/usr/bin/nginx", "/usr/local/sbin/nginx"]
+        .iter()
+        .map(std::path::PathBuf::from)
+        .find(|p| p.exists())
+        .expect(
+            "nginx is not installed: `bash tests/services/nginx.sh` installs it \
+             (tests/run.sh runs it)",
+        )
+}
+
+impl Nginx {
+    async fn start(daemons: &[&str]) -> Nginx {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = crate::support::free_port();
+        let site = std::fs::read_to_string(repo_root().join("deploy/nginx/memento.conf"))
+            .expect("deploy/nginx/memento.conf");
+        let servers: Vec<String> = daemons
+            .iter()
+            .map(|url| {
+                let address = url.trim_start_matches("http://").trim_end_matches('/');
+                format!("server {address} max_fails=1 fail_timeout=10s;")
+            })
+            .collect();
+        let site = fill_section(&site, "daemons", &servers);
+        let site = fill_section(&site, "listen", &[format!("listen 127.0.0.1:{port};")]);
+        let root = dir.path().display();
+        let main = format!(
+            "pid {root}/nginx.pid;\nerror_log stderr warn;\nworker_processes 1;\n\
+             events {{ worker_connections 256; }}\n\
+             http {{\n  access_log off;\n  client_body_temp_path {root}/body;\n\
+             proxy_temp_path {root}/proxy;\n  include {root}/memento.conf;\n}}\n"
+        );
+        std::fs::write(dir.path().join("memento.conf"), site).expect("write site");
+        std::fs::write(dir.path().join("nginx.conf"), main).expect("write nginx.conf");
+        let child = Command::new(nginx_binary())
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(dir.path().join("nginx.conf"))
+            .args(["-g", "daemon off;"])
+            .spawn()
+            .expect("spawn nginx");
+        let url = format!("http://127.0.0.1:{port}");
+        let nginx = Nginx {
+            child,
+            url,
+            _dir: dir,
+        };
+        crate::support::eventually(Duration::from_secs(10), "nginx listens", || async {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+        })
+        .await;
+        nginx
+    }
+}
+
+const SERVICE_TOKEN: &str = "5f0c9e2d7b4a41e8a3c6d1f09b8e7a6c2d4f1e3b5a7c9d0e8f6a4b2c1d3e5f7a";
+
+async fn turn_via(http: &reqwest::Client, base: &str, user: &str, message: &str) -> u16 {
+    http.post(format!("{base}/v1/users/{user}/messages"))
+        .bearer_auth(SERVICE_TOKEN)
+        .json(&serde_json::json!({ "message": message }))
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
+
+async fn history_len(http: &reqwest::Client, base: &str, user: &str) -> usize {
+    let body: serde_json::Value = http
+        .get(format!("{base}/v1/users/{user}/history"))
+        .bearer_auth(SERVICE_TOKEN)
+        .send()
+        .await
+        .expect("history")
+        .json()
+        .await
+        .expect("history json");
+    body["messages"].as_array().map_or(0, Vec::len)
+}
+
+/// Each user's turns land on exactly one daemon (the hash is on the user of the path, not on
+/// the whole URL: the history read through nginx is the one the turns wrote), users spread
+/// over the daemons, and a stopped daemon's users are answered by another one right away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_hashes_each_user_to_one_daemon_and_skips_a_dead_one() {
+    let mut daemons = Vec::new();
+    for _ in 0..3 {
+        daemons.push(
+            crate::support::DaemonFixture::start_with(|config| {
+                config.auth.service_tokens = vec![SERVICE_TOKEN.to_owned()];
+            })
+            .await,
+        );
+    }
+    let urls: Vec<String> = daemons.iter().map(|d| d.url.clone()).collect();
+    let url_refs: Vec<&str> = urls.iter().map(String::as_str).collect();
+    let nginx = Nginx::start(&url_refs).await;
+    let http = reqwest::Client::new();
+    let users: Vec<String> = (0..12).map(|i| format!("hash-user-{i}")).collect();
+    for round in 0..2 {
+        for user in &users {
+            let status = turn_via(&http, &nginx.url, user, &format!("hello {round}")).await;
+            assert_eq!(status, 200, "turn for {user} through nginx");
+        }
+    }
+    let mut owner = Vec::new();
+    for user in &users {
+        let mut holders = Vec::new();
+        for (i, url) in urls.iter().enumerate() {
+            if history_len(&http, url, user).await > 0 {
+                holders.push(i);
+            }
+        }
+        assert_eq!(
+            holders.len(),
+            1,
+            "{user}'s turns reached daemons {holders:?}"
+        );
+        owner.push(holders[0]);
+        // Two turns: user + assistant messages of both are in the history nginx routes to.
+        assert!(history_len(&http, &nginx.url, user).await >= 4, "{user}");
+    }
+    let used: std::collections::BTreeSet<usize> = owner.iter().copied().collect();
+    assert!(used.len() >= 2, "12 users all hashed to daemons {used:?}");
+
+    // Stop the daemon of the first user: its users move to the others at once.
+    let victim = owner[0];
+    let stopped = daemons.remove(victim);
+    stopped.stop().await;
+    for (user, _) in users.iter().zip(&owner).filter(|(_, o)| **o == victim) {
+        let status = turn_via(&http, &nginx.url, user, "after the stop").await;
+        assert_eq!(status, 200, "{user} after its daemon stopped");
+    }
+}
+
+// === deploy/helm/memento ===
+
+/// `helm template` renders the chart (helm from tests/services/helm.sh: PATH, cache, or built
+/// with Go), and the rendered objects hold what deploy/README.md promises; without helm the
+/// chart's files are checked structurally, and the test says so.
+#[test]
+fn helm_chart_renders_daemons_with_hpa_mcp_server_policy_and_user_hash() {
+    let helm = Command::new("bash")
+        .arg(repo_root().join("tests/services/helm.sh"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .filter(|p| !p.is_empty());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rendered = dir.path().join("rendered.yaml");
+    let check_arg = match &helm {
+        Some(helm) => {
+            let output = Command::new(helm)
+                .args(["template", "rel"])
+                .arg(repo_root().join("deploy/helm/memento"))
+                .args([
+                    "--set",
+                    "secrets.mcpToken=5f0c9e2d7b4a41e8a3c6d1f09b8e7a6c",
+                    "--set",
+                    "secrets.traceUserKey=0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a",
+                    "--set",
+                    "postgres.url=postgres://memento:pw@db.example:5432/memento",
+                    "--set",
+                    "redis.url=redis://cache.example:6379/0",
+                    "--set",
+                    "secrets.serviceTokens[0]=tok",
+                ])
+                .output()
+                .expect("run helm template");
+            assert!(
+                output.status.success(),
+                "helm template: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            std::fs::write(&rendered, &output.stdout).expect("write rendered");
+            // Without the required values the chart refuses to render, naming them.
+            let missing = Command::new(helm)
+                .args(["template", "rel"])
+                .arg(repo_root().join("deploy/helm/memento"))
+                .output()
+                .expect("run helm template");
+            assert!(!missing.status.success());
+            assert!(
+                String::from_utf8_lossy(&missing.stderr).contains("secrets.mcpToken is required"),
+                "{}",
+                String::from_utf8_lossy(&missing.stderr)
+            );
+            rendered.into_os_string()
+        }
+        None => {
+            eprintln!(
+                "helm is not available (tests/services/helm.sh failed): checking the chart \
+                 structurally only"
+            );
+            "--no-helm".into()
+        }
+    };
+    let output = Command::new(python())
+        .arg(repo_root().join("tests/py/check_helm.py"))
+        .arg(repo_root())
+        .arg(check_arg)
+        .output()
+        .expect("run python");
+    assert!(
+        output.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }

@@ -46,3 +46,50 @@ async fn acknowledged_stores_survive_kill_9() {
         "every acknowledged store is there after kill -9"
     );
 }
+
+/// A turn's history is committed before its answer is sent: every answered turn is in the
+/// history after `kill -9` of the daemon (RELIABILITY.md, "Histories"). Turns of several
+/// users run at once, so they share the history thread's transactions.
+#[tokio::test]
+async fn answered_turns_are_in_the_history_after_kill_9() {
+    use crate::support::{spawn_daemon, user_messages};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let http = reqwest::Client::new();
+    let users = ["hana", "ivo", "jun", "kai"];
+    let turns_per_user = 6;
+    {
+        let daemon = spawn_daemon(dir.path(), &[], &[]);
+        let per_user = users.iter().map(|user| {
+            let (http, url) = (&http, &daemon.url);
+            async move {
+                for i in 0..turns_per_user {
+                    let response = http
+                        .post(format!("{url}/v1/users/{user}/messages"))
+                        .json(&json!({ "message": format!("hello number {i}") }))
+                        .send()
+                        .await
+                        .expect("send");
+                    assert_eq!(response.status(), 200, "turn {i} of {user}");
+                    let body: serde_json::Value = response.json().await.expect("json");
+                    assert!(body["reply"].is_string(), "{body}");
+                }
+            }
+        });
+        futures::future::join_all(per_user).await;
+        // SIGKILL right after the last answer: no shutdown path, no final checkpoint.
+        let mut daemon = daemon;
+        daemon.child.kill().expect("kill -9");
+        daemon.child.wait().expect("reap");
+    }
+    let daemon = spawn_daemon(dir.path(), &[], &[]);
+    let expected: Vec<String> = (0..turns_per_user)
+        .map(|i| format!("hello number {i}"))
+        .collect();
+    for user in users {
+        assert_eq!(
+            user_messages(&http, &daemon.url, user).await,
+            expected,
+            "every answered turn of {user}, in order, after kill -9"
+        );
+    }
+}
