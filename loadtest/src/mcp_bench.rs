@@ -1,8 +1,9 @@
 //! `memento-loadtest mcp-bench`: throughput and latency of the memory MCP server's tools
 //! over Streamable HTTP (or legacy SSE), with durable stores.
 //!
-//! Without `--target` it opens a SQLite store in a temporary (or given) data directory,
-//! optionally preloads it with `--preload` memories over `--users` users straight through
+//! Without `--target` it opens a SQLite store in a temporary (or given) data directory (or,
+//! with `--backend postgres`, the PostgreSQL store at `--postgres-url`, whose data stays
+//! between runs: preload once, measure many times), optionally preloads it with `--preload` memories over `--users` users straight through
 //! the storage layer, starts the memory server in this process on a free loopback port and
 //! measures:
 //! - `store_memory` with each `--clients` count (one MCP session per client);
@@ -17,7 +18,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use hdrhistogram::Histogram;
-use memento::memory_server::storage::{MemoryStore, NewMemory, SqliteOptions, SqliteStore};
+use memento::memory_server::storage::{
+    MemoryStore, NewMemory, PostgresOptions, PostgresStore, SqliteOptions, SqliteStore,
+};
 use memento::shared::config::McpServerConfig;
 use memento::shared::domain::UserId;
 use rmcp::model::CallToolRequestParams;
@@ -60,6 +63,27 @@ pub struct McpBenchArgs {
     /// Write the results as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// The in-process server's store: `sqlite` (in --data-dir) or `postgres` (at
+    /// --postgres-url; its rows persist across runs, so --preload adds to what is there).
+    #[arg(long, value_enum, default_value = "sqlite")]
+    pub backend: BenchBackend,
+    /// PostgreSQL URL for --backend postgres (e.g. the one tests/services/postgres.sh
+    /// prints).
+    #[arg(long, env = "MEMENTO_BENCH_POSTGRES_URL", hide_env_values = true)]
+    pub postgres_url: Option<String>,
+    /// Connections of the PostgreSQL pool.
+    #[arg(long, default_value_t = 16)]
+    pub postgres_connections: usize,
+}
+
+/// The store behind the in-process server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BenchBackend {
+    /// SQLite (the default engine).
+    Sqlite,
+    /// PostgreSQL.
+    Postgres,
 }
 
 /// One measurement.
@@ -98,6 +122,8 @@ pub struct BenchReport {
     pub peak_rss_mib: f64,
     /// Stores per commit (fsync) in the in-process store, when known.
     pub stores_per_commit: Option<f64>,
+    /// The in-process server's store.
+    pub backend: BenchBackend,
 }
 
 type Client = RunningService<RoleClient, ()>;
@@ -105,24 +131,62 @@ type Client = RunningService<RoleClient, ()>;
 /// Runs the benchmark and prints a table.
 pub async fn run(args: McpBenchArgs) -> anyhow::Result<BenchReport> {
     let mut _tempdir = None;
-    let mut store_handle: Option<Arc<SqliteStore>> = None;
+    let mut store_handle: Option<Arc<dyn MemoryStore>> = None;
     let shutdown = CancellationToken::new();
     let base = match &args.target {
         Some(target) => target.trim_end_matches('/').to_owned(),
         None => {
-            let dir = match &args.data_dir {
-                Some(dir) => dir.clone(),
-                None => {
-                    let temp = tempfile::tempdir().context("create a temporary data dir")?;
-                    let path = temp.path().to_owned();
-                    _tempdir = Some(temp);
-                    path
+            let store: Arc<dyn MemoryStore> = match args.backend {
+                BenchBackend::Sqlite => {
+                    let dir = match &args.data_dir {
+                        Some(dir) => dir.clone(),
+                        None => {
+                            let temp =
+                                tempfile::tempdir().context("create a temporary data dir")?;
+                            let path = temp.path().to_owned();
+                            _tempdir = Some(temp);
+                            path
+                        }
+                    };
+                    let store = Arc::new(SqliteStore::open(&dir, &SqliteOptions::default())?);
+                    if args.preload > 0 {
+                        preload(store.as_ref(), args.preload, args.users).await?;
+                    }
+                    store
+                }
+                BenchBackend::Postgres => {
+                    let url = args
+                        .postgres_url
+                        .as_deref()
+                        .context("--backend postgres needs --postgres-url")?;
+                    let options = PostgresOptions {
+                        pool: memento::shared::pg::PoolOptions {
+                            max_connections: args.postgres_connections,
+                            ..memento::shared::pg::PoolOptions::default()
+                        },
+                        ..PostgresOptions::default()
+                    };
+                    let store = Arc::new(PostgresStore::open(url, &options).await?);
+                    if args.preload > 0 {
+                        preload(store.as_ref(), args.preload, args.users).await?;
+                        // Fresh statistics and an empty GIN pending list, as a database
+                        // that has been running a while would have.
+                        let started = Instant::now();
+                        store
+                            .pool()
+                            .get()
+                            .await
+                            .map_err(|e| anyhow::anyhow!("{e}"))?
+                            .batch_execute("VACUUM ANALYZE memories")
+                            .await?;
+                        eprintln!(
+                            "VACUUM ANALYZE after the preload: {:.1} s",
+                            started.elapsed().as_secs_f64()
+                        );
+                    }
+                    store
                 }
             };
-            let store = Arc::new(SqliteStore::open(&dir, &SqliteOptions::default())?);
-            if args.preload > 0 {
-                preload(store.as_ref(), args.preload, args.users).await?;
-            }
             let config = McpServerConfig {
                 port: 0,
                 ..McpServerConfig::default()
@@ -177,6 +241,7 @@ pub async fn run(args: McpBenchArgs) -> anyhow::Result<BenchReport> {
         rss_mib,
         peak_rss_mib,
         stores_per_commit,
+        backend: args.backend,
     };
     eprintln!(
         "rss={rss_mib:.1} MiB (peak {peak_rss_mib:.1} MiB), stores per commit: {}",
@@ -290,6 +355,10 @@ async fn measure(
     })
 }
 
+/// Stores in flight during the preload (the SQLite writer commits them in groups; the
+/// PostgreSQL pool queues them for its connections).
+const PRELOAD_IN_FLIGHT: usize = 2048;
+
 /// Fills the store with `count` memories over `users` users, many stores in flight so the
 /// writer commits them in large groups.
 async fn preload(store: &dyn MemoryStore, count: u64, users: u64) -> anyhow::Result<()> {
@@ -313,7 +382,7 @@ async fn preload(store: &dyn MemoryStore, count: u64, users: u64) -> anyhow::Res
             embedding_model: None,
         };
         in_flight.push(store.store(memory));
-        if in_flight.len() >= 2048
+        if in_flight.len() >= PRELOAD_IN_FLIGHT
             && let Some(result) = in_flight.next().await
         {
             result?;

@@ -68,10 +68,8 @@ impl From<deadpool_postgres::PoolError> for PgError {
 pub fn describe(error: &tokio_postgres::Error) -> String {
     match error.as_db_error() {
         Some(db) => db.to_string(),
-        None => match std::error::Error::source(error) {
-            Some(source) => format!("{error}: {source}"),
-            None => error.to_string(),
-        },
+        // Its Display already appends the cause (I/O, TLS, ...).
+        None => error.to_string(),
     }
 }
 
@@ -119,6 +117,11 @@ pub async fn connect(url: &str, options: &PoolOptions) -> Result<Pool, PgError> 
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(options.timeout);
     }
+    let mut options_text: Vec<String> = config
+        .get_options()
+        .map(str::to_owned)
+        .into_iter()
+        .collect();
     if let Some(schema) = &options.schema {
         if !valid_identifier(schema) {
             return Err(PgError::Url {
@@ -140,8 +143,14 @@ pub async fn connect(url: &str, options: &PoolOptions) -> Result<Pool, PgError> 
                 return Err(error.into());
             }
         }
-        config.options(format!("-c search_path={schema}"));
+        options_text.push(format!("-c search_path={schema}"));
     }
+    // Plan every statement with its real parameters: the memory search's best plan depends
+    // on how many rows the user has and how common the words are. A generic plan (what a
+    // prepared statement gets after five runs) intersected a common word's million GIN
+    // postings with the user's hundred rows: 415 ms instead of 4 ms at 1M memories.
+    options_text.push("-c plan_cache_mode=force_custom_plan".to_owned());
+    config.options(options_text.join(" "));
     let manager = Manager::from_config(
         config,
         NoTls,
@@ -156,7 +165,17 @@ pub async fn connect(url: &str, options: &PoolOptions) -> Result<Pool, PgError> 
         .create_timeout(Some(options.timeout))
         .build()
         .map_err(|e| PgError::Pool(e.to_string()))?;
-    drop(pool.get().await?);
+    match pool.get().await {
+        Ok(client) => drop(client),
+        Err(deadpool_postgres::PoolError::Backend(error)) => {
+            return Err(PgError::Connect(format!(
+                "{}: {}",
+                redact(url),
+                describe(&error)
+            )));
+        }
+        Err(error) => return Err(PgError::Connect(format!("{}: {error}", redact(url)))),
+    }
     Ok(pool)
 }
 

@@ -28,6 +28,8 @@ mkdir -p "$SERVICES_DIR"
 SERVICES_DIR="$(cd "$SERVICES_DIR" && pwd)"
 BASE="$SERVICES_DIR/pg"
 DATA="$BASE/data"
+# Used instead when running as root and the `postgres` user cannot reach $BASE.
+ALT_BASE="${TMPDIR:-/tmp}/memento-services-$(printf '%s' "$SERVICES_DIR" | md5sum | cut -c1-12)/pg"
 DB=memento_test
 ROLE=memento
 
@@ -64,12 +66,14 @@ port_free() {
 
 case "$ACTION" in
 stop)
-  if [ -f "$BASE/started-by-script" ] && [ -f "$DATA/postmaster.pid" ]; then
-    BIN="$(pg_bin_dir)" || die "cannot stop: pg_ctl not found"
-    as_owner "$BIN/pg_ctl" -D "$DATA" -m fast -w stop >&2 || true
-    rm -f "$BASE/started-by-script"
-    say "stopped the private cluster in $DATA"
-  fi
+  for base in "$BASE" "$ALT_BASE"; do
+    if [ -f "$base/started-by-script" ] && [ -f "$base/data/postmaster.pid" ]; then
+      BIN="$(pg_bin_dir)" || die "cannot stop: pg_ctl not found"
+      as_owner "$BIN/pg_ctl" -D "$base/data" -m fast -w stop >&2 || true
+      rm -f "$base/started-by-script"
+      say "stopped the private cluster in $base/data"
+    fi
+  done
   exit 0
   ;;
 start) ;;
@@ -108,7 +112,19 @@ if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then
 fi
 
 mkdir -p "$BASE"
-if [ "$(id -u)" = 0 ]; then chown postgres "$BASE"; fi
+if [ "$(id -u)" = 0 ]; then
+  chown postgres "$BASE"
+  # The `postgres` user must reach the directory (a clone under /root is 0700): else use
+  # one under /tmp, named after the services directory.
+  if ! runuser -u postgres -- test -w "$BASE"; then
+    BASE="$ALT_BASE"
+    mkdir -p "$BASE"
+    chmod 755 "$(dirname "$BASE")"
+    chown postgres "$BASE"
+    say "the postgres user cannot reach $SERVICES_DIR/pg; using $BASE"
+  fi
+  DATA="$BASE/data"
+fi
 
 if [ -f "$BASE/port" ] && [ -f "$DATA/postmaster.pid" ]; then
   PORT="$(cat "$BASE/port")"

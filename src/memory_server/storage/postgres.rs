@@ -14,8 +14,9 @@
 //!   (SQLite's bm25 weights 1 : 2 : 2 : 3) normalised by document length, then newest first.
 //!   Every query is scoped by `user_id`; the `(user_id, created_at)` index keeps a user's
 //!   search to that user's rows, whatever the other users store.
-//! - **Durability**: a store is one statement (or, with an idempotency key, one
-//!   transaction) and is acknowledged after its `COMMIT` returns, with the server's
+//! - **Durability**: a store is one statement committed on its own (or, with an idempotency
+//!   key or an import time, one transaction) and is acknowledged only once the server's
+//!   `ReadyForQuery` has arrived, which PostgreSQL sends after the commit, with the server's
 //!   `synchronous_commit` (on by default: the WAL is flushed). Concurrent stores on the pool's
 //!   connections share WAL flushes through PostgreSQL's own group commit.
 //! - **Idempotency**: the same semantics as SQLite. The key is claimed first with
@@ -187,6 +188,16 @@ impl PostgresStore {
     async fn store_inner(&self, memory: NewMemory) -> Result<StoredMemory, StorageError> {
         let mut client = self.client().await?;
         self.purge_if_due(&client).await;
+        if memory.idempotency_key.is_none() && memory.created_at.is_none() {
+            // One statement, committed on its own: one round trip.
+            let stored = new_stored(&memory)?;
+            let statement = client.prepare_cached(INSERT).await?;
+            client
+                .query_one(&statement, &InsertArgs::new(&memory, &stored).params())
+                .await?;
+            self.inner.writes.fetch_add(1, Ordering::Relaxed);
+            return Ok(stored);
+        }
         let tx = client.transaction().await?;
         // An import already present: answer it (and record the key with it).
         let existing = match memory.created_at {
@@ -195,24 +206,7 @@ impl PostgresStore {
         };
         let stored = match &existing {
             Some(existing) => existing.clone(),
-            None => {
-                let id = MemoryId::new();
-                let created_at = micros(memory.created_at.unwrap_or_else(Utc::now))?;
-                StoredMemory {
-                    id,
-                    filename: memory.filename.clone(),
-                    stored_as: format!(
-                        "{}_{}",
-                        created_at.format("%Y%m%d_%H%M%S"),
-                        memory.filename
-                    ),
-                    description: memory.description.clone(),
-                    tags: memory.tags.clone(),
-                    created_at,
-                    size_bytes: memory.content.len() as u64,
-                    replayed: false,
-                }
-            }
+            None => new_stored(&memory)?,
         };
         if let Some(key) = &memory.idempotency_key {
             let digest = arguments_digest(&memory);
@@ -263,7 +257,9 @@ impl PostgresStore {
             }
         }
         if existing.is_none() {
-            insert(&tx, &memory, &stored).await?;
+            let statement = tx.prepare_cached(INSERT).await?;
+            tx.query_one(&statement, &InsertArgs::new(&memory, &stored).params())
+                .await?;
         }
         tx.commit()
             .await
@@ -291,6 +287,21 @@ impl PostgresStore {
     }
 }
 
+/// What a new memory will be stored as: a fresh id, now (or the import's time).
+fn new_stored(memory: &NewMemory) -> Result<StoredMemory, StorageError> {
+    let created_at = micros(memory.created_at.unwrap_or_else(Utc::now))?;
+    Ok(StoredMemory {
+        id: MemoryId::new(),
+        filename: memory.filename.clone(),
+        stored_as: format!("{}_{}", created_at.format("%Y%m%d_%H%M%S"), memory.filename),
+        description: memory.description.clone(),
+        tags: memory.tags.clone(),
+        created_at,
+        size_bytes: memory.content.len() as u64,
+        replayed: false,
+    })
+}
+
 /// The oldest `created_at` of a live idempotency key.
 fn horizon(window: Duration) -> DateTime<Utc> {
     let window = chrono::Duration::from_std(window).unwrap_or(chrono::Duration::MAX);
@@ -310,53 +321,69 @@ fn words(text: &str) -> String {
     crate::shared::domain::fts_words(text).join(" ")
 }
 
-async fn insert(
-    tx: &deadpool_postgres::Transaction<'_>,
-    memory: &NewMemory,
-    stored: &StoredMemory,
-) -> Result<(), StorageError> {
-    let statement = tx
-        .prepare_cached(
-            "WITH m AS (
-                INSERT INTO memories (id, user_id, filename, stored_as, description, tags,
-                    content, size_bytes, created_at, search)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9,
-                    setweight(to_tsvector('english', $10), 'A')
-                    || setweight(to_tsvector('english', $11), 'B')
-                    || setweight(to_tsvector('english', $12), 'C')
-                    || setweight(to_tsvector('english', $13), 'D'))
-                RETURNING position
-            ), t AS (
-                INSERT INTO memory_tags (user_id, tag, position)
-                SELECT $2, tag, m.position FROM m, unnest($6::text[]) AS tag
-                ON CONFLICT DO NOTHING
-            ), u AS (
-                INSERT INTO users (user_id) VALUES ($2) ON CONFLICT DO NOTHING
-            )
-            SELECT position FROM m",
-        )
-        .await?;
-    let size = i64::try_from(stored.size_bytes).unwrap_or(i64::MAX);
-    tx.query_one(
-        &statement,
-        &[
-            &stored.id.to_string(),
-            &memory.user.as_str(),
-            &memory.filename,
-            &stored.stored_as,
-            &memory.description,
-            &memory.tags,
-            &memory.content,
-            &size,
-            &stored.created_at,
-            &words(&memory.filename),
-            &words(&memory.description),
-            &words(&memory.tags.join(" ")),
-            &words(&memory.content),
-        ],
+/// Inserts a memory, its tags and its user in one statement; returns its position.
+const INSERT: &str = "WITH m AS (
+        INSERT INTO memories (id, user_id, filename, stored_as, description, tags,
+            content, size_bytes, created_at, search)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9,
+            setweight(to_tsvector('english', $10), 'A')
+            || setweight(to_tsvector('english', $11), 'B')
+            || setweight(to_tsvector('english', $12), 'C')
+            || setweight(to_tsvector('english', $13), 'D'))
+        RETURNING position
+    ), t AS (
+        INSERT INTO memory_tags (user_id, tag, position)
+        SELECT $2, tag, m.position FROM m, unnest($6::text[]) AS tag
+        ON CONFLICT DO NOTHING
+    ), u AS (
+        INSERT INTO users (user_id) VALUES ($2) ON CONFLICT DO NOTHING
     )
-    .await?;
-    Ok(())
+    SELECT position FROM m";
+
+/// The owned values behind [`INSERT`]'s parameters.
+struct InsertArgs<'a> {
+    memory: &'a NewMemory,
+    stored: &'a StoredMemory,
+    user: &'a str,
+    id: String,
+    size: i64,
+    words: [String; 4],
+}
+
+impl<'a> InsertArgs<'a> {
+    fn new(memory: &'a NewMemory, stored: &'a StoredMemory) -> Self {
+        InsertArgs {
+            memory,
+            stored,
+            user: memory.user.as_str(),
+            id: stored.id.to_string(),
+            size: i64::try_from(stored.size_bytes).unwrap_or(i64::MAX),
+            words: [
+                words(&memory.filename),
+                words(&memory.description),
+                words(&memory.tags.join(" ")),
+                words(&memory.content),
+            ],
+        }
+    }
+
+    fn params(&self) -> [&(dyn ToSql + Sync); 13] {
+        [
+            &self.id,
+            &self.user,
+            &self.memory.filename,
+            &self.stored.stored_as,
+            &self.memory.description,
+            &self.memory.tags,
+            &self.memory.content,
+            &self.size,
+            &self.stored.created_at,
+            &self.words[0],
+            &self.words[1],
+            &self.words[2],
+            &self.words[3],
+        ]
+    }
 }
 
 /// The memory an import would duplicate: same user, filename and content, stored within the
