@@ -75,9 +75,13 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<IdleReport> {
         otlp_endpoint: None,
         otlp_protocol: "http/protobuf".into(),
         seed: 1,
+        daemons: 1,
+        kill_daemon_at: None,
+        postgres_url: None,
+        redis_url: None,
     };
     let stack = spawn_stack(&stack_args).await?;
-    let pid = stack.daemon.id();
+    let pid = stack.daemons[0].id();
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(args.concurrency)
         .tcp_nodelay(true)

@@ -19,15 +19,12 @@
 //! - The users themselves live in `run/drive.rs`; `capacity.rs` steps the open loop's rate.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
-use rand::Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -36,6 +33,9 @@ use crate::mock_azure::MockStats;
 mod cpu;
 mod drive;
 pub mod schedule;
+mod stack;
+
+pub(crate) use stack::{Stack, spawn_stack, uuid_like};
 
 pub(crate) use drive::{Load, Measured, OpenLoop, UserLog, drive};
 
@@ -90,6 +90,22 @@ pub struct RunArgs {
     /// gives the same load.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Spawned stack: this many daemons behind a spawned nginx (deploy/nginx/memento.conf,
+    /// consistent hash on the user), two MCP servers on PostgreSQL, the LLM quota shared
+    /// through Redis. More than 1 needs PostgreSQL and Redis: --postgres-url/--redis-url, or
+    /// the ones tests/services/{postgres,redis}.sh find or start.
+    #[arg(long, default_value_t = 1)]
+    pub daemons: usize,
+    /// With --daemons N > 1: kill -9 one daemon this long into the load (e.g. 10s); the
+    /// report's `failover` says how many turns failed and when its users were answered again.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub kill_daemon_at: Option<Duration>,
+    /// PostgreSQL for the spawned MCP servers' memories (postgresql://user@host:port/db).
+    #[arg(long, env = "MEMENTO_LOADTEST_POSTGRES_URL", hide_env_values = true)]
+    pub postgres_url: Option<String>,
+    /// Redis for the spawned daemons' shared limits (redis://host:port/db).
+    #[arg(long, env = "MEMENTO_LOADTEST_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
 }
 
 /// A scenario file.
@@ -230,6 +246,29 @@ pub struct Report {
     /// short of CPU.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub cpu_cores: BTreeMap<String, f64>,
+    /// Spawned daemons (`--daemons`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daemons: Option<usize>,
+    /// `--kill-daemon-at`: the failover figures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover: Option<Failover>,
+}
+
+/// `--kill-daemon-at`: what the users saw when one daemon died.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Failover {
+    /// When the daemon was killed (kill -9), seconds from the start of the load.
+    pub killed_at_s: f64,
+    /// From the kill until every user that saw a failed turn was answered again, seconds
+    /// (0 when no turn failed).
+    pub recovered_after_s: f64,
+    /// Turns that failed after the kill (in flight on the killed daemon, or sent to it
+    /// before the proxy skipped it).
+    pub failed_turns: u64,
+    /// Users that saw at least one failed turn.
+    pub affected_users: u64,
+    /// Of those, users never answered again before the run ended.
+    pub unrecovered_users: u64,
 }
 
 /// Whether the daemon kept the LLM deployment's request quota (spawn mode with
@@ -303,237 +342,6 @@ pub struct Integrity {
     pub skipped: Option<String>,
 }
 
-/// What a spawned stack consists of.
-pub(crate) struct Stack {
-    pub(crate) daemon_url: String,
-    mcp_url: String,
-    mcp_token: String,
-    pub(crate) daemon: Child,
-    mcp: Child,
-    /// `memento-loadtest mock-azure`, in its own process.
-    mock: Child,
-    mock_url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Stack {
-    fn drop(&mut self) {
-        kill(&mut self.daemon);
-        kill(&mut self.mcp);
-        kill(&mut self.mock);
-    }
-}
-
-impl Stack {
-    /// The processes whose CPU a run measures, by the names the report uses.
-    pub(crate) fn processes(&self) -> Vec<(&'static str, u32)> {
-        vec![
-            ("daemon", self.daemon.id()),
-            ("mcp_server", self.mcp.id()),
-            ("mock", self.mock.id()),
-        ]
-    }
-
-    /// Zeroes the mock's counters (`POST /stats/reset`), between capacity steps.
-    pub(crate) async fn reset_mock_stats(&self, http: &reqwest::Client) -> anyhow::Result<()> {
-        let url = format!("{}/stats/reset", self.mock_url);
-        http.post(&url)
-            .send()
-            .await
-            .and_then(reqwest::Response::error_for_status)
-            .with_context(|| format!("POST {url}"))?;
-        Ok(())
-    }
-
-    /// The mock's counters, from its `GET /stats`.
-    pub(crate) async fn mock_stats(&self, http: &reqwest::Client) -> anyhow::Result<MockStats> {
-        let url = format!("{}/stats", self.mock_url);
-        http.get(&url)
-            .send()
-            .await
-            .and_then(reqwest::Response::error_for_status)
-            .with_context(|| format!("GET {url}"))?
-            .json()
-            .await
-            .with_context(|| format!("GET {url}: not the mock's stats"))
-    }
-}
-
-fn kill(child: &mut Child) {
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
-/// The `memento-loadtest` binary that serves the mock: this one, or the one next to the
-/// `memento` binary (when the harness runs as a library inside a test).
-fn mock_bin(memento: &Path) -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    if exe.file_stem().is_some_and(|s| s == "memento-loadtest") {
-        return Ok(exe);
-    }
-    let beside = memento.with_file_name("memento-loadtest");
-    if beside.is_file() {
-        return Ok(beside);
-    }
-    bail!(
-        "cannot find the `memento-loadtest` binary (for the mock) next to {}",
-        memento.display()
-    )
-}
-
-/// Starts `memento-loadtest mock-azure` on a free loopback port; returns it and its URL.
-fn spawn_mock(args: &RunArgs, memento: &Path) -> anyhow::Result<(Child, String)> {
-    let bin = mock_bin(memento)?;
-    let mut command = Command::new(&bin);
-    command
-        .args(["mock-azure", "--host", "127.0.0.1", "--port", "0"])
-        .args(["--api-key", "mock-key"])
-        .args(["--latency-ms", &args.mock_latency_ms.to_string()])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-    if let Some(rpm) = args.mock_rpm {
-        command.args(["--rpm", &rpm.to_string()]);
-    }
-    // Fault rates and quotas set for a hand-run mock must not leak into the benchmark's.
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("MOCK_AZURE_") {
-            command.env_remove(name);
-        }
-    }
-    let mut mock = command
-        .spawn()
-        .with_context(|| format!("start {} mock-azure", bin.display()))?;
-    match url_from(&mut mock, "memento-loadtest mock-azure") {
-        Ok(url) => Ok((mock, url)),
-        Err(error) => {
-            kill(&mut mock);
-            Err(error)
-        }
-    }
-}
-
-fn memento_bin(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
-    if let Some(path) = explicit {
-        return Ok(path.to_owned());
-    }
-    let exe = std::env::current_exe()?;
-    for dir in exe.ancestors().skip(1).take(3) {
-        let candidate = dir.join("memento");
-        if candidate.is_file() {
-            return Ok(candidate);
-        }
-    }
-    bail!(
-        "cannot find the `memento` binary next to {}; build it (cargo build --release) or pass --memento-bin",
-        exe.display()
-    )
-}
-
-/// Reads the first stdout line of a child and returns its last word (the URL it prints).
-fn url_from(child: &mut Child, what: &str) -> anyhow::Result<String> {
-    let stdout = child.stdout.take().context("child stdout")?;
-    let mut lines = BufReader::new(stdout).lines();
-    let first = lines.next().transpose()?.unwrap_or_default();
-    std::thread::spawn(move || for _ in lines {});
-    first
-        .rsplit(' ')
-        .next()
-        .filter(|u| u.starts_with("http://"))
-        .map(str::to_owned)
-        .with_context(|| format!("{what} did not start: {first:?}"))
-}
-
-pub(crate) async fn spawn_stack(args: &RunArgs) -> anyhow::Result<Stack> {
-    let bin = memento_bin(args.memento_bin.as_deref())?;
-    let dir = tempfile::tempdir()?;
-    let (mut mock, mock_url) = spawn_mock(args, &bin)?;
-    let mcp_token = format!("loadtest-{}", uuid_like());
-    let mcp = Command::new(&bin)
-        .args(["mcp-server", "--port", "0", "--data-dir"])
-        .arg(dir.path().join("mcp"))
-        .env("MEMENTO_MCP_TOKEN", &mcp_token)
-        .env("RUST_LOG", "warn")
-        .envs(crate::otlp::otel_env(
-            args.otlp_endpoint.as_deref(),
-            &args.otlp_protocol,
-            crate::otlp::MCP_SERVICE,
-        ))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .with_context(|| format!("start {} mcp-server", bin.display()));
-    let mut mcp = match mcp {
-        Ok(mcp) => mcp,
-        Err(error) => {
-            kill(&mut mock);
-            return Err(error);
-        }
-    };
-    let mcp_url = match url_from(&mut mcp, "memento mcp-server") {
-        Ok(url) => url,
-        Err(error) => {
-            kill(&mut mcp);
-            kill(&mut mock);
-            return Err(error);
-        }
-    };
-    let mut daemon_cmd = Command::new(&bin);
-    daemon_cmd
-        .args(["serve", "--port", "0", "--data-dir"])
-        .arg(dir.path().join("daemon"))
-        .args(["--mcp-url", &format!("{mcp_url}/mcp")])
-        .env("MEMENTO_MCP_TOKEN", &mcp_token)
-        .env("AZURE_OPENAI_ENDPOINT", &mock_url)
-        .env("AZURE_OPENAI_API_KEY", "mock-key")
-        .env("AZURE_OPENAI_DEPLOYMENT", "gpt-4o-mini")
-        .env("MEMENTO_CONVERSATION__MAX_ACTORS", "1000000")
-        .env("RUST_LOG", "warn")
-        .envs(crate::otlp::otel_env(
-            args.otlp_endpoint.as_deref(),
-            &args.otlp_protocol,
-            crate::otlp::DAEMON_SERVICE,
-        ))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-    if let Some(rpm) = args.mock_rpm {
-        daemon_cmd.env("MEMENTO_LLM__RPM", rpm.to_string());
-    }
-    let daemon = daemon_cmd.spawn().context("start memento serve");
-    let mut daemon = match daemon {
-        Ok(daemon) => daemon,
-        Err(error) => {
-            kill(&mut mcp);
-            kill(&mut mock);
-            return Err(error);
-        }
-    };
-    let daemon_url = match url_from(&mut daemon, "memento serve") {
-        Ok(url) => url,
-        Err(error) => {
-            kill(&mut daemon);
-            kill(&mut mcp);
-            kill(&mut mock);
-            return Err(error);
-        }
-    };
-    Ok(Stack {
-        daemon_url,
-        mcp_url,
-        mcp_token,
-        daemon,
-        mcp,
-        mock,
-        mock_url,
-        _dir: dir,
-    })
-}
-
-pub(crate) fn uuid_like() -> String {
-    let mut rng = rand::rng();
-    format!("{:016x}{:016x}", rng.random::<u64>(), rng.random::<u64>())
-}
-
 /// Reads the scenario file, or the built-in default.
 pub(crate) fn scenario(args: &RunArgs) -> anyhow::Result<Scenario> {
     Ok(match &args.scenario {
@@ -556,7 +364,10 @@ pub(crate) fn load(
     Load {
         base: base.to_owned(),
         users: args.users,
-        token: args.token.clone(),
+        token: args
+            .token
+            .clone()
+            .or_else(|| stack.and_then(|s| s.service_token.clone())),
         scenario: scenario.clone(),
         turns: args.turns,
         duration: args.duration,
@@ -567,6 +378,7 @@ pub(crate) fn load(
         seed: args.seed,
         quiet: args.quiet,
         processes: stack.map(Stack::processes).unwrap_or_default(),
+        kill: None,
     }
 }
 
@@ -591,26 +403,44 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Report> {
         (None, Some(stack)) => stack.daemon_url.clone(),
         (None, None) => bail!("no target"),
     };
-    let measured = drive(load(&args, &scenario, &base, stack.as_ref(), args.rate)).await?;
+    let mut load = load(&args, &scenario, &base, stack.as_ref(), args.rate);
+    if let Some(at) = args.kill_daemon_at {
+        match &stack {
+            Some(stack) if stack.daemons.len() > 1 => {
+                // The last daemon: the first one's port is no different, but this keeps
+                // `daemon_urls[0]` (metrics, telemetry) answering after the kill.
+                let victim = stack.daemons.last().map(std::process::Child::id);
+                load.kill = victim.map(|pid| (pid, at));
+            }
+            _ => bail!("--kill-daemon-at needs a spawned stack with --daemons 2 or more"),
+        }
+    }
+    let measured = drive(load).await?;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(120))
         .build()?;
 
     let (llm, llm_retries) = match &stack {
         Some(stack) => {
-            let retries = http
-                .get(format!("{}/metrics", stack.daemon_url))
-                .send()
-                .await
-                .ok();
-            let retries = match retries {
-                Some(r) => r
+            // Summed over the daemons still up.
+            let mut retries = None;
+            for url in &stack.daemon_urls {
+                let mut request = http.get(format!("{url}/metrics"));
+                if let Some(token) = &stack.service_token {
+                    request = request.bearer_auth(token);
+                }
+                let Ok(response) = request.send().await else {
+                    continue;
+                };
+                if let Some(n) = response
                     .text()
                     .await
                     .ok()
-                    .and_then(|t| metric(&t, "memento_llm_retries_total")),
-                None => None,
-            };
+                    .and_then(|t| metric(&t, "memento_llm_retries_total"))
+                {
+                    retries = Some(retries.unwrap_or(0) + n);
+                }
+            }
             (Some(stack.mock_stats(&http).await?), retries)
         }
         None => (None, None),
@@ -642,6 +472,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Report> {
     report.llm_retries = llm_retries;
     report.integrity = integrity;
     report.telemetry = telemetry;
+    report.daemons = stack.as_ref().map(|s| s.daemons.len());
+    report.failover = measured
+        .killed_at_s
+        .map(|killed_at_s| failover(killed_at_s, &measured.shared.ends, measured.elapsed_s));
     if let (Some(rpm), Some(llm)) = (args.mock_rpm.filter(|_| args.target.is_none()), &report.llm) {
         report.rate_limit = Some(rate_limit_check(rpm, llm, &report.errors));
     }
@@ -695,6 +529,44 @@ pub(crate) fn report(
         daemon_cpu_us_per_turn: measured.cpu.us_per("daemon", shared.answered),
         mcp_cpu_us_per_call: measured.cpu.us_per("mcp_server", tool_calls),
         cpu_cores: measured.cpu.cores(),
+        daemons: None,
+        failover: None,
+    }
+}
+
+/// The failover figures: turns that failed after the kill, and how long until every user
+/// that saw a failure was answered again.
+pub(crate) fn failover(killed_at_s: f64, ends: &[(usize, f64, bool)], elapsed_s: f64) -> Failover {
+    let mut last_failure: BTreeMap<usize, f64> = BTreeMap::new();
+    let mut failed_turns = 0;
+    for &(user, at, ok) in ends {
+        if !ok && at >= killed_at_s {
+            failed_turns += 1;
+            let last = last_failure.entry(user).or_insert(at);
+            *last = last.max(at);
+        }
+    }
+    let mut recovered_at = killed_at_s;
+    let mut unrecovered_users = 0;
+    for (&user, &failed_at) in &last_failure {
+        let answered = ends
+            .iter()
+            .filter(|&&(u, at, ok)| u == user && ok && at > failed_at)
+            .map(|&(_, at, _)| at)
+            .fold(f64::INFINITY, f64::min);
+        if answered.is_finite() {
+            recovered_at = recovered_at.max(answered);
+        } else {
+            unrecovered_users += 1;
+            recovered_at = recovered_at.max(elapsed_s);
+        }
+    }
+    Failover {
+        killed_at_s,
+        recovered_after_s: recovered_at - killed_at_s,
+        failed_turns,
+        affected_users: last_failure.len() as u64,
+        unrecovered_users,
     }
 }
 
@@ -855,12 +727,11 @@ async fn check_integrity(
         if sent.is_empty() {
             continue;
         }
-        let history: Value = http
-            .get(format!("{base}/v1/users/{}/history", name(*i)))
-            .send()
-            .await?
-            .json()
-            .await?;
+        let mut request = http.get(format!("{base}/v1/users/{}/history", name(*i)));
+        if let Some(token) = &stack.service_token {
+            request = request.bearer_auth(token);
+        }
+        let history: Value = request.send().await?.json().await?;
         let seen: Vec<String> = history["messages"]
             .as_array()
             .into_iter()

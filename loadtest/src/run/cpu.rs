@@ -61,14 +61,13 @@ impl CpuMeter {
     /// What each process used since [`CpuMeter::start`].
     pub fn stop(&self) -> CpuUse {
         let window_s = self.started.elapsed().as_secs_f64();
-        let cpu_s = self
-            .start
-            .iter()
-            .filter_map(|(name, pid, start)| {
-                let used = cpu_seconds(*pid)? - (*start)?;
-                Some((*name, used.max(0.0)))
-            })
-            .collect();
+        // Several processes of one name (daemons, MCP servers) add up.
+        let mut cpu_s: BTreeMap<&'static str, f64> = BTreeMap::new();
+        for (name, pid, start) in &self.start {
+            if let (Some(now), Some(start)) = (cpu_seconds(*pid), start) {
+                *cpu_s.entry(*name).or_default() += (now - start).max(0.0);
+            }
+        }
         CpuUse { window_s, cpu_s }
     }
 }

@@ -40,6 +40,8 @@ pub(crate) struct Load {
     /// Processes whose CPU is measured, by name (`daemon`, `mcp_server`, `mock`); the
     /// daemon's RSS and CPU are also sampled each second. The harness adds itself.
     pub(crate) processes: Vec<(&'static str, u32)>,
+    /// `kill -9` this process this long into the load (`--kill-daemon-at`).
+    pub(crate) kill: Option<(u32, Duration)>,
 }
 
 /// The open loop's parameters.
@@ -65,6 +67,8 @@ pub(crate) struct Measured {
     pub(crate) cpu: CpuUse,
     /// Open loop: turns the schedule held.
     pub(crate) scheduled: Option<u64>,
+    /// When the `kill` of [`Load`] happened, seconds from the start.
+    pub(crate) killed_at_s: Option<f64>,
 }
 
 /// One user's record of what it sent and stored.
@@ -96,6 +100,9 @@ pub(crate) struct Shared {
     pub(crate) answered: u64,
     /// Open loop: scheduled turns never sent because the run hit its hard stop.
     pub(crate) unsent: u64,
+    /// Every turn's end: (user index, seconds from the start, answered 200), for the
+    /// failover figures.
+    pub(crate) ends: Vec<(usize, f64, bool)>,
 }
 
 /// 1 µs to one hour, at `significant` digits.
@@ -116,6 +123,7 @@ impl Shared {
             turns: 0,
             answered: 0,
             unsent: 0,
+            ends: Vec::new(),
         }
     }
 }
@@ -299,6 +307,16 @@ pub(crate) async fn drive(load: Load) -> anyhow::Result<Measured> {
             }
         }));
     }
+    let killer = load.kill.map(|(pid, at)| {
+        tokio::spawn(async move {
+            tokio::time::sleep_until(tokio::time::Instant::from_std(started + at)).await;
+            let killed = std::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status()
+                .is_ok_and(|s| s.success());
+            killed.then(|| started.elapsed().as_secs_f64())
+        })
+    });
     let ticker = {
         let ctx = ctx.clone();
         let open = scheduled.is_some();
@@ -321,6 +339,14 @@ pub(crate) async fn drive(load: Load) -> anyhow::Result<Measured> {
         let _ = task.await;
     }
     let elapsed_s = started.elapsed().as_secs_f64();
+    let killed_at_s = match killer {
+        Some(killer) if killer.is_finished() => killer.await.ok().flatten(),
+        Some(killer) => {
+            killer.abort();
+            None
+        }
+        None => None,
+    };
     let cpu = meter.stop();
     ticker.abort();
     progress.finish_and_clear();
@@ -342,6 +368,7 @@ pub(crate) async fn drive(load: Load) -> anyhow::Result<Measured> {
         cpu_per_s,
         cpu,
         scheduled,
+        killed_at_s,
     })
 }
 
@@ -475,8 +502,10 @@ async fn turn(
         })
         .flatten();
     let second = ctx.started.elapsed().as_secs();
+    let end_s = ctx.started.elapsed().as_secs_f64();
     if let Ok(mut shared) = ctx.shared.lock() {
         shared.turns += 1;
+        shared.ends.push((user_index, end_s, status == 200));
         if status == 200 {
             shared.answered += 1;
         }
