@@ -572,10 +572,10 @@ async fn bench_history_saves() {
     // (c) PostgreSQL (with MEMENTO_TEST_POSTGRES_URL): what a turn does there, the lease
     // taken, then the append that releases it.
     if let Ok(url) = std::env::var("MEMENTO_TEST_POSTGRES_URL") {
-        let options = crate::pg::PoolOptions {
+        let options = crate::shared::pg::PoolOptions {
             max_connections: 16,
             schema: Some(format!("histbench_{}", uuid::Uuid::new_v4().simple())),
-            ..crate::pg::PoolOptions::default()
+            ..crate::shared::pg::PoolOptions::default()
         };
         let store: Arc<dyn HistoryBackend> =
             Arc::new(postgres::PgHistory::open(&url, &options).await.unwrap());
