@@ -9,6 +9,11 @@
 //! are PL/pgSQL functions of the schema (migration 2). An append locks the user's lease row
 //! (`FOR SHARE`) and head row (`FOR UPDATE`) while it checks the fencing token and the
 //! version, so a lease cannot change hands between the check and the commit.
+//!
+//! Lease changes (take, renew, release) commit with `synchronous_commit = off`: they need no
+//! fsync, so a turn costs one flush (its append), not two. A database crash may forget the
+//! last lease changes, and hand out a token again; the append's version check still refuses
+//! the second of two writers holding the same token, so histories stay consistent.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -273,7 +278,9 @@ impl Inner {
         let client = self.client().await?;
         let row = client
             .query_opt(
-                "SELECT lease_token, lease_version FROM memento_history_lease($1, $2, $3)",
+                "SELECT l.lease_token, l.lease_version \
+                 FROM set_config('synchronous_commit', 'off', true) AS s, \
+                 memento_history_lease($1, $2, $3) AS l",
                 &[&user.as_str(), &self.holder, &ttl.as_secs_f64()],
             )
             .await?;
@@ -290,7 +297,8 @@ impl Inner {
             .execute(
                 "UPDATE history_leases \
                  SET expires_at = clock_timestamp() + make_interval(secs => $3) \
-                 WHERE user_id = $1 AND token = $2",
+                 WHERE user_id = $1 AND token = $2 \
+                 AND set_config('synchronous_commit', 'off', true) IS NOT NULL",
                 &[&user.as_str(), &token, &ttl.as_secs_f64()],
             )
             .await?;
@@ -303,7 +311,8 @@ impl Inner {
         client
             .execute(
                 "UPDATE history_leases SET expires_at = '-infinity' \
-                 WHERE user_id = $1 AND token = $2",
+                 WHERE user_id = $1 AND token = $2 \
+                 AND set_config('synchronous_commit', 'off', true) IS NOT NULL",
                 &[&user.as_str(), &token],
             )
             .await?;

@@ -566,4 +566,59 @@ async fn bench_history_saves() {
         );
         store.close().await;
     }
+
+    // (c) PostgreSQL (with MEMENTO_TEST_POSTGRES_URL): what a turn does there, the lease
+    // taken, then the append that releases it.
+    if let Ok(url) = std::env::var("MEMENTO_TEST_POSTGRES_URL") {
+        let options = crate::shared::pg::PoolOptions {
+            max_connections: 16,
+            schema: Some(format!("histbench_{}", uuid::Uuid::new_v4().simple())),
+            ..crate::shared::pg::PoolOptions::default()
+        };
+        let store: Arc<dyn HistoryBackend> =
+            Arc::new(postgres::PgHistory::open(&url, &options).await.unwrap());
+        let started = Instant::now();
+        let tasks = (0..workers).map(|w| {
+            let store = store.clone();
+            let pace = pace.clone();
+            tokio::spawn(async move {
+                let mut histories = vec![CachedHistory::default(); users / workers];
+                let ids: Vec<UserId> = (0..histories.len())
+                    .map(|slot| UserId::parse(&format!("u{w}x{slot}")).unwrap())
+                    .collect();
+                let mut latencies = Vec::new();
+                let mut pace = pace(w);
+                for i in 0..turns_total / workers {
+                    if let Some(pace) = &mut pace {
+                        pace.tick().await;
+                    }
+                    let slot = i % histories.len();
+                    let t = Instant::now();
+                    let lease = store
+                        .try_lease(&ids[slot], LEASE_TTL)
+                        .await
+                        .unwrap()
+                        .expect("free");
+                    let (mut append, next) =
+                        histories[slot].with_turn(turn_messages(i), budget, &ids[slot]);
+                    append.fence = Some(lease.token);
+                    append.release = true;
+                    store.append(append).await.unwrap();
+                    latencies.push(t.elapsed());
+                    histories[slot] = next;
+                }
+                latencies
+            })
+        });
+        let mut latencies = Vec::new();
+        for task in futures::future::join_all(tasks).await {
+            latencies.extend(task.unwrap());
+        }
+        report(
+            "PostgreSQL (lease + fenced append)",
+            latencies,
+            started.elapsed(),
+        );
+        store.close().await;
+    }
 }
