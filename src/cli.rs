@@ -35,6 +35,26 @@ pub(crate) enum Command {
     /// header), from .jsonl files in it, or from one .jsonl file. Idempotent: importing the
     /// same data again adds nothing. Bad files are skipped with a reason; the import goes on.
     Import(ImportArgs),
+    /// Rebuild derived indexes of the store in --data-dir. With --embeddings: give every
+    /// memory without a vector of the configured [embeddings] model one (memories stored
+    /// before embeddings were configured, stored while the provider was down, or embedded
+    /// by another model). Shows a progress bar; each batch is committed as it is done, so an
+    /// interrupted run just resumes where it stopped when started again. Stop the servers
+    /// using the same --data-dir first or not: both are safe (SQLite serialises writers).
+    Reindex(ReindexArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ReindexArgs {
+    #[command(flatten)]
+    pub(crate) common: CommonArgs,
+    /// Backfill memory vectors with the configured embeddings provider
+    /// ([embeddings] provider must not be "none").
+    #[arg(long, required = true)]
+    pub(crate) embeddings: bool,
+    /// Memories embedded per provider call.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=2048))]
+    pub(crate) batch: u32,
 }
 
 #[derive(Debug, Args)]
@@ -47,7 +67,7 @@ pub(crate) struct ExportArgs {
     /// seed: a folder per user of YYYYMMDD_HHMMSS_<filename> files (time to the second);
     /// jsonl: one memories.jsonl with every field.
     #[arg(long, value_enum, default_value = "seed")]
-    pub(crate) format: memento::transfer::Format,
+    pub(crate) format: memento::memory_server::transfer::Format,
     /// Directory to write (created; must be new or empty).
     #[arg(long, value_name = "DIR")]
     pub(crate) to: PathBuf,
@@ -123,7 +143,7 @@ pub(crate) struct ServeArgs {
     pub(crate) mcp_url: Option<String>,
     /// MCP transport for --mcp-url: streamable-http or sse [config: mcp.transport].
     #[arg(long)]
-    pub(crate) mcp_transport: Option<memento::config::McpTransport>,
+    pub(crate) mcp_transport: Option<memento::shared::config::McpTransport>,
     /// Port of the embedded memory server, 0 for any free port [config: mcp.embedded_port].
     #[arg(long)]
     pub(crate) mcp_port: Option<u16>,

@@ -7,6 +7,26 @@
 //! its answer), join the history threads, then the MCP and LLM actors, then the embedded
 //! server.
 
+//!
+//! The daemon side lives under this module:
+//! - [`llm`]: the shared LLM client actor, its providers, limits and the offline model.
+//! - [`limits`]: the quotas behind the LLM actor: governor in this process, or shared
+//!   through Redis with a local fallback.
+//! - [`mcp`]: the shared MCP connection actor (and the legacy SSE client transport).
+//! - [`history`]: conversation histories (SQLite or PostgreSQL) and per-user leases.
+//! - [`conversation`]: one actor per user; the tool-calling turn.
+//! - [`supervisor`]: spawns, restarts and evicts conversations.
+//! - [`http`]: the daemon's HTTP API (its own routes, the OpenAI-compatible endpoint, the
+//!   web page).
+
+pub mod conversation;
+pub mod history;
+pub mod http;
+pub mod limits;
+pub mod llm;
+pub mod mcp;
+pub mod supervisor;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -14,13 +34,13 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, McpServerConfig, McpTransport};
-use crate::history::{HistoryError, HistoryStore};
-use crate::http::{self, ApiState, auth::Auth};
-use crate::llm::{LlmError, LlmHandle};
-use crate::mcp::{McpError, McpHandle};
+use crate::daemon::history::{HistoryError, HistoryStore};
+use crate::daemon::http::{ApiState, auth::Auth};
+use crate::daemon::llm::{LlmError, LlmHandle};
+use crate::daemon::mcp::{McpError, McpHandle};
+use crate::daemon::supervisor::{SupervisorArgs, SupervisorHandle};
 use crate::memory_server::{self, EmbeddedError, RunningMemoryServer};
-use crate::supervisor::{SupervisorArgs, SupervisorHandle};
+use crate::shared::config::{Config, McpServerConfig, McpTransport};
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
@@ -73,7 +93,7 @@ impl Daemon {
     /// Like [`Daemon::start`], reporting trace export counters at `/metrics`.
     pub async fn start_with_telemetry(
         config: Config,
-        export_stats: Option<Arc<crate::telemetry::ExportStats>>,
+        export_stats: Option<Arc<crate::shared::telemetry::ExportStats>>,
     ) -> Result<Daemon, DaemonError> {
         let history = HistoryStore::open_config(&config.storage).await?;
         let mut mcp_config = config.mcp.clone();
@@ -88,9 +108,11 @@ impl Daemon {
                     token: Some(token.clone()),
                     ..config.mcp_server.clone()
                 };
-                let server = memory_server::start_embedded(
+                let server = memory_server::start_embedded_with(
                     &server_config,
                     &config.storage,
+                    &config.embeddings,
+                    &config.llm,
                     CancellationToken::new(),
                 )
                 .await?;
@@ -101,7 +123,7 @@ impl Daemon {
             }
         };
         // Keyed pseudonyms of user ids for the provider and traces (issue 11).
-        let pseudonyms = crate::llm::pseudonym::UserPseudonyms::load(
+        let pseudonyms = crate::daemon::llm::pseudonym::UserPseudonyms::load(
             config.conversation.trace_user_key.as_deref(),
             &config.storage.data_dir,
         )
@@ -126,7 +148,7 @@ impl Daemon {
         if auth.is_open() {
             tracing::warn!("no API tokens configured: serving loopback clients only");
         }
-        let policy = crate::edge::guard::OriginPolicy::new(
+        let policy = crate::shared::edge::guard::OriginPolicy::new(
             "server",
             &config.server.allowed_hosts,
             &config.server.allowed_origins,
@@ -150,11 +172,11 @@ impl Daemon {
             .local_addr()
             .map_err(|source| DaemonError::Bind { addr, source })?;
         let http_shutdown = CancellationToken::new();
-        let http_task = tokio::spawn(crate::edge::serve::serve(
+        let http_task = tokio::spawn(crate::shared::edge::serve::serve(
             listener,
             http::router(state),
             config.server.connection_limits(),
-            Arc::new(crate::edge::serve::ConnectionStats::default()),
+            Arc::new(crate::shared::edge::serve::ConnectionStats::default()),
             http_shutdown.clone(),
         ));
         tracing::info!(%api_addr, llm = %llm.provider(), model = %llm.model(), "memento daemon listening");
@@ -197,20 +219,33 @@ impl Daemon {
         &self.mcp
     }
 
-    /// Graceful shutdown in the documented order.
+    /// Graceful shutdown in the documented order, within one bound: `server.shutdown_grace`
+    /// covers draining the turns and stopping everything; a step that finds it spent still
+    /// gets `supervisor::STOP_FLOOR` to stop.
     pub async fn shutdown(self) {
         tracing::info!("shutting down: no new requests; finishing turns in flight");
+        let started = tokio::time::Instant::now();
+        let deadline = started + self.grace;
+        let time_left = || crate::daemon::supervisor::time_left(deadline);
         // Stop accepting first; in-flight requests keep running.
         self.http_shutdown.cancel();
-        self.supervisor.shutdown(self.grace).await;
-        let _ = tokio::time::timeout(self.grace, self.http_task).await;
+        self.supervisor.shutdown(deadline).await;
+        // The turns are done (or stopped): what is left of the HTTP side is its connections.
+        let _ = tokio::time::timeout(time_left(), self.http_task).await;
         // Every turn's append is committed; finish the queue, truncate the WAL, join.
-        self.history.close().await;
-        self.mcp.stop().await;
-        self.llm.stop().await;
-        if let Some(server) = self.embedded {
-            server.shutdown().await;
+        let _ = tokio::time::timeout(time_left(), self.history.close()).await;
+        self.mcp.stop(time_left()).await;
+        self.llm.stop(time_left()).await;
+        if let Some(server) = self.embedded
+            && tokio::time::timeout(time_left(), server.shutdown())
+                .await
+                .is_err()
+        {
+            tracing::warn!("the embedded memory server did not stop within the shutdown bound");
         }
-        tracing::info!("shutdown complete");
+        tracing::info!(
+            took_ms = started.elapsed().as_millis() as u64,
+            "shutdown complete"
+        );
     }
 }

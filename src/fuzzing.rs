@@ -25,15 +25,17 @@ use rmcp::model::{ClientJsonRpcMessage, JsonObject, ServerJsonRpcMessage, Tool};
 use rusqlite::Connection;
 use serde_json::{Value, json};
 
-use crate::domain::{self, MAX_QUERY_LEN, MAX_QUERY_TERMS, SearchTerms};
-use crate::llm::offline::{self, Intent, MAX_TOOL_ROUNDS, OFFLINE_MODEL_NAME, OfflineModel};
-use crate::llm::types::{
+use crate::daemon::llm::offline::{
+    self, Intent, MAX_TOOL_ROUNDS, OFFLINE_MODEL_NAME, OfflineModel,
+};
+use crate::daemon::llm::types::{
     ChatMessage, ChatRequest, ChatResponse, FinishReason, FunctionCall, FunctionDefinition,
     ToolCall, ToolDefinition,
 };
-use crate::mcp::{self, USER_ARGUMENT};
-use crate::sse::{SseError, SseEvent, SseParser};
-use crate::storage::scoped_text;
+use crate::daemon::mcp::{self, USER_ARGUMENT};
+use crate::memory_server::storage::scoped_text;
+use crate::shared::domain::{self, MAX_QUERY_LEN, MAX_QUERY_TERMS, SearchTerms};
+use crate::shared::sse::{SseError, SseEvent, SseParser};
 
 // === SSE ===
 
@@ -321,7 +323,7 @@ fn fts_check(
 // === The offline model ===
 
 /// The tools the memory server offers.
-const MEMORY_TOOLS: [&str; 5] = crate::domain::tool::ALL;
+const MEMORY_TOOLS: [&str; 5] = crate::shared::domain::tool::ALL;
 
 /// Tool results the daemon's stand-in answers with when the input gives none.
 const CANNED_RESULTS: [&str; 4] = [

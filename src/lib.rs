@@ -2,52 +2,27 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: the configuration tree and how it is loaded (defaults < file < env < flags).
-//! - [`domain`]: validated value types shared by every layer (`UserId`, tags, filenames).
-//! - [`edge`]: the HTTP edge both servers share: browser and proxy rules, bearer tokens,
-//!   bounded request bodies, the accept loop with its connection limits.
-//! - [`storage`]: the memory store trait and its SQLite engine (off the async threads).
-//! - [`memory_server`]: the memory MCP server (`memento mcp-server`), Streamable HTTP and
-//!   legacy HTTP+SSE.
-//! - [`transfer`]: `memento export` / `memento import` (seed layout, JSONL); its `record`
-//!   module holds the formats alone, for the daemon's HTTP import/export.
-//! - [`llm`]: the shared LLM client actor, its providers and the offline model.
-//! - [`retry`]: the one backoff policy.
-//! - [`mcp`]: the daemon's MCP connection actor (and the legacy SSE client transport).
-//! - [`history`]: the daemon's conversation histories.
-//! - [`conversation`]: one actor per user; the tool-calling turn.
-//! - [`supervisor`]: spawns, restarts and evicts conversations.
-//! - [`http`]: the daemon's HTTP API.
-//! - [`daemon`]: `memento serve`, wiring and shutdown order.
-//! - [`telemetry`]: logs, OTLP traces, trace-context propagation.
-//! - [`metrics`], [`sse`], [`secret_file`]: small shared pieces (the last keeps the
-//!   data directory's 0600 secrets: `mcp-token`, `trace-key`).
+//! Two servers and what they share, one folder each:
+//!
+//! - [`shared`]: configuration, validated value types, the HTTP edge both servers use,
+//!   telemetry, metrics, the retry policy, PostgreSQL plumbing.
+//! - [`memory_server`]: `memento mcp-server`, the memory MCP server (Streamable HTTP and
+//!   legacy HTTP+SSE), with what only it touches: [`memory_server::storage`] (the
+//!   `MemoryStore` trait, SQLite and PostgreSQL), [`memory_server::embeddings`] (vectors for
+//!   search by meaning) and [`memory_server::transfer`] (`memento export` / `import`).
+//! - [`daemon`]: `memento serve`: the LLM and MCP client actors, the per-user conversation
+//!   actors and their supervisor, histories, rate limits and the HTTP API.
+//! - [`chat`]: `memento chat`, a client of the daemon's API.
 //! - [`fuzzing`]: the invariant checks behind the cargo-fuzz targets in `fuzz/`.
-//! - [`pg`]: PostgreSQL plumbing shared by the PostgreSQL-backed parts: a pool from a URL
-//!   and the versioned migration runner (`schema_migrations`).
+//!
+//! Read in that order: the daemon reaches memories only over MCP, never through
+//! `memory_server::storage` (an embedded server is started, not called).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod chat;
-pub mod config;
-pub mod conversation;
 pub mod daemon;
-pub mod domain;
-pub mod edge;
 pub mod fuzzing;
-pub mod history;
-pub mod http;
-pub mod limits;
-pub mod llm;
-pub mod mcp;
 pub mod memory_server;
-pub mod metrics;
-pub mod pg;
-pub mod retry;
-pub mod secret_file;
-pub mod sse;
-pub mod storage;
-pub mod supervisor;
-pub mod telemetry;
-pub mod transfer;
+pub mod shared;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
-use memento::config::{self, Config, ProcessEnv};
+use memento::shared::config::{self, Config, ProcessEnv};
 
 mod cli;
 mod signal;
@@ -48,10 +48,10 @@ fn main() -> ExitCode {
     let service = match &cli.command {
         Command::Serve(_) | Command::Chat(_) => "memento",
         Command::McpServer(_) => "memento-mcp-server",
-        Command::Export(_) | Command::Import(_) => "memento-transfer",
+        Command::Export(_) | Command::Import(_) | Command::Reindex(_) => "memento-transfer",
     };
     // The OTLP exporter (when configured) must be built inside the runtime.
-    let telemetry = match runtime.block_on(async { memento::telemetry::init(service) }) {
+    let telemetry = match runtime.block_on(async { memento::shared::telemetry::init(service) }) {
         Ok(telemetry) => telemetry,
         Err(error) => {
             eprintln!("memento: {error}");
@@ -78,6 +78,7 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
         Command::McpServer(args) => &args.common,
         Command::Export(args) => &args.common,
         Command::Import(args) => &args.common,
+        Command::Reindex(args) => &args.common,
         Command::Chat(_) => return Ok(Config::default()),
     };
     let mut config = config::load(common.config.as_deref(), &ProcessEnv)?;
@@ -100,7 +101,7 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
                 config.mcp.embedded_port = port;
             }
         }
-        Command::Chat(_) | Command::Export(_) | Command::Import(_) => {}
+        Command::Chat(_) | Command::Export(_) | Command::Import(_) | Command::Reindex(_) => {}
         Command::McpServer(args) => {
             let server = &mut config.mcp_server;
             if let Some(host) = args.host {
@@ -155,8 +156,8 @@ fn provide_mcp_token(config: &mut Config, command: &Command) -> anyhow::Result<(
                 config.mcp.token = Some(token);
             }
         }
-        // Export and import open the store directly: no MCP, no token.
-        Command::Chat(_) | Command::Export(_) | Command::Import(_) => {}
+        // Export, import and reindex open the store directly: no MCP, no token.
+        Command::Chat(_) | Command::Export(_) | Command::Import(_) | Command::Reindex(_) => {}
     }
     Ok(())
 }
@@ -167,7 +168,7 @@ fn is_loopback_url(url: &str) -> bool {
         .or_else(|| url.strip_prefix("https://"))
         .unwrap_or(url);
     let authority = rest.split('/').next().unwrap_or("");
-    let host = memento::edge::guard::host_name(authority);
+    let host = memento::shared::edge::guard::host_name(authority);
     host == "localhost"
         || host
             .parse::<std::net::IpAddr>()
@@ -183,7 +184,7 @@ fn apply_common(config: &mut Config, common: &CommonArgs) {
 async fn run(
     cli: Cli,
     config: Config,
-    export_stats: Option<Arc<memento::telemetry::ExportStats>>,
+    export_stats: Option<Arc<memento::shared::telemetry::ExportStats>>,
 ) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(_) => run_daemon(config, export_stats).await,
@@ -191,7 +192,40 @@ async fn run(
         Command::McpServer(_) => run_mcp_server(config, export_stats).await,
         Command::Export(args) => run_export(config, args).await,
         Command::Import(args) => run_import(config, args).await,
+        Command::Reindex(args) => run_reindex(config, args).await,
     }
+}
+
+async fn run_reindex(config: Config, args: cli::ReindexArgs) -> anyhow::Result<()> {
+    let Some(embedder) =
+        memento::memory_server::embeddings::build(&config.embeddings, &config.llm)?
+    else {
+        anyhow::bail!(
+            "reindex --embeddings needs an embeddings provider: set [embeddings] provider \
+             (\"local\" with model_dir, \"azure\" or \"openai\") in the config file or \
+             MEMENTO_EMBEDDINGS__PROVIDER"
+        );
+    };
+    let store = open_store(&config).await?;
+    let bar = Bar::new("embedding");
+    let summary = memento::memory_server::embeddings::reindex(
+        store.as_ref(),
+        embedder.as_ref(),
+        args.batch,
+        |done, total| {
+            bar.0.set_length(total);
+            bar.0.set_position(done);
+        },
+    )
+    .await;
+    bar.0.finish_and_clear();
+    let summary = summary?;
+    println!(
+        "embedded {} memories with {}; every memory now has a vector of this model",
+        summary.embedded,
+        embedder.model_id()
+    );
+    Ok(())
 }
 
 /// A progress bar on stderr (hidden when stderr is not a terminal).
@@ -208,7 +242,7 @@ impl Bar {
     }
 }
 
-impl memento::transfer::Progress for Bar {
+impl memento::memory_server::transfer::Progress for Bar {
     fn total(&self, items: u64) {
         self.0.set_length(items);
     }
@@ -218,17 +252,25 @@ impl memento::transfer::Progress for Bar {
     }
 }
 
-fn parse_user(raw: Option<&str>) -> anyhow::Result<Option<memento::domain::UserId>> {
-    raw.map(|raw| memento::domain::UserId::parse(raw).map_err(|e| anyhow::anyhow!("--user: {e}")))
-        .transpose()
+fn parse_user(raw: Option<&str>) -> anyhow::Result<Option<memento::shared::domain::UserId>> {
+    raw.map(|raw| {
+        memento::shared::domain::UserId::parse(raw).map_err(|e| anyhow::anyhow!("--user: {e}"))
+    })
+    .transpose()
 }
 
 async fn run_export(config: Config, args: cli::ExportArgs) -> anyhow::Result<()> {
     let user = parse_user(args.user.as_deref())?;
     let store = open_store(&config).await?;
     let bar = Bar::new("exporting");
-    let summary =
-        memento::transfer::export(store.as_ref(), user.as_ref(), args.format, &args.to, &bar).await;
+    let summary = memento::memory_server::transfer::export(
+        store.as_ref(),
+        user.as_ref(),
+        args.format,
+        &args.to,
+        &bar,
+    )
+    .await;
     bar.0.finish_and_clear();
     let summary = summary?;
     println!(
@@ -244,7 +286,7 @@ async fn run_import(config: Config, args: cli::ImportArgs) -> anyhow::Result<()>
     let user = parse_user(args.user.as_deref())?;
     let store = open_store(&config).await?;
     let bar = Bar::new("importing");
-    let summary = memento::transfer::import(
+    let summary = memento::memory_server::transfer::import(
         store.as_ref(),
         config.mcp_server.max_content_bytes,
         &args.from,
@@ -268,9 +310,14 @@ async fn run_import(config: Config, args: cli::ImportArgs) -> anyhow::Result<()>
 
 async fn run_mcp_server(
     config: Config,
-    export_stats: Option<Arc<memento::telemetry::ExportStats>>,
+    export_stats: Option<Arc<memento::shared::telemetry::ExportStats>>,
 ) -> anyhow::Result<()> {
-    let store = open_store(&config).await?;
+    let store = memento::memory_server::embeddings::wrap_configured(
+        open_store(&config).await?,
+        &config.storage,
+        &config.embeddings,
+        &config.llm,
+    )?;
     let shutdown = CancellationToken::new();
     if config.mcp_server.insecure_no_token {
         tracing::warn!(
@@ -308,9 +355,9 @@ async fn run_mcp_server(
 
 async fn run_daemon(
     config: Config,
-    export_stats: Option<Arc<memento::telemetry::ExportStats>>,
+    export_stats: Option<Arc<memento::shared::telemetry::ExportStats>>,
 ) -> anyhow::Result<()> {
-    if config.llm.provider == memento::llm::Provider::Offline {
+    if config.llm.provider == memento::daemon::llm::Provider::Offline {
         tracing::warn!(
             "=== no Azure OpenAI endpoint and key configured: using the built-in OFFLINE model \
              (set AZURE_OPENAI_ENDPOINT and AZURE_OPENAI_API_KEY for the real one) ==="
@@ -352,6 +399,8 @@ fn run_chat(args: memento::chat::ChatArgs) -> ExitCode {
     }
 }
 
-async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn memento::storage::MemoryStore>> {
-    Ok(memento::storage::open(&config.storage).await?)
+async fn open_store(
+    config: &Config,
+) -> anyhow::Result<Arc<dyn memento::memory_server::storage::MemoryStore>> {
+    Ok(memento::memory_server::storage::open(&config.storage).await?)
 }

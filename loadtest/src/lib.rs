@@ -4,4 +4,5 @@ pub mod idle;
 pub mod mcp_bench;
 pub mod mock_azure;
 pub mod otlp;
+pub mod recall;
 pub mod run;

@@ -40,6 +40,12 @@ enum Command {
     /// add --users users with one small-talk turn each, and divide the RSS growth by the
     /// growth in live actors. Writes idle.json into --out.
     IdleActors(memento_loadtest::idle::IdleArgs),
+    /// Retrieval quality on LoCoMo-format conversations: store each dialog turn as one
+    /// memory (one user per file, the session date as created_at), ask every category 1-4
+    /// question through retrieve_memories in each --mode, and write recall.json (hit@5,
+    /// hit@10, recall@10, per category, retrieve latency) into --out. Spawns
+    /// `memento mcp-server` (with local embeddings from --model-dir) unless --target is given.
+    Recall(memento_loadtest::recall::RecallArgs),
 }
 
 /// Flags of `mock-azure`. Every flag can also come from its `MOCK_AZURE_*` variable.
@@ -187,6 +193,9 @@ async fn main() -> anyhow::Result<()> {
                 report.create_s
             );
             println!("written to {}", out.join("idle.json").display());
+        }
+        Command::Recall(args) => {
+            memento_loadtest::recall::run(args).await?;
         }
         Command::McpBench(args) => {
             memento_loadtest::mcp_bench::run(args).await?;

@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use hdrhistogram::Histogram;
-use memento::config::McpServerConfig;
-use memento::domain::UserId;
-use memento::storage::{MemoryStore, NewMemory, SqliteOptions, SqliteStore};
+use memento::memory_server::storage::{MemoryStore, NewMemory, SqliteOptions, SqliteStore};
+use memento::shared::config::McpServerConfig;
+use memento::shared::domain::UserId;
 use rmcp::model::CallToolRequestParams;
 use rmcp::service::RunningService;
 use rmcp::transport::StreamableHttpClientTransport;
@@ -309,6 +309,8 @@ async fn preload(store: &dyn MemoryStore, count: u64, users: u64) -> anyhow::Res
             tags: vec![word(rng.zipf()), word(rng.zipf())],
             idempotency_key: None,
             created_at: None,
+            embedding: None,
+            embedding_model: None,
         };
         in_flight.push(store.store(memory));
         if in_flight.len() >= 2048

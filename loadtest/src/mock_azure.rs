@@ -1,5 +1,5 @@
 //! `memento-loadtest mock-azure`: an HTTP server that speaks Azure OpenAI chat completions,
-//! with Memento's offline model ([`memento::llm::offline::OfflineModel`]) as its brain, so
+//! with Memento's offline model ([`memento::daemon::llm::offline::OfflineModel`]) as its brain, so
 //! the daemon, the official SDKs and the load test can run against "Azure" without a key.
 //!
 //! # Endpoints
@@ -13,6 +13,8 @@
 //! - `POST /openai/v1/chat/completions`: Azure's v1 API (`model` = deployment, no
 //!   `api-version` needed). `POST /v1/chat/completions`: an OpenAI-compatible server
 //!   (`model` required, any name accepted, OpenAI-shaped errors).
+//! - `POST /openai/deployments/{deployment}/embeddings`, `/openai/v1/embeddings`,
+//!   `/v1/embeddings`: deterministic vectors (see `mock_azure/embeddings.rs`).
 //! - `GET /stats` ([`MockStats`] as JSON), `POST /stats/reset`, `GET /healthz`. Any other
 //!   path is a 404 `Resource not found`.
 //!
@@ -56,12 +58,13 @@ use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use memento::llm::offline::OfflineModel;
-use memento::llm::types::{ChatMessage, ChatResponse};
+use memento::daemon::llm::offline::OfflineModel;
+use memento::daemon::llm::types::{ChatMessage, ChatResponse};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+pub mod embeddings;
 mod quota;
 mod wire;
 
@@ -203,6 +206,10 @@ pub struct MockStats {
     /// Chat requests that arrived in each second, keyed by seconds since the start (the
     /// last hour is kept).
     pub arrivals_per_second: BTreeMap<u64, u64>,
+    /// Embeddings requests received (not counted in `requests`).
+    pub embedding_requests: u64,
+    /// Texts embedded.
+    pub embedding_inputs: u64,
 }
 
 /// A running mock. Dropping it stops the server too (without waiting).
@@ -242,6 +249,12 @@ impl MockServer {
             )
             .route("/openai/v1/chat/completions", post(azure_v1))
             .route("/v1/chat/completions", post(openai))
+            .route(
+                "/openai/deployments/{deployment}/embeddings",
+                post(embeddings::azure_dated),
+            )
+            .route("/openai/v1/embeddings", post(embeddings::openai))
+            .route("/v1/embeddings", post(embeddings::openai))
             .route("/stats", get(stats))
             .route("/stats/reset", post(reset_stats))
             .route("/healthz", get(|| async { "ok" }))

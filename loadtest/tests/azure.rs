@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use memento::llm::types::{ChatMessage, ChatRequest, FunctionDefinition, ToolDefinition};
-use memento::llm::{LlmConfig, LlmError, LlmHandle, Provider};
+use memento::daemon::llm::types::{ChatMessage, ChatRequest, FunctionDefinition, ToolDefinition};
+use memento::daemon::llm::{LlmConfig, LlmError, LlmHandle, Provider};
 use memento_loadtest::mock_azure::{MockConfig, MockServer};
 use tokio::time::Instant;
 

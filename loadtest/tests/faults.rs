@@ -25,11 +25,11 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use futures::StreamExt;
-use memento::config::Config;
 use memento::daemon::Daemon;
-use memento::llm::Provider;
-use memento::llm::offline::OfflineModel;
-use memento::llm::types::{ChatMessage, ChatRequest, FunctionCall, ToolCall};
+use memento::daemon::llm::Provider;
+use memento::daemon::llm::offline::OfflineModel;
+use memento::daemon::llm::types::{ChatMessage, ChatRequest, FunctionCall, ToolCall};
+use memento::shared::config::Config;
 use memento_loadtest::mock_azure::{MockConfig, MockServer};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ErrorData,
@@ -521,7 +521,7 @@ async fn malformed_tool_arguments_are_errors_never_empty_calls() {
 // --- 1e: streams ---
 //
 // Memento never asks the LLM for a stream (`WireRequest::stream` is always false in
-// src/llm.rs), so there is no daemon-side stream to cut. What a streaming client must do
+// src/daemon/llm/), so there is no daemon-side stream to cut. What a streaming client must do
 // is checked at the mock level: reassembling tool calls by `index`, a stream that stops
 // before `finish_reason` and `[DONE]` is reported as cut, never used as a complete answer.
 
@@ -1660,7 +1660,8 @@ async fn a_stored_delete_everything_note_deletes_at_most_five() {
                 });
             }
             let found: Value =
-                serde_json::from_str(memento::llm::framing::unframe(content)).unwrap_or_default();
+                serde_json::from_str(memento::daemon::llm::framing::unframe(content))
+                    .unwrap_or_default();
             let ids: Vec<String> = found["memories"]
                 .as_array()
                 .map(|m| {

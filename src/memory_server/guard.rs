@@ -1,7 +1,11 @@
 //! The checks every MCP request passes before it reaches a transport: the shared browser and
-//! proxy rules of [`crate::edge::guard`] (`Host`, `Origin`, JSON bodies, proxy headers in
+//! proxy rules of [`crate::shared::edge::guard`] (`Host`, `Origin`, JSON bodies, proxy headers in
 //! no-token mode, exact-origin CORS), then the bearer token. One middleware for both
 //! transports, so they can never disagree; it runs before any body is read.
+
+// The refusals here are axum `Response`s, built once per refused request (never on the
+// served path), so their size in `Result` costs nothing worth boxing.
+#![allow(clippy::result_large_err)]
 
 use std::sync::Arc;
 
@@ -10,10 +14,10 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
 
-use crate::config::McpServerConfig;
-use crate::edge::bearer::{self, TokenDigest};
-use crate::edge::guard::OriginPolicy;
-use crate::edge::reject;
+use crate::shared::config::McpServerConfig;
+use crate::shared::edge::bearer::{self, TokenDigest};
+use crate::shared::edge::guard::OriginPolicy;
+use crate::shared::edge::reject;
 
 /// What the middleware checks, prepared once from the config.
 #[derive(Debug, Clone)]
@@ -64,7 +68,7 @@ impl Guard {
 
 /// The axum middleware: browser and proxy rules, then the token, then the route.
 pub async fn check(State(guard): State<Arc<Guard>>, request: Request, next: Next) -> Response {
-    crate::edge::guard::enforce_with(&guard.policy, request, next, |request| {
+    crate::shared::edge::guard::enforce_with(&guard.policy, request, next, |request| {
         guard.check_token(request.headers())
     })
     .await

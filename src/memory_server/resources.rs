@@ -27,8 +27,10 @@ use rmcp::model::{
 };
 use serde_json::Value;
 
-use crate::domain::{MemoryId, UserId, normalize_tags};
-use crate::storage::{CompletionField, ListQuery, ListedMemory, Memory, MemoryStore};
+use crate::memory_server::storage::{
+    CompletionField, ListQuery, ListedMemory, Memory, MemoryStore,
+};
+use crate::shared::domain::{MemoryId, UserId, normalize_tags};
 
 /// The `_meta` key of `resources/list` naming the one user to list.
 pub const USER_META_KEY: &str = "io.memento/user-id";
@@ -310,7 +312,7 @@ fn parse_user(raw: &str) -> Result<UserId, ErrorData> {
     UserId::parse(raw).map_err(|e| ErrorData::invalid_params(e.to_string(), None))
 }
 
-fn storage_error(error: crate::storage::StorageError) -> ErrorData {
+fn storage_error(error: crate::memory_server::storage::StorageError) -> ErrorData {
     tracing::error!(%error, "storage failed under an MCP resource request");
     ErrorData::internal_error(format!("storage failure: {error}"), None)
 }

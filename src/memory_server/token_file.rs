@@ -84,9 +84,9 @@ pub fn load_or_create(data_dir: &Path) -> Result<(String, bool), TokenFileError>
         source,
     };
     std::fs::create_dir_all(data_dir).map_err(io)?;
-    let token = crate::edge::bearer::generate()
+    let token = crate::shared::edge::bearer::generate()
         .map_err(|_| io(std::io::Error::other("the system random generator failed")))?;
-    if crate::secret_file::create_private(&path, &format!("{token}\n")).map_err(io)? {
+    if crate::shared::secret_file::create_private(&path, &format!("{token}\n")).map_err(io)? {
         return Ok((token, true));
     }
     // Another process created it first: use theirs.
@@ -105,7 +105,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (token, created) = load_or_create(dir.path()).unwrap();
         assert!(created);
-        assert_eq!(crate::edge::bearer::weakness(&token), None);
+        assert_eq!(crate::shared::edge::bearer::weakness(&token), None);
         let (again, created) = load_or_create(dir.path()).unwrap();
         assert!(!created);
         assert_eq!(again, token);

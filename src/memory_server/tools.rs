@@ -9,12 +9,14 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::domain::tool;
-use crate::domain::{
+use crate::memory_server::storage::{
+    MemoryStore, NewMemory, SearchMode, SearchQuery, StorageError,
+};
+use crate::shared::domain::tool;
+use crate::shared::domain::{
     self, MAX_DESCRIPTION_LEN, MemoryId, SearchTerms, UserId, ValidationError, filename_from_text,
     sanitize_filename,
 };
-use crate::storage::{MemoryStore, NewMemory, SearchQuery, StorageError};
 
 /// Default page size of `retrieve_memories`.
 pub(crate) const DEFAULT_LIMIT: u32 = 10;
@@ -48,7 +50,9 @@ pub(crate) enum ToolError {
 
 fn storage_message(error: &StorageError) -> String {
     match error {
-        StorageError::Busy | StorageError::KeyReused { .. } => error.to_string(),
+        StorageError::Busy | StorageError::KeyReused { .. } | StorageError::Semantic(_) => {
+            error.to_string()
+        }
         other => format!("storage failure: {other}"),
     }
 }
@@ -115,6 +119,11 @@ pub(crate) struct RetrieveArgs {
     /// How many matches to skip, for paging (default 0).
     #[serde(default)]
     pub(crate) offset: Option<u32>,
+    /// How to rank a query: "hybrid" (default: by meaning and key words together; key words
+    /// only when the server has no embeddings), "keyword" (key words only) or "semantic"
+    /// (meaning only: finds notes that use other words than the query).
+    #[serde(default)]
+    pub(crate) mode: Option<String>,
 }
 
 /// Arguments of `get_memory` and `delete_memory`.
@@ -149,7 +158,8 @@ pub(crate) fn tool_list() -> Vec<Tool> {
              you remember about something, or to find or search their notes. Pass key words in \
              `query` (best match first), or omit it to list the newest memories; filter by \
              `tags` or by time with `since`/`until`. Results carry each memory's `id` and a \
-             preview of its content.",
+             preview of its content. Queries match by meaning as well as by key words \
+             (`mode`: hybrid, the default; keyword; semantic).",
         ),
         tool::<IdArgs>(
             tool::GET_MEMORY,
@@ -188,7 +198,7 @@ pub(crate) struct Limits {
     pub(crate) max_content_bytes: usize,
 }
 
-pub(crate) use crate::domain::{CREATED_AT_META_KEY, IDEMPOTENCY_META_KEY};
+pub(crate) use crate::shared::domain::{CREATED_AT_META_KEY, IDEMPOTENCY_META_KEY};
 /// Longest idempotency key accepted.
 const MAX_IDEMPOTENCY_KEY_LEN: usize = 200;
 
@@ -344,6 +354,8 @@ pub(crate) fn prepare_store(
         tags,
         idempotency_key: None,
         created_at,
+        embedding: None,
+        embedding_model: None,
     })
 }
 
@@ -423,6 +435,18 @@ async fn retrieve_memories(
         .map(TagsArg::normalize)
         .transpose()?
         .unwrap_or_default();
+    let mode = match args.mode.as_deref().filter(|m| !m.trim().is_empty()) {
+        None => SearchMode::default(),
+        Some(raw) => SearchMode::parse(raw).ok_or_else(|| {
+            ValidationError::Argument(format!(
+                "mode must be \"hybrid\", \"keyword\" or \"semantic\", got {raw:?}"
+            ))
+        })?,
+    };
+    let text = terms
+        .as_ref()
+        .and(args.query.as_deref())
+        .map(|q| q.trim().to_owned());
     let memories = store
         .search(SearchQuery {
             user,
@@ -432,6 +456,10 @@ async fn retrieve_memories(
             until,
             limit,
             offset,
+            text,
+            mode,
+            vector: None,
+            semantic_weight: 1.0,
         })
         .await?;
     Ok(json_result(

@@ -145,7 +145,7 @@ async fn a_crashed_conversation_restarts_with_its_history() {
         .turn("carol", "remember that the door code is 1234")
         .await;
     let supervisor = fixture.daemon().supervisor();
-    let carol = memento::domain::UserId::parse("carol").expect("user");
+    let carol = memento::shared::domain::UserId::parse("carol").expect("user");
     supervisor.crash_for_test(&carol).await.expect("crash");
     eventually(Duration::from_secs(10), "crashed actor removed", || async {
         supervisor.metrics().actor_failures.get() == 1
@@ -224,7 +224,7 @@ async fn streamed_turns_send_tool_events_then_done() {
         .await
         .expect("send");
     assert_eq!(response.status(), 200);
-    let mut parser = memento::sse::SseParser::new(1 << 20);
+    let mut parser = memento::shared::sse::SseParser::new(1 << 20);
     let mut events = Vec::new();
     let mut body = response.bytes_stream();
     while let Some(chunk) = body.next().await {
@@ -262,7 +262,9 @@ async fn api_errors_are_json_with_fitting_status() {
     .await;
     let http = &fixture.http;
     let url = |user: &str| format!("{}/v1/users/{user}/messages", fixture.url);
-    let cases: Vec<(String, Option<&str>, Vec<u8>, u16, &str)> = vec![
+    // (url, bearer token, body, expected status, expected error code)
+    type Case<'a> = (String, Option<&'a str>, Vec<u8>, u16, &'a str);
+    let cases: Vec<Case> = vec![
         (
             url("alice"),
             None,
@@ -512,11 +514,60 @@ async fn idle_conversations_release_their_history_and_reload_it() {
         || async { releases() > released },
     )
     .await;
-    let store = memento::history::HistoryStore::open(fixture.dir.path()).expect("open history");
-    let ivy = memento::domain::UserId::parse("ivy").expect("user id");
+    let store =
+        memento::daemon::history::HistoryStore::open(fixture.dir.path()).expect("open history");
+    let ivy = memento::shared::domain::UserId::parse("ivy").expect("user id");
     store
         .delete(&ivy)
         .await
         .expect("delete behind the actor's back");
     assert!(fixture.history("ivy").await.is_empty());
+}
+
+/// Issue 13, item 4: one shutdown bound. With a turn held at the provider past the grace
+/// period, shutdown takes the grace period once (plus a short stop floor per step), not the
+/// grace period for the turns, again for the HTTP side, and fixed stop timeouts after that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_waits_the_grace_period_once() {
+    let grace = Duration::from_secs(3);
+    let llm = crate::support::GatedLlm::start().await;
+    let base_url = llm.base_url.clone();
+    let fixture = DaemonFixture::start_with(move |config| {
+        config.llm.provider = memento::daemon::llm::Provider::Openai;
+        config.llm.base_url = Some(base_url);
+        config.llm.model = Some("gated-offline".into());
+        config.llm.api_key = Some("test".into());
+        config.server.shutdown_grace = grace;
+    })
+    .await;
+    let http = fixture.http.clone();
+    let url = format!("{}/v1/users/alice/messages", fixture.url);
+    let turn = tokio::spawn(async move {
+        http.post(url)
+            .json(&json!({ "message": "store this: green tea" }))
+            .send()
+            .await
+    });
+    eventually(
+        Duration::from_secs(20),
+        "the turn reaches the provider",
+        || {
+            let arrived = llm.arrived();
+            async move { arrived >= 1 }
+        },
+    )
+    .await;
+    let started = std::time::Instant::now();
+    fixture.stop().await;
+    let took = started.elapsed();
+    assert!(
+        took >= grace,
+        "the turn in flight got its grace period: {took:?}"
+    );
+    // Grace, then at most six steps of 250 ms; waiting the grace twice would take 6 s.
+    assert!(
+        took < grace * 2,
+        "shutdown took {took:?}, more than one grace period ({grace:?}) and its stop floor"
+    );
+    turn.abort();
 }

@@ -1,12 +1,12 @@
 //! `[limits] backend = "redis"`: a daemon whose Redis goes away keeps answering on its local
 //! share of the quota and says so in /readyz and /metrics, then shares again when Redis is
-//! back. (Two limiters sharing one quota: src/limits/tests.rs.)
+//! back. (Two limiters sharing one quota: src/daemon/limits/tests.rs.)
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use memento::config::SecretUrl;
-use memento::limits::LimitsBackend;
+use memento::daemon::limits::LimitsBackend;
+use memento::shared::config::SecretUrl;
 
 use crate::support::{DaemonFixture, eventually, free_port};
 

@@ -6,6 +6,7 @@ mod chat;
 mod daemon;
 mod deploy;
 mod durability;
+mod embeddings;
 mod faults;
 mod jaeger;
 mod limits;

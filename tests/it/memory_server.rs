@@ -482,7 +482,7 @@ async fn bad_messages_do_not_close_the_sse_session() {
         .await
         .expect("open");
     let mut body = response.bytes_stream();
-    let mut parser = memento::sse::SseParser::new(1 << 20);
+    let mut parser = memento::shared::sse::SseParser::new(1 << 20);
     let mut next_event = async || loop {
         if let Some(event) = parser_pending(&mut parser, &mut body).await {
             return event;
@@ -520,9 +520,9 @@ async fn bad_messages_do_not_close_the_sse_session() {
     assert_eq!(fixture.server.sse_sessions(), 1);
 
     async fn parser_pending(
-        parser: &mut memento::sse::SseParser,
+        parser: &mut memento::shared::sse::SseParser,
         body: &mut (impl futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin),
-    ) -> Option<memento::sse::SseEvent> {
+    ) -> Option<memento::shared::sse::SseEvent> {
         let chunk = tokio::time::timeout(Duration::from_secs(10), body.next())
             .await
             .expect("event within 10 s")
@@ -619,7 +619,7 @@ async fn replayed_stores_with_an_idempotency_key_store_once() {
                 .cloned();
             let mut meta = serde_json::Map::new();
             meta.insert(
-                memento::domain::IDEMPOTENCY_META_KEY.into(),
+                memento::shared::domain::IDEMPOTENCY_META_KEY.into(),
                 json!("turn-42:call-1"),
             );
             params.meta = Some(rmcp::model::RequestMetaObject::from(meta));
@@ -653,7 +653,7 @@ async fn idle_initialised_sse_sessions_expire_and_active_ones_stay() {
         .await
         .expect("open");
     let mut body = response.bytes_stream();
-    let mut parser = memento::sse::SseParser::new(1 << 20);
+    let mut parser = memento::shared::sse::SseParser::new(1 << 20);
     let mut events = Vec::new();
     while events.is_empty() {
         let chunk = tokio::time::timeout(Duration::from_secs(10), body.next())

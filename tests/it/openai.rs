@@ -186,7 +186,7 @@ async fn a_turn_past_its_deadline_is_a_504_streamed_or_not() {
 
 /// Reads an SSE response to its end; returns each event's data.
 async fn sse_data(response: reqwest::Response) -> Vec<String> {
-    let mut parser = memento::sse::SseParser::new(1 << 20);
+    let mut parser = memento::shared::sse::SseParser::new(1 << 20);
     let mut data = Vec::new();
     let mut body = response.bytes_stream();
     while let Some(chunk) = body.next().await {

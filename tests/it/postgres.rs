@@ -136,7 +136,7 @@ async fn two_mcp_servers_share_one_postgres() {
             .cloned();
         let mut meta = serde_json::Map::new();
         meta.insert(
-            memento::domain::IDEMPOTENCY_META_KEY.into(),
+            memento::shared::domain::IDEMPOTENCY_META_KEY.into(),
             json!("turn-7:call-0"),
         );
         params.meta = Some(rmcp::model::RequestMetaObject::from(meta));
@@ -210,8 +210,8 @@ async fn the_daemons_embedded_memory_server_uses_postgres() {
     let Some(base) = test_url() else { return };
     let (url, schema) = schema_url(&base, "pw").await;
     let fixture = DaemonFixture::start_with(|config| {
-        config.storage.backend = memento::config::StorageBackend::Postgres;
-        config.storage.postgres_url = memento::config::SecretUrl::new(url.clone());
+        config.storage.backend = memento::shared::config::StorageBackend::Postgres;
+        config.storage.postgres_url = memento::shared::config::SecretUrl::new(url.clone());
     })
     .await;
     fixture

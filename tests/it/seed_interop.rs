@@ -45,7 +45,7 @@ async fn daemon_uses_the_seed_python_server_over_legacy_sse() {
     .await;
     let fixture = DaemonFixture::start_with(|config| {
         config.mcp.url = Some(sse_url.clone());
-        config.mcp.transport = memento::config::McpTransport::Sse;
+        config.mcp.transport = memento::shared::config::McpTransport::Sse;
     })
     .await;
     assert!(

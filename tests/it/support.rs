@@ -10,9 +10,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use memento::config::McpServerConfig;
+use memento::memory_server::storage::{SqliteOptions, SqliteStore};
 use memento::memory_server::{self, RunningMemoryServer};
-use memento::storage::{SqliteOptions, SqliteStore};
+use memento::shared::config::McpServerConfig;
 use rmcp::model::{CallToolRequestParams, CallToolResult};
 use rmcp::service::RunningService;
 use rmcp::transport::StreamableHttpClientTransport;
@@ -91,7 +91,7 @@ pub async fn try_connect(
             ().serve(transport).await.map_err(|e| e.to_string())
         }
         Transport::Sse => {
-            let transport = memento::mcp::sse_client::connect(
+            let transport = memento::daemon::mcp::sse_client::connect(
                 reqwest::Client::new(),
                 &format!("{base}/sse"),
                 token,
@@ -280,7 +280,9 @@ impl DaemonFixture {
         Self::start_with(|_| {}).await
     }
 
-    pub async fn start_with(adjust: impl FnOnce(&mut memento::config::Config)) -> DaemonFixture {
+    pub async fn start_with(
+        adjust: impl FnOnce(&mut memento::shared::config::Config),
+    ) -> DaemonFixture {
         let dir = tempfile::tempdir().expect("tempdir");
         Self::start_in(dir, adjust).await
     }
@@ -288,7 +290,7 @@ impl DaemonFixture {
     /// Starts on an existing data directory (restarts).
     pub async fn start_in(
         dir: tempfile::TempDir,
-        adjust: impl FnOnce(&mut memento::config::Config),
+        adjust: impl FnOnce(&mut memento::shared::config::Config),
     ) -> DaemonFixture {
         let mut config = daemon_config(dir.path());
         adjust(&mut config);
@@ -352,8 +354,8 @@ impl DaemonFixture {
 }
 
 /// The config of a test daemon: everything on loopback port 0, data in `dir`, offline model.
-pub fn daemon_config(dir: &Path) -> memento::config::Config {
-    let mut config = memento::config::Config::default();
+pub fn daemon_config(dir: &Path) -> memento::shared::config::Config {
+    let mut config = memento::shared::config::Config::default();
     config.server.port = 0;
     config.storage.data_dir = dir.to_owned();
     config.mcp.embedded_port = 0;
@@ -596,7 +598,7 @@ async fn gated_completion(
     body: bytes::Bytes,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
-    use memento::llm::types::{ChatMessage, ChatRequest, ToolDefinition};
+    use memento::daemon::llm::types::{ChatMessage, ChatRequest, ToolDefinition};
     state
         .arrived
         .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -645,7 +647,7 @@ async fn gated_completion(
         temperature: None,
         user: None,
     };
-    let answer = memento::llm::offline::OfflineModel::new().complete(&request);
+    let answer = memento::daemon::llm::offline::OfflineModel::new().complete(&request);
     let mut message = serde_json::to_value(&answer.message).expect("message json");
     message["role"] = json!("assistant");
     if message.get("content").is_none() {

@@ -280,7 +280,7 @@ async fn one_trace_per_turn_across_daemon_and_mcp_server() {
     // directory), never the id itself unless record_user_id is set.
     let key = std::fs::read_to_string(daemon_dir.path().join("trace-key")).expect("trace-key");
     let opaque =
-        memento::llm::pseudonym::UserPseudonyms::with_key(key.trim().as_bytes()).of("tina");
+        memento::daemon::llm::pseudonym::UserPseudonyms::with_key(key.trim().as_bytes()).of("tina");
     assert_eq!(
         attribute(turn, "memento.user.opaque").as_deref(),
         Some(opaque.as_str())

@@ -290,7 +290,7 @@ async fn http_import_and_export_round_trip_for_the_tokens_own_user() {
     let summary: Value = response.json().await.expect("json");
     assert_eq!(summary["imported"], 1, "{summary}");
 
-    let huge = "x".repeat(memento::http::transfer::MAX_IMPORT_BYTES + 1);
+    let huge = "x".repeat(memento::daemon::http::transfer::MAX_IMPORT_BYTES + 1);
     let too_large = import("alice-secret-token", "alice", huge)
         .await
         .expect("send");

@@ -1,7 +1,9 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use memento::llm::types::{ChatMessage, ChatResponse, FinishReason, FunctionCall, ToolCall, Usage};
+use memento::daemon::llm::types::{
+    ChatMessage, ChatResponse, FinishReason, FunctionCall, ToolCall, Usage,
+};
 use serde_json::{Value, json};
 
 use super::quota::{Admission, Quota};

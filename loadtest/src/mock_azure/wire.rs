@@ -1,7 +1,9 @@
 //! The mock's wire formats: reading a chat-completions request leniently, and writing
 //! completions, stream chunks and error bodies as Azure OpenAI (or OpenAI) does.
 
-use memento::llm::types::{ChatMessage, ChatRequest, ChatResponse, FinishReason, ToolDefinition};
+use memento::daemon::llm::types::{
+    ChatMessage, ChatRequest, ChatResponse, FinishReason, ToolDefinition,
+};
 use serde::Deserialize;
 use serde_json::{Value, json};
 

@@ -23,8 +23,10 @@ fn the_window_sum_slides_over_gaps() {
 #[test]
 fn the_rate_limit_check_allows_the_burst_and_no_more() {
     // 600 RPM: 100 per 10-second window, burst 10.
-    let mut stats = MockStats::default();
-    stats.arrivals_per_second = (0..10).map(|s| (s, 11)).collect();
+    let mut stats = MockStats {
+        arrivals_per_second: (0..10).map(|s| (s, 11)).collect(),
+        ..MockStats::default()
+    };
     let check = rate_limit_check(600, &stats, &BTreeMap::new());
     assert_eq!((check.window_quota, check.burst), (100, 10));
     assert_eq!(check.max_arrivals_in_10s, 110);
@@ -35,8 +37,10 @@ fn the_rate_limit_check_allows_the_burst_and_no_more() {
     assert_eq!(check.max_arrivals_in_10s, 111);
     assert!(!check.ok, "one over quota + burst must fail");
 
-    let mut stats = MockStats::default();
-    stats.arrivals_per_second = per_second(&[(0, 5)]);
+    let stats = MockStats {
+        arrivals_per_second: per_second(&[(0, 5)]),
+        ..MockStats::default()
+    };
     let errors: BTreeMap<String, u64> = [("429 rate_limited".to_owned(), 1)].into();
     let check = rate_limit_check(600, &stats, &errors);
     assert_eq!(check.user_429s, 1);

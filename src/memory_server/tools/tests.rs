@@ -1,5 +1,5 @@
 use super::*;
-use crate::storage::{SqliteOptions, SqliteStore};
+use crate::memory_server::storage::{SqliteOptions, SqliteStore};
 
 const LIMITS: Limits = Limits {
     max_content_bytes: 1024 * 1024,

@@ -1,0 +1,562 @@
+//! The SQLite history backend: `conversations.db` in the data directory.
+//!
+//! - One **writer thread** owns the read-write connection. It takes every job that queued
+//!   up meanwhile (appends, loads, lease changes) and runs them in **one transaction**, so
+//!   concurrent turns share one commit. A job that fails with a database error rolls the
+//!   batch back and every job is re-run in its own transaction (one bad job never fails
+//!   another). Refusals (a stale version, a stale lease token) are answers, not failures:
+//!   they write nothing and do not roll the batch back.
+//! - The writer runs with `wal_autocheckpoint=0`: a commit never copies the WAL back into
+//!   the database. A **checkpoint thread** with its own connection runs
+//!   `PRAGMA wal_checkpoint(PASSIVE)` every [`CHECKPOINT_INTERVAL`] (100 ms) after writes (it
+//!   never takes the write lock, so saves go on meanwhile) and `TRUNCATE` only if the WAL grew past
+//!   [`WAL_TRUNCATE_BYTES`] (PASSIVE could not keep up with a constant writer). The writer
+//!   truncates the WAL once more when it stops.
+//! - WAL with `synchronous=NORMAL`: a commit is in the WAL file (the operating system's page
+//!   cache) when the caller is answered. It survives a crash of the daemon (`kill -9`); a
+//!   power cut or kernel crash may lose the last commits before the next checkpoint's fsync,
+//!   which shortens a conversation and never corrupts it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use rusqlite::{Connection, OptionalExtension};
+use tokio::sync::oneshot;
+
+use super::{
+    Append, HistoryBackend, HistoryError, HistoryStats, Lease, LoadedHistory, StoredTurn,
+    split_turns,
+};
+use crate::daemon::llm::types::ChatMessage;
+use crate::shared::domain::UserId;
+
+/// How often the checkpoint thread looks for new commits to fold into the database. Short on
+/// purpose: the checkpoint's fsync of the database file stalls the writer's commits on the
+/// same disk for as long as it takes (measured: 100-200 ms stalls at 500 ms intervals under
+/// 300 saves/s; at 100 ms each checkpoint has little to flush and saves stay under 16 ms;
+/// `history::tests::bench_history_saves`).
+pub const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(100);
+/// A WAL larger than this is truncated (`wal_checkpoint(TRUNCATE)`, which waits for the
+/// writer) rather than only checkpointed.
+pub const WAL_TRUNCATE_BYTES: u64 = 64 * 1024 * 1024;
+/// Most jobs in one transaction.
+const MAX_BATCH: usize = 512;
+
+const SCHEMA: &str = "
+    CREATE TABLE IF NOT EXISTS history_turns (
+        user_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        messages TEXT NOT NULL,
+        PRIMARY KEY (user_id, seq)
+    ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS history_heads (
+        user_id TEXT PRIMARY KEY,
+        version INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS history_leases (
+        user_id TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        token INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+";
+
+/// A unit of work for the writer thread.
+trait WriteJob: Send {
+    /// Runs inside the current transaction and keeps its result; `false` when it failed with
+    /// a database error (the transaction must roll back). It may run again after a rollback.
+    fn run(&mut self, conn: &Connection) -> bool;
+    /// Answers the caller once the transaction's fate is known.
+    fn finish(self: Box<Self>, commit: Result<(), String>);
+}
+
+struct Job<T, F> {
+    work: F,
+    result: Option<Result<T, HistoryError>>,
+    reply: oneshot::Sender<Result<T, HistoryError>>,
+}
+
+impl<T, F> WriteJob for Job<T, F>
+where
+    T: Send,
+    F: FnMut(&Connection) -> Result<T, HistoryError> + Send,
+{
+    fn run(&mut self, conn: &Connection) -> bool {
+        let result = (self.work)(conn);
+        let ok = !matches!(result, Err(HistoryError::Sqlite(_)));
+        self.result = Some(result);
+        ok
+    }
+
+    fn finish(self: Box<Self>, commit: Result<(), String>) {
+        let reply = match (commit, self.result) {
+            (Ok(()), Some(result)) => result,
+            (Ok(()), None) => Err(HistoryError::Closed),
+            (Err(message), _) => Err(HistoryError::Commit(message)),
+        };
+        // The caller may have given up (deadline, disconnect); nothing to do then.
+        let _ = self.reply.send(reply);
+    }
+}
+
+enum Msg {
+    Job(Box<dyn WriteJob>),
+    Close,
+}
+
+#[derive(Default)]
+struct Counters {
+    writes: AtomicU64,
+    commits: AtomicU64,
+    checkpoints: AtomicU64,
+}
+
+/// The SQLite history backend.
+pub struct SqliteHistory {
+    jobs: crossbeam_channel::Sender<Msg>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    counters: Arc<Counters>,
+    holder: String,
+    leases: bool,
+}
+
+impl SqliteHistory {
+    /// Opens (creating) `conversations.db` in `data_dir` and starts its threads. Histories
+    /// from before turn rows (one JSON row per user) are converted on the way.
+    pub fn open(data_dir: &Path) -> Result<SqliteHistory, HistoryError> {
+        std::fs::create_dir_all(data_dir)?;
+        let path = data_dir.join("conversations.db");
+        let conn = Connection::open(&path)?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        conn.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(()))?;
+        conn.execute_batch("PRAGMA synchronous=NORMAL; PRAGMA wal_autocheckpoint=0;")?;
+        conn.execute_batch(SCHEMA)?;
+        migrate_whole_rows(&conn)?;
+        let counters = Arc::new(Counters::default());
+        let (jobs, rx) = crossbeam_channel::unbounded::<Msg>();
+        let checkpoint_conn = Connection::open(&path)?;
+        checkpoint_conn.busy_timeout(Duration::from_secs(10))?;
+        checkpoint_conn.execute_batch("PRAGMA synchronous=NORMAL;")?;
+        let writer = {
+            let counters = counters.clone();
+            thread::Builder::new()
+                .name("memento-history".into())
+                .spawn(move || writer_loop(conn, rx, counters, checkpoint_conn, path))?
+        };
+        Ok(SqliteHistory {
+            jobs,
+            writer: Mutex::new(Some(writer)),
+            counters,
+            holder: uuid::Uuid::new_v4().simple().to_string(),
+            leases: false,
+        })
+    }
+
+    /// Turns take the user's lease (several daemons on one data directory); off by default.
+    pub fn with_leases(mut self, leases: bool) -> SqliteHistory {
+        self.leases = leases;
+        self
+    }
+
+    /// This store's lease holder id.
+    pub fn holder(&self) -> &str {
+        &self.holder
+    }
+
+    fn run<T, F>(&self, work: F) -> BoxFuture<'static, Result<T, HistoryError>>
+    where
+        T: Send + 'static,
+        F: FnMut(&Connection) -> Result<T, HistoryError> + Send + 'static,
+    {
+        let (reply, rx) = oneshot::channel();
+        let sent = self.jobs.send(Msg::Job(Box::new(Job {
+            work,
+            result: None,
+            reply,
+        })));
+        Box::pin(async move {
+            sent.map_err(|_| HistoryError::Closed)?;
+            rx.await.map_err(|_| HistoryError::Closed)?
+        })
+    }
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+fn ttl_ms(ttl: Duration) -> i64 {
+    i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 4)
+}
+
+fn head_version(conn: &Connection, user: &str) -> Result<i64, HistoryError> {
+    Ok(conn
+        .prepare_cached("SELECT version FROM history_heads WHERE user_id = ?1")?
+        .query_row([user], |row| row.get(0))
+        .optional()?
+        .unwrap_or(0))
+}
+
+impl HistoryBackend for SqliteHistory {
+    fn load(&self, user: &UserId) -> BoxFuture<'static, Result<LoadedHistory, HistoryError>> {
+        let user = user.clone();
+        self.run(move |conn| {
+            let mut statement = conn.prepare_cached(
+                "SELECT seq, messages FROM history_turns WHERE user_id = ?1 ORDER BY seq",
+            )?;
+            let rows = statement.query_map([user.as_str()], |row| {
+                Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
+            })?;
+            let mut turns = Vec::new();
+            for row in rows {
+                let (seq, text) = row?;
+                turns.push(StoredTurn {
+                    seq,
+                    messages: serde_json::from_str(&text)?,
+                });
+            }
+            Ok(LoadedHistory {
+                turns,
+                version: head_version(conn, user.as_str())?,
+            })
+        })
+    }
+
+    fn append(&self, append: Append) -> BoxFuture<'static, Result<i64, HistoryError>> {
+        let text = match serde_json::to_string(&append.messages) {
+            Ok(text) => text,
+            Err(error) => return Box::pin(async move { Err(HistoryError::Corrupt(error)) }),
+        };
+        self.run(move |conn| {
+            let user = append.user.as_str();
+            // Checks first: a refusal writes nothing.
+            if let Some(fence) = append.fence {
+                let token: Option<i64> = conn
+                    .prepare_cached("SELECT token FROM history_leases WHERE user_id = ?1")?
+                    .query_row([user], |row| row.get(0))
+                    .optional()?;
+                if token != Some(fence) {
+                    return Err(HistoryError::Fenced);
+                }
+            }
+            if head_version(conn, user)? != append.expected_version {
+                return Err(HistoryError::Stale);
+            }
+            let version = append.expected_version + 1;
+            conn.prepare_cached(
+                "INSERT INTO history_turns (user_id, seq, messages) VALUES (?1, ?2, ?3)",
+            )?
+            .execute((user, version, &text))?;
+            conn.prepare_cached(
+                "INSERT INTO history_heads (user_id, version) VALUES (?1, ?2) \
+                 ON CONFLICT (user_id) DO UPDATE SET version = excluded.version",
+            )?
+            .execute((user, version))?;
+            conn.prepare_cached("DELETE FROM history_turns WHERE user_id = ?1 AND seq < ?2")?
+                .execute((user, append.keep_from))?;
+            if let (true, Some(fence)) = (append.release, append.fence) {
+                conn.prepare_cached(
+                    "UPDATE history_leases SET expires_at = 0 WHERE user_id = ?1 AND token = ?2",
+                )?
+                .execute((user, fence))?;
+            }
+            Ok(version)
+        })
+    }
+
+    fn delete(&self, user: &UserId) -> BoxFuture<'static, Result<i64, HistoryError>> {
+        let user = user.clone();
+        self.run(move |conn| {
+            conn.prepare_cached("DELETE FROM history_turns WHERE user_id = ?1")?
+                .execute([user.as_str()])?;
+            Ok(conn
+                .prepare_cached(
+                    "INSERT INTO history_heads (user_id, version) VALUES (?1, 1) \
+                     ON CONFLICT (user_id) DO UPDATE SET version = history_heads.version + 1 \
+                     RETURNING version",
+                )?
+                .query_row([user.as_str()], |row| row.get(0))?)
+        })
+    }
+
+    fn version(&self, user: &UserId) -> BoxFuture<'static, Result<i64, HistoryError>> {
+        let user = user.clone();
+        self.run(move |conn| head_version(conn, user.as_str()))
+    }
+
+    fn try_lease(
+        &self,
+        user: &UserId,
+        ttl: Duration,
+    ) -> BoxFuture<'static, Result<Option<Lease>, HistoryError>> {
+        let user = user.clone();
+        let holder = self.holder.clone();
+        self.run(move |conn| {
+            let now = now_ms();
+            let token: Option<i64> = conn
+                .prepare_cached(
+                    "INSERT INTO history_leases (user_id, holder, token, expires_at) \
+                     VALUES (?1, ?2, 1, ?3) \
+                     ON CONFLICT (user_id) DO UPDATE SET holder = excluded.holder, \
+                     token = history_leases.token + 1, expires_at = excluded.expires_at \
+                     WHERE history_leases.expires_at <= ?4 OR history_leases.holder = excluded.holder \
+                     RETURNING token",
+                )?
+                .query_row(
+                    (user.as_str(), &holder, now.saturating_add(ttl_ms(ttl)), now),
+                    |row| row.get(0),
+                )
+                .optional()?;
+            match token {
+                Some(token) => Ok(Some(Lease {
+                    token,
+                    version: head_version(conn, user.as_str())?,
+                })),
+                None => Ok(None),
+            }
+        })
+    }
+
+    fn renew_lease(
+        &self,
+        user: &UserId,
+        token: i64,
+        ttl: Duration,
+    ) -> BoxFuture<'static, Result<bool, HistoryError>> {
+        let user = user.clone();
+        self.run(move |conn| {
+            let changed = conn
+                .prepare_cached(
+                    "UPDATE history_leases SET expires_at = ?3 WHERE user_id = ?1 AND token = ?2",
+                )?
+                .execute((user.as_str(), token, now_ms().saturating_add(ttl_ms(ttl))))?;
+            Ok(changed == 1)
+        })
+    }
+
+    fn release_lease(
+        &self,
+        user: &UserId,
+        token: i64,
+    ) -> BoxFuture<'static, Result<(), HistoryError>> {
+        let user = user.clone();
+        self.run(move |conn| {
+            conn.prepare_cached(
+                "UPDATE history_leases SET expires_at = 0 WHERE user_id = ?1 AND token = ?2",
+            )?
+            .execute((user.as_str(), token))?;
+            Ok(())
+        })
+    }
+
+    fn uses_leases(&self) -> bool {
+        self.leases
+    }
+
+    fn stats(&self) -> HistoryStats {
+        HistoryStats {
+            writes: self.counters.writes.load(Ordering::Relaxed),
+            commits: self.counters.commits.load(Ordering::Relaxed),
+            checkpoints: self.counters.checkpoints.load(Ordering::Relaxed),
+        }
+    }
+
+    fn close(&self) -> BoxFuture<'static, ()> {
+        let _ = self.jobs.send(Msg::Close);
+        let writer = self.writer.lock().ok().and_then(|mut guard| guard.take());
+        Box::pin(async move {
+            if let Some(writer) = writer {
+                let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+            }
+        })
+    }
+}
+
+/// Converts histories stored as one JSON row per user (before turn rows) into turn rows.
+fn migrate_whole_rows(conn: &Connection) -> Result<(), HistoryError> {
+    let exists: Option<String> = conn
+        .query_row(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'histories'",
+            [],
+            |row| row.get(0),
+        )
+        .optional()?;
+    if exists.is_none() {
+        return Ok(());
+    }
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let result = (|| -> Result<usize, HistoryError> {
+        let rows: Vec<(String, String)> = conn
+            .prepare("SELECT user_id, messages FROM histories")?
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        for (user, text) in &rows {
+            let messages: Vec<ChatMessage> = serde_json::from_str(text)?;
+            let mut version = 0i64;
+            for turn in split_turns(messages) {
+                version += 1;
+                conn.execute(
+                    "INSERT OR REPLACE INTO history_turns (user_id, seq, messages) VALUES (?1, ?2, ?3)",
+                    (user, version, serde_json::to_string(&turn)?),
+                )?;
+            }
+            conn.execute(
+                "INSERT OR REPLACE INTO history_heads (user_id, version) VALUES (?1, ?2)",
+                (user, version),
+            )?;
+        }
+        conn.execute_batch("DROP TABLE histories")?;
+        Ok(rows.len())
+    })();
+    match result {
+        Ok(users) => {
+            conn.execute_batch("COMMIT")?;
+            tracing::info!(users, "histories converted to turn rows");
+            Ok(())
+        }
+        Err(error) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(error)
+        }
+    }
+}
+
+fn writer_loop(
+    conn: Connection,
+    rx: crossbeam_channel::Receiver<Msg>,
+    counters: Arc<Counters>,
+    checkpoint_conn: Connection,
+    path: PathBuf,
+) {
+    let (stop_checkpoints, stop_rx) = crossbeam_channel::bounded::<()>(0);
+    let checkpointer = {
+        let counters = counters.clone();
+        thread::Builder::new()
+            .name("memento-history-checkpoint".into())
+            .spawn(move || checkpoint_loop(checkpoint_conn, stop_rx, counters, path))
+    };
+    if let Err(error) = &checkpointer {
+        tracing::error!(%error, "cannot start the history checkpoint thread; the WAL is checkpointed at shutdown only");
+    }
+    let mut batch: Vec<Box<dyn WriteJob>> = Vec::with_capacity(MAX_BATCH);
+    let mut closing = false;
+    while !closing {
+        match rx.recv() {
+            Ok(Msg::Job(job)) => batch.push(job),
+            Ok(Msg::Close) | Err(_) => break,
+        }
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(Msg::Job(job)) => batch.push(job),
+                Ok(Msg::Close) => {
+                    closing = true;
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        run_jobs(&conn, &mut batch, &counters);
+    }
+    // Anything still queued behind `Close` is answered `Closed` when the channel drops.
+    drop(stop_checkpoints);
+    if let Ok(checkpointer) = checkpointer {
+        let _ = checkpointer.join();
+    }
+    if let Err(error) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
+        tracing::warn!(%error, "final history checkpoint failed");
+    }
+}
+
+fn run_jobs(conn: &Connection, batch: &mut Vec<Box<dyn WriteJob>>, counters: &Counters) {
+    let jobs = batch.len() as u64;
+    match run_batch(conn, batch) {
+        Ok(()) => {
+            counters.writes.fetch_add(jobs, Ordering::Relaxed);
+            counters.commits.fetch_add(1, Ordering::Relaxed);
+            for job in batch.drain(..) {
+                job.finish(Ok(()));
+            }
+        }
+        Err(BatchFailure::Begin(message)) => {
+            tracing::error!(error = %message, "cannot commit a history transaction");
+            for job in batch.drain(..) {
+                job.finish(Err(message.clone()));
+            }
+        }
+        Err(BatchFailure::Job) => {
+            // Slow path: one transaction per job.
+            for mut job in batch.drain(..) {
+                let commit = match run_batch(conn, std::slice::from_mut(&mut job)) {
+                    Ok(()) => {
+                        counters.writes.fetch_add(1, Ordering::Relaxed);
+                        counters.commits.fetch_add(1, Ordering::Relaxed);
+                        Ok(())
+                    }
+                    // The job's own error is in its result.
+                    Err(BatchFailure::Job) => Ok(()),
+                    Err(BatchFailure::Begin(message)) => Err(message),
+                };
+                job.finish(commit);
+            }
+        }
+    }
+}
+
+enum BatchFailure {
+    /// `BEGIN` or `COMMIT` failed: nothing was written.
+    Begin(String),
+    /// A job failed with a database error; the transaction was rolled back.
+    Job,
+}
+
+fn run_batch(conn: &Connection, jobs: &mut [Box<dyn WriteJob>]) -> Result<(), BatchFailure> {
+    conn.execute_batch("BEGIN IMMEDIATE")
+        .map_err(|e| BatchFailure::Begin(e.to_string()))?;
+    for job in jobs.iter_mut() {
+        if !job.run(conn) {
+            let _ = conn.execute_batch("ROLLBACK");
+            return Err(BatchFailure::Job);
+        }
+    }
+    conn.execute_batch("COMMIT").map_err(|e| {
+        let _ = conn.execute_batch("ROLLBACK");
+        BatchFailure::Begin(e.to_string())
+    })
+}
+
+/// The checkpoint thread: PASSIVE after new commits, TRUNCATE when the WAL grew too large.
+fn checkpoint_loop(
+    conn: Connection,
+    stop: crossbeam_channel::Receiver<()>,
+    counters: Arc<Counters>,
+    path: PathBuf,
+) {
+    let mut wal = path.into_os_string();
+    wal.push("-wal");
+    let wal = PathBuf::from(wal);
+    let mut seen = counters.commits.load(Ordering::Relaxed);
+    loop {
+        match stop.recv_timeout(CHECKPOINT_INTERVAL) {
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+            _ => return,
+        }
+        let commits = counters.commits.load(Ordering::Relaxed);
+        if commits == seen {
+            continue;
+        }
+        seen = commits;
+        let large = std::fs::metadata(&wal).is_ok_and(|m| m.len() > WAL_TRUNCATE_BYTES);
+        let mode = if large { "TRUNCATE" } else { "PASSIVE" };
+        match conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(())) {
+            Ok(()) => {
+                counters.checkpoints.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(error) => tracing::warn!(%error, mode, "history checkpoint failed"),
+        }
+    }
+}

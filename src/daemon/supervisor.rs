@@ -1,0 +1,606 @@
+//! The supervisor: one conversation actor per user, spawned on the user's first message.
+//!
+//! - Keeps `user -> conversation` in a `DashMap` shared with [`SupervisorHandle`], so
+//!   routing a turn to a live conversation never passes through the supervisor's mailbox;
+//!   only spawning does.
+//! - Conversations are linked to it: a failed one is removed and restarted on the user's next
+//!   message, its history reloaded from disk (saved after every turn).
+//! - A periodic sweep stops conversations idle longer than `conversation.idle_timeout`;
+//!   at `conversation.max_actors`, spawning evicts the least recently used idle ones.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use dashmap::DashMap;
+use ractor::{Actor, ActorProcessingErr, ActorRef, ActorStatus, RpcReplyPort, SupervisionEvent};
+use tokio::sync::{Semaphore, mpsc};
+use tokio::time::Instant;
+
+use crate::daemon::conversation::{
+    Conversation, ConversationArgs, ConversationMsg, REPLY_GRACE, TurnContext, TurnError,
+    TurnEvent, TurnOutcome, TurnRequest,
+};
+use crate::daemon::history::HistoryStore;
+use crate::daemon::llm::LlmHandle;
+use crate::daemon::llm::types::ChatMessage;
+use crate::daemon::mcp::McpHandle;
+use crate::shared::config::ConversationConfig;
+use crate::shared::domain::UserId;
+use crate::shared::metrics::{Counter, Gauge, Histogram};
+
+/// What a shutdown step still gets once the bound (`server.shutdown_grace`) is spent: long
+/// enough for an actor to take its stop signal, short enough that a late step adds little.
+pub(crate) const STOP_FLOOR: Duration = Duration::from_millis(250);
+
+/// How long a shutdown step may wait: what is left until `deadline`, at least
+/// [`STOP_FLOOR`]. The daemon's one shutdown bound is carried as that deadline.
+pub(crate) fn time_left(deadline: Instant) -> Duration {
+    deadline
+        .saturating_duration_since(Instant::now())
+        .max(STOP_FLOOR)
+}
+
+/// How often idle conversations are looked for, at most (half the idle timeout when shorter).
+const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Turn and actor metrics for `/metrics`.
+#[derive(Debug, Default)]
+pub struct TurnMetrics {
+    /// Turns finished, successfully or not.
+    pub turns: Counter,
+    /// Turns that failed.
+    pub turn_errors: Counter,
+    /// Turns refused because too many were in progress.
+    pub overloaded: Counter,
+    /// Turns refused because their user had `max_queued_turns` waiting.
+    pub queue_full: Counter,
+    /// Turn latency.
+    pub latency: Histogram,
+    /// Live conversation actors.
+    pub live_actors: Gauge,
+    /// Conversations that failed and were removed (restarted on the next message).
+    pub actor_failures: Counter,
+    /// Conversations stopped for idleness or eviction.
+    pub actor_stops: Counter,
+    /// Idle conversations told to release their cached history.
+    pub history_releases: Counter,
+}
+
+/// A live conversation and when it was last used.
+pub struct ConversationEntry {
+    actor: ActorRef<ConversationMsg>,
+    /// Milliseconds since the supervisor started.
+    last_active: AtomicU64,
+    /// Turns queued or running.
+    busy: AtomicUsize,
+    /// The actor may hold its history in memory (set by every call, cleared when the sweep
+    /// tells an idle actor to release it).
+    history_cached: std::sync::atomic::AtomicBool,
+}
+
+/// The typed handle the HTTP layer uses. Cheap to clone.
+#[derive(Clone)]
+pub struct SupervisorHandle {
+    actor: ActorRef<SupervisorMsg>,
+    entries: Arc<DashMap<UserId, Arc<ConversationEntry>>>,
+    turn_limit: Arc<Semaphore>,
+    /// The configured size of `turn_limit`.
+    turn_capacity: usize,
+    metrics: Arc<TurnMetrics>,
+    /// Reference point of `ConversationEntry::last_active`.
+    started: Instant,
+    /// Most turns of one user waiting or running.
+    max_queued_turns: usize,
+}
+
+/// Spawn arguments.
+pub struct SupervisorArgs {
+    /// Shared LLM actor.
+    pub llm: LlmHandle,
+    /// Shared MCP actor.
+    pub mcp: McpHandle,
+    /// History store.
+    pub history: HistoryStore,
+    /// Limits.
+    pub config: ConversationConfig,
+    /// Turns in progress at once.
+    pub max_concurrent_turns: usize,
+}
+
+impl SupervisorHandle {
+    /// Spawns the supervisor.
+    pub async fn spawn(args: SupervisorArgs) -> Result<SupervisorHandle, ractor::SpawnErr> {
+        let entries = Arc::new(DashMap::new());
+        let metrics = Arc::new(TurnMetrics::default());
+        let turn_capacity = args
+            .max_concurrent_turns
+            .clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
+        let turn_limit = Arc::new(Semaphore::new(turn_capacity));
+        let started = Instant::now();
+        let max_queued_turns = args.config.max_queued_turns.max(1);
+        let state_args = SupervisorState {
+            conversation: ConversationArgsTemplate {
+                llm: args.llm,
+                mcp: args.mcp,
+                history: args.history,
+                config: Arc::new(args.config),
+            },
+            entries: entries.clone(),
+            metrics: metrics.clone(),
+            started,
+        };
+        let (actor, _join) = Actor::spawn(None, Supervisor, state_args).await?;
+        Ok(SupervisorHandle {
+            actor,
+            entries,
+            turn_limit,
+            turn_capacity,
+            metrics,
+            started,
+            max_queued_turns,
+        })
+    }
+
+    /// Runs one turn for `user`: in order with the user's other turns, concurrently with
+    /// everyone else's.
+    pub async fn turn(
+        &self,
+        user: &UserId,
+        message: String,
+        deadline: Instant,
+        events: Option<mpsc::UnboundedSender<TurnEvent>>,
+    ) -> Result<TurnOutcome, TurnError> {
+        self.run_turn(user, message, TurnContext::Stored, deadline, events)
+            .await
+    }
+
+    /// Runs one turn for `user` on a conversation the caller supplies (`prior`, oldest
+    /// first, then `message`) instead of the stored history, which it leaves unchanged:
+    /// the OpenAI-compatible API. Same actor, order, limits and tools as [`Self::turn`].
+    pub async fn turn_given(
+        &self,
+        user: &UserId,
+        prior: Vec<ChatMessage>,
+        message: String,
+        deadline: Instant,
+        events: Option<mpsc::UnboundedSender<TurnEvent>>,
+    ) -> Result<TurnOutcome, TurnError> {
+        self.run_turn(user, message, TurnContext::Given(prior), deadline, events)
+            .await
+    }
+
+    async fn run_turn(
+        &self,
+        user: &UserId,
+        message: String,
+        context: TurnContext,
+        deadline: Instant,
+        events: Option<mpsc::UnboundedSender<TurnEvent>>,
+    ) -> Result<TurnOutcome, TurnError> {
+        // Dropping this future (the HTTP client went away) cancels the turn.
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let _cancel_on_drop = cancel.clone().drop_guard();
+        if self.turn_limit.is_closed() {
+            return Err(TurnError::ShuttingDown);
+        }
+        // Counted when the turn ends, however it ends: a turn whose caller hung up (this
+        // future dropped) is a finished, failed turn too.
+        let mut counted = TurnCounter {
+            metrics: &self.metrics,
+            started: Instant::now(),
+            failed: true,
+        };
+        let result = self
+            .turn_inner(user, message, context, deadline, events, cancel)
+            .await;
+        counted.failed = result.is_err();
+        if matches!(result, Err(TurnError::Overloaded)) {
+            self.metrics.overloaded.inc();
+        }
+        result
+    }
+
+    async fn turn_inner(
+        &self,
+        user: &UserId,
+        message: String,
+        context: TurnContext,
+        deadline: Instant,
+        events: Option<mpsc::UnboundedSender<TurnEvent>>,
+        cancel: tokio_util::sync::CancellationToken,
+    ) -> Result<TurnOutcome, TurnError> {
+        let turn_id = uuid::Uuid::now_v7().simple().to_string();
+        // The entry comes back already marked busy (under the map's lock), so the idle sweep
+        // cannot stop it between the lookup and the send. A conversation that failed before
+        // the message reached it never saw the message, so one retry with a fresh actor is
+        // safe. A failure during the turn is not retried.
+        for attempt in 0..2 {
+            let busy = self.conversation(user).await?;
+            let entry = busy.entry.clone();
+            if busy.queued_before >= self.max_queued_turns {
+                self.metrics.queue_full.inc();
+                return Err(TurnError::QueueFull {
+                    limit: self.max_queued_turns,
+                });
+            }
+            let request = TurnRequest {
+                message: message.clone(),
+                context: context.clone(),
+                deadline,
+                events: events.clone(),
+                turn_id: turn_id.clone(),
+                cancel: cancel.clone(),
+                parent: tracing::Span::current(),
+                turn_limit: self.turn_limit.clone(),
+            };
+            let wait = deadline.saturating_duration_since(Instant::now()) + REPLY_GRACE;
+            let result = entry
+                .actor
+                .call(|reply| ConversationMsg::Turn { request, reply }, Some(wait))
+                .await;
+            self.touch(&entry);
+            match result {
+                Ok(ractor::rpc::CallResult::Success(outcome)) => return outcome,
+                Ok(ractor::rpc::CallResult::Timeout) => return Err(TurnError::DeadlineExceeded),
+                Ok(ractor::rpc::CallResult::SenderError) => return Err(TurnError::ActorFailed),
+                Err(_) if attempt == 0 => continue,
+                Err(_) => return Err(TurnError::ActorFailed),
+            }
+        }
+        Err(TurnError::ActorFailed)
+    }
+
+    /// The user's history, oldest first.
+    pub async fn history(&self, user: &UserId) -> Result<Vec<ChatMessage>, TurnError> {
+        let busy = self.conversation(user).await?;
+        let entry = &busy.entry;
+        self.touch(entry);
+        match entry
+            .actor
+            .call(
+                |reply| ConversationMsg::History { reply },
+                Some(Duration::from_secs(60)),
+            )
+            .await
+        {
+            Ok(ractor::rpc::CallResult::Success(history)) => history,
+            Ok(ractor::rpc::CallResult::Timeout) => Err(TurnError::DeadlineExceeded),
+            _ => Err(TurnError::ActorFailed),
+        }
+    }
+
+    /// Forgets the user's history.
+    pub async fn reset(&self, user: &UserId) -> Result<(), TurnError> {
+        let busy = self.conversation(user).await?;
+        let entry = &busy.entry;
+        match entry
+            .actor
+            .call(
+                |reply| ConversationMsg::Reset { reply },
+                Some(Duration::from_secs(60)),
+            )
+            .await
+        {
+            Ok(ractor::rpc::CallResult::Success(result)) => result,
+            Ok(ractor::rpc::CallResult::Timeout) => Err(TurnError::DeadlineExceeded),
+            _ => Err(TurnError::ActorFailed),
+        }
+    }
+
+    /// Live conversation actors.
+    pub fn live_actors(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Metrics.
+    pub fn metrics(&self) -> &TurnMetrics {
+        &self.metrics
+    }
+
+    /// Makes the user's conversation actor panic (tests of supervision only).
+    #[doc(hidden)]
+    pub async fn crash_for_test(&self, user: &UserId) -> Result<(), TurnError> {
+        let busy = self.conversation(user).await?;
+        busy.entry
+            .actor
+            .cast(ConversationMsg::Crash)
+            .map_err(|_| TurnError::ActorFailed)
+    }
+
+    /// Stops taking turns, lets running ones finish until `deadline`, then stops every actor
+    /// (each stop waits what is left of the bound, at least [`STOP_FLOOR`]).
+    pub async fn shutdown(&self, deadline: Instant) {
+        // Taking every permit waits for in-flight turns and refuses new ones.
+        let permits = u32::try_from(self.turn_capacity).unwrap_or(u32::MAX);
+        let drained =
+            tokio::time::timeout_at(deadline, self.turn_limit.acquire_many(permits)).await;
+        if drained.is_err() {
+            tracing::warn!("turns still running after the grace period; stopping anyway");
+        }
+        self.turn_limit.close();
+        let _ = self
+            .actor
+            .stop_children_and_wait(Some("shutdown".into()), Some(time_left(deadline)))
+            .await;
+        let _ = self
+            .actor
+            .stop_and_wait(Some("shutdown".into()), Some(time_left(deadline)))
+            .await;
+    }
+
+    fn touch(&self, entry: &ConversationEntry) {
+        entry
+            .last_active
+            .store(millis_since(self.started), Ordering::Relaxed);
+        entry.history_cached.store(true, Ordering::Relaxed);
+    }
+
+    /// The live conversation of `user`, spawning it if needed, marked busy until the
+    /// returned guard drops. The mark is taken while the map's shard is locked, and the sweep
+    /// removes only unmarked entries under the same lock, so a conversation handed out here is
+    /// never stopped for idleness.
+    async fn conversation(&self, user: &UserId) -> Result<Busy, TurnError> {
+        if let Some(entry) = self.entries.get(user)
+            && entry.actor.get_status() == ActorStatus::Running
+        {
+            return Ok(Busy::mark(entry.value().clone()));
+        }
+        match self
+            .actor
+            .call(
+                |reply| SupervisorMsg::Spawn {
+                    user: user.clone(),
+                    reply,
+                },
+                Some(Duration::from_secs(30)),
+            )
+            .await
+        {
+            Ok(ractor::rpc::CallResult::Success(result)) => result,
+            _ => Err(TurnError::ShuttingDown),
+        }
+    }
+}
+
+/// Counts one turn in the metrics when dropped: finished, failed, or abandoned by its caller.
+struct TurnCounter<'a> {
+    metrics: &'a TurnMetrics,
+    started: Instant,
+    failed: bool,
+}
+
+impl Drop for TurnCounter<'_> {
+    fn drop(&mut self) {
+        self.metrics.turns.inc();
+        self.metrics.latency.observe(self.started.elapsed());
+        if self.failed {
+            self.metrics.turn_errors.inc();
+        }
+    }
+}
+
+/// A conversation marked busy (a turn, history or reset call waiting on it or running).
+pub struct Busy {
+    entry: Arc<ConversationEntry>,
+    /// Turns and calls that were already waiting or running when this one was marked.
+    queued_before: usize,
+}
+
+impl Busy {
+    fn mark(entry: Arc<ConversationEntry>) -> Busy {
+        let queued_before = entry.busy.fetch_add(1, Ordering::AcqRel);
+        Busy {
+            entry,
+            queued_before,
+        }
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.entry.busy.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+fn millis_since(start: Instant) -> u64 {
+    u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+// === The supervisor actor ===
+
+/// Messages of the supervisor.
+pub enum SupervisorMsg {
+    /// Reply with the user's live conversation, spawning (or restarting) it if needed.
+    Spawn {
+        /// Whose.
+        user: UserId,
+        /// The live entry, marked busy, or why there is none.
+        reply: RpcReplyPort<Result<Busy, TurnError>>,
+    },
+    /// Stop conversations idle longer than the idle timeout. Sent by a timer.
+    Sweep,
+}
+
+/// The conversation arguments minus the user.
+struct ConversationArgsTemplate {
+    llm: LlmHandle,
+    mcp: McpHandle,
+    history: HistoryStore,
+    config: Arc<ConversationConfig>,
+}
+
+/// The supervisor actor.
+pub struct Supervisor;
+
+/// Its state.
+pub struct SupervisorState {
+    conversation: ConversationArgsTemplate,
+    entries: Arc<DashMap<UserId, Arc<ConversationEntry>>>,
+    metrics: Arc<TurnMetrics>,
+    started: Instant,
+}
+
+impl Actor for Supervisor {
+    type Msg = SupervisorMsg;
+    type State = SupervisorState;
+    type Arguments = SupervisorState;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        state: SupervisorState,
+    ) -> Result<SupervisorState, ActorProcessingErr> {
+        let config = &state.conversation.config;
+        let interval = (config.idle_timeout.min(config.history_cache_idle) / 2)
+            .clamp(Duration::from_millis(50), SWEEP_INTERVAL);
+        myself.send_interval(interval, || SupervisorMsg::Sweep);
+        Ok(state)
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        message: SupervisorMsg,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            SupervisorMsg::Spawn { user, reply } => {
+                let result = state.spawn(&myself, &user).await;
+                let _ = reply.send(result);
+            }
+            SupervisorMsg::Sweep => state.sweep(),
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        _myself: ActorRef<SupervisorMsg>,
+        event: SupervisionEvent,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match event {
+            SupervisionEvent::ActorFailed(cell, error) => {
+                state.metrics.actor_failures.inc();
+                tracing::error!(actor = %cell.get_id(), %error, "conversation failed; it restarts on the user's next message");
+                state.forget(cell.get_id());
+            }
+            SupervisionEvent::ActorTerminated(cell, _, _) => state.forget(cell.get_id()),
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+impl SupervisorState {
+    async fn spawn(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        user: &UserId,
+    ) -> Result<Busy, TurnError> {
+        if let Some(entry) = self.entries.get(user)
+            && entry.actor.get_status() == ActorStatus::Running
+        {
+            return Ok(Busy::mark(entry.value().clone()));
+        }
+        if self.entries.len() >= self.conversation.config.max_actors {
+            self.evict_idle();
+        }
+        let args = ConversationArgs {
+            user: user.clone(),
+            llm: self.conversation.llm.clone(),
+            mcp: self.conversation.mcp.clone(),
+            history: self.conversation.history.clone(),
+            config: self.conversation.config.clone(),
+        };
+        let (actor, _join) = Actor::spawn_linked(None, Conversation, args, myself.get_cell())
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "cannot spawn a conversation");
+                TurnError::ShuttingDown
+            })?;
+        let entry = Arc::new(ConversationEntry {
+            actor,
+            last_active: AtomicU64::new(millis_since(self.started)),
+            busy: AtomicUsize::new(0),
+            history_cached: std::sync::atomic::AtomicBool::new(false),
+        });
+        let busy = Busy::mark(entry.clone());
+        self.entries.insert(user.clone(), entry);
+        self.metrics.live_actors.set(self.entries.len() as u64);
+        Ok(busy)
+    }
+
+    fn forget(&mut self, id: ractor::ActorId) {
+        self.entries.retain(|_, entry| entry.actor.get_id() != id);
+        self.metrics.live_actors.set(self.entries.len() as u64);
+    }
+
+    fn is_idle(entry: &ConversationEntry) -> bool {
+        entry.busy.load(Ordering::Acquire) == 0
+    }
+
+    /// Stops conversations idle longer than the idle timeout.
+    fn sweep(&mut self) {
+        let now = millis_since(self.started);
+        let idle_ms =
+            u64::try_from(self.conversation.config.idle_timeout.as_millis()).unwrap_or(u64::MAX);
+        let stale: Vec<UserId> = self
+            .entries
+            .iter()
+            .filter(|e| {
+                Self::is_idle(e.value())
+                    && now.saturating_sub(e.value().last_active.load(Ordering::Relaxed)) > idle_ms
+            })
+            .map(|e| e.key().clone())
+            .collect();
+        for user in stale {
+            self.stop_if_idle(&user, "idle");
+        }
+        // Idle but kept: release the cached history (reloaded on the next turn).
+        let cache_ms = u64::try_from(self.conversation.config.history_cache_idle.as_millis())
+            .unwrap_or(u64::MAX);
+        for entry in self.entries.iter() {
+            let entry = entry.value();
+            if Self::is_idle(entry)
+                && now.saturating_sub(entry.last_active.load(Ordering::Relaxed)) > cache_ms
+                && entry.history_cached.swap(false, Ordering::Relaxed)
+                && entry.actor.cast(ConversationMsg::ReleaseHistory).is_ok()
+            {
+                self.metrics.history_releases.inc();
+            }
+        }
+    }
+
+    /// At the actor cap: stops the least recently used idle tenth (at least one).
+    fn evict_idle(&mut self) {
+        let mut idle: Vec<(u64, UserId)> = self
+            .entries
+            .iter()
+            .filter(|e| Self::is_idle(e.value()))
+            .map(|e| {
+                (
+                    e.value().last_active.load(Ordering::Relaxed),
+                    e.key().clone(),
+                )
+            })
+            .collect();
+        idle.sort();
+        let count = (self.conversation.config.max_actors / 10).max(1);
+        for (_, user) in idle.into_iter().take(count) {
+            self.stop_if_idle(&user, "evicted");
+        }
+    }
+
+    /// Stops the user's conversation if it is still idle: the check and the removal happen
+    /// under the map's lock, where [`Busy::mark`] happens too.
+    fn stop_if_idle(&mut self, user: &UserId, reason: &str) {
+        if let Some((_, entry)) = self.entries.remove_if(user, |_, e| Self::is_idle(e)) {
+            // History is saved after every turn, so stopping loses nothing.
+            entry.actor.stop(Some(reason.to_owned()));
+            self.metrics.actor_stops.inc();
+        }
+        self.metrics.live_actors.set(self.entries.len() as u64);
+    }
+}

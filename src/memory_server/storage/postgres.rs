@@ -1,0 +1,721 @@
+//! The PostgreSQL engine of [`MemoryStore`] (`storage.backend = "postgres"`): every daemon
+//! and memory server of a deployment can share one database.
+//!
+//! - **Schema** (component `memories` of [`crate::shared::pg::migrate`], see [`MIGRATIONS`]):
+//!   `memories` keyed by a `position` sequence (the listing order), with a `search` tsvector
+//!   and a GIN index on it; `memory_tags` for tag counts and tag listing; `users` for user
+//!   completion; `idempotency` for the store keys.
+//! - **Full text**: each field is split into words in Rust with the same splitter as the
+//!   SQLite engine (`domain::fts_words`), then stemmed by PostgreSQL's `english`
+//!   configuration and weighted (filename A, description B, tags C, content D). Queries are
+//!   `websearch_to_tsquery` over the terms joined by `or` (any term may match, as with
+//!   SQLite), which never raises a syntax error whatever the text, and are ranked by
+//!   `ts_rank_cd` with weights content 0.3, tags and description 0.6, filename 1.0
+//!   (SQLite's bm25 weights 1 : 2 : 2 : 3) normalised by document length, then newest first.
+//!   Every query is scoped by `user_id`; the `(user_id, created_at)` index keeps a user's
+//!   search to that user's rows, whatever the other users store.
+//! - **Durability**: a store is one statement (or, with an idempotency key, one
+//!   transaction) and is acknowledged after its `COMMIT` returns, with the server's
+//!   `synchronous_commit` (on by default: the WAL is flushed). Concurrent stores on the pool's
+//!   connections share WAL flushes through PostgreSQL's own group commit.
+//! - **Idempotency**: the same semantics as SQLite. The key is claimed first with
+//!   `INSERT ... ON CONFLICT DO UPDATE ... WHERE expired`: a concurrent store with the same key
+//!   waits for the first to commit, then finds its record and replays it (or refuses other
+//!   arguments with [`StorageError::KeyReused`]). Expired keys are purged once a minute.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
+
+use super::sql::arguments_digest;
+use super::{
+    CompletionField, ListQuery, ListedMemory, Memory, MemoryStore, MemorySummary, NewMemory,
+    PREVIEW_CHARS, SearchQuery, StorageError, StorageStats, StoredMemory, TagCount,
+};
+use crate::shared::domain::{MemoryId, UserId};
+use crate::shared::pg::{self, Migration, Pool, PoolOptions};
+
+/// The `schema_migrations` component of the memory tables.
+pub(crate) const COMPONENT: &str = "memories";
+
+/// The memory tables, in version order. Never edit a released step: append one.
+pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "memories, tags, users, idempotency keys, full-text index",
+    sql: "CREATE TABLE memories (
+            position BIGSERIAL PRIMARY KEY,
+            id TEXT NOT NULL UNIQUE,
+            user_id TEXT NOT NULL,
+            filename TEXT NOT NULL,
+            stored_as TEXT NOT NULL,
+            description TEXT NOT NULL DEFAULT '',
+            tags TEXT[] NOT NULL DEFAULT '{}',
+            content TEXT NOT NULL,
+            size_bytes BIGINT NOT NULL,
+            created_at TIMESTAMPTZ NOT NULL,
+            search TSVECTOR NOT NULL
+        );
+        CREATE INDEX memories_by_user_time ON memories (user_id, created_at);
+        CREATE INDEX memories_by_user_position ON memories (user_id, position);
+        CREATE INDEX memories_search ON memories USING GIN (search);
+        CREATE TABLE memory_tags (
+            user_id TEXT NOT NULL,
+            tag TEXT NOT NULL,
+            position BIGINT NOT NULL REFERENCES memories (position) ON DELETE CASCADE,
+            PRIMARY KEY (user_id, tag, position)
+        );
+        CREATE INDEX memory_tags_by_position ON memory_tags (position);
+        CREATE TABLE users (user_id TEXT PRIMARY KEY);
+        CREATE TABLE idempotency (
+            user_id TEXT NOT NULL,
+            key TEXT NOT NULL,
+            result TEXT NOT NULL,
+            arguments TEXT NOT NULL,
+            created_at TIMESTAMPTZ NOT NULL,
+            PRIMARY KEY (user_id, key)
+        );
+        CREATE INDEX idempotency_by_time ON idempotency (created_at);",
+}];
+
+/// Tuning of the PostgreSQL engine.
+#[derive(Debug, Clone)]
+pub struct PostgresOptions {
+    /// Pool size and schema (see [`PoolOptions`]).
+    pub pool: PoolOptions,
+    /// How long idempotency keys are remembered.
+    pub idempotency_window: Duration,
+}
+
+impl Default for PostgresOptions {
+    fn default() -> Self {
+        PostgresOptions {
+            pool: PoolOptions::default(),
+            idempotency_window: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// The PostgreSQL engine. Cheap to clone.
+#[derive(Clone)]
+pub struct PostgresStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: Pool,
+    idempotency_window: Duration,
+    writes: AtomicU64,
+    reads: AtomicU64,
+    /// Unix seconds of the last purge of expired idempotency keys.
+    last_purge: AtomicI64,
+}
+
+/// How often expired idempotency keys are deleted.
+const PURGE_INTERVAL_SECS: i64 = 60;
+
+/// Columns of a summary, in the order [`summary_from_row`] reads them.
+const SUMMARY_COLUMNS: &str =
+    "id, filename, stored_as, description, tags, created_at, size_bytes, left(content, 300)";
+
+const _: () = assert!(
+    PREVIEW_CHARS == 300,
+    "SUMMARY_COLUMNS hard-codes the preview length"
+);
+
+impl PostgresStore {
+    /// Connects to `url`, runs the migrations of the memory tables and returns the store.
+    /// Errors never contain the URL's password.
+    pub async fn open(url: &str, options: &PostgresOptions) -> Result<PostgresStore, StorageError> {
+        let pool = pg::connect(url, &options.pool).await?;
+        pg::migrate(&pool, COMPONENT, MIGRATIONS).await?;
+        tracing::info!(url = %pg::redact(url), "PostgreSQL memory store open");
+        Ok(PostgresStore {
+            inner: Arc::new(Inner {
+                pool,
+                idempotency_window: options.idempotency_window,
+                writes: AtomicU64::new(0),
+                reads: AtomicU64::new(0),
+                last_purge: AtomicI64::new(Utc::now().timestamp()),
+            }),
+        })
+    }
+
+    /// The pool (tests and tools run their own SQL through it).
+    pub fn pool(&self) -> &Pool {
+        &self.inner.pool
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Client, StorageError> {
+        Ok(self.inner.pool.get().await.map_err(pg::PgError::from)?)
+    }
+
+    /// A pooled connection for a read; counts the read.
+    async fn reader(&self) -> Result<deadpool_postgres::Client, StorageError> {
+        let client = self.client().await?;
+        self.inner.reads.fetch_add(1, Ordering::Relaxed);
+        Ok(client)
+    }
+
+    /// Deletes expired idempotency keys when the last purge is older than a minute (one
+    /// caller wins the race; failures are logged, never the store's).
+    async fn purge_if_due(&self, client: &deadpool_postgres::Client) {
+        let now = Utc::now().timestamp();
+        let last = self.inner.last_purge.load(Ordering::Relaxed);
+        if now - last < PURGE_INTERVAL_SECS
+            || self
+                .inner
+                .last_purge
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        let horizon = horizon(self.inner.idempotency_window);
+        if let Err(error) = client
+            .execute("DELETE FROM idempotency WHERE created_at < $1", &[&horizon])
+            .await
+        {
+            tracing::warn!(%error, "cannot purge expired idempotency keys");
+        }
+    }
+
+    async fn store_inner(&self, memory: NewMemory) -> Result<StoredMemory, StorageError> {
+        let mut client = self.client().await?;
+        self.purge_if_due(&client).await;
+        let tx = client.transaction().await?;
+        // An import already present: answer it (and record the key with it).
+        let existing = match memory.created_at {
+            Some(original) => find_imported(&tx, &memory, original).await?,
+            None => None,
+        };
+        let stored = match &existing {
+            Some(existing) => existing.clone(),
+            None => {
+                let id = MemoryId::new();
+                let created_at = micros(memory.created_at.unwrap_or_else(Utc::now))?;
+                StoredMemory {
+                    id,
+                    filename: memory.filename.clone(),
+                    stored_as: format!(
+                        "{}_{}",
+                        created_at.format("%Y%m%d_%H%M%S"),
+                        memory.filename
+                    ),
+                    description: memory.description.clone(),
+                    tags: memory.tags.clone(),
+                    created_at,
+                    size_bytes: memory.content.len() as u64,
+                    replayed: false,
+                }
+            }
+        };
+        if let Some(key) = &memory.idempotency_key {
+            let digest = arguments_digest(&memory);
+            let result = serde_json::to_string(&stored)
+                .map_err(|e| StorageError::Corrupt(format!("idempotency record: {e}")))?;
+            let claim = tx
+                .prepare_cached(
+                    "INSERT INTO idempotency (user_id, key, result, arguments, created_at) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (user_id, key) DO UPDATE SET \
+                     result = EXCLUDED.result, arguments = EXCLUDED.arguments, \
+                     created_at = EXCLUDED.created_at WHERE idempotency.created_at < $6 \
+                     RETURNING 1",
+                )
+                .await?;
+            let claimed = tx
+                .query_opt(
+                    &claim,
+                    &[
+                        &memory.user.as_str(),
+                        key,
+                        &result,
+                        &digest,
+                        &Utc::now(),
+                        &horizon(self.inner.idempotency_window),
+                    ],
+                )
+                .await?
+                .is_some();
+            if !claimed {
+                // Another store holds the key within the window (committed: the claim waited
+                // for it). This statement sees its record.
+                let previous = tx
+                    .query_one(
+                        "SELECT result, arguments FROM idempotency WHERE user_id = $1 AND key = $2",
+                        &[&memory.user.as_str(), key],
+                    )
+                    .await?;
+                let previous_result: String = previous.try_get(0)?;
+                let previous_digest: String = previous.try_get(1)?;
+                drop(tx);
+                if !previous_digest.is_empty() && previous_digest != digest {
+                    return Err(StorageError::KeyReused { key: key.clone() });
+                }
+                let mut replay: StoredMemory = serde_json::from_str(&previous_result)
+                    .map_err(|e| StorageError::Corrupt(format!("idempotency record: {e}")))?;
+                replay.replayed = true;
+                return Ok(replay);
+            }
+        }
+        if existing.is_none() {
+            insert(&tx, &memory, &stored).await?;
+        }
+        tx.commit()
+            .await
+            .map_err(|e| StorageError::Commit(e.to_string()))?;
+        self.inner.writes.fetch_add(1, Ordering::Relaxed);
+        Ok(stored)
+    }
+
+    async fn delete_inner(
+        &self,
+        user: UserId,
+        id: MemoryId,
+    ) -> Result<Option<MemorySummary>, StorageError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(&format!(
+                "DELETE FROM memories WHERE user_id = $1 AND id = $2 RETURNING {SUMMARY_COLUMNS}"
+            ))
+            .await?;
+        let row = client
+            .query_opt(&statement, &[&user.as_str(), &id.to_string()])
+            .await?;
+        self.inner.writes.fetch_add(1, Ordering::Relaxed);
+        row.as_ref().map(summary_from_row).transpose()
+    }
+}
+
+/// The oldest `created_at` of a live idempotency key.
+fn horizon(window: Duration) -> DateTime<Utc> {
+    let window = chrono::Duration::from_std(window).unwrap_or(chrono::Duration::MAX);
+    Utc::now()
+        .checked_sub_signed(window)
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
+/// `at` truncated to microseconds, PostgreSQL's precision, so the returned value equals what
+/// a later read returns.
+fn micros(at: DateTime<Utc>) -> Result<DateTime<Utc>, StorageError> {
+    super::sql::micros_to_datetime(at.timestamp_micros())
+}
+
+/// Words of `text` as the index sees them (the SQLite engine's split).
+fn words(text: &str) -> String {
+    crate::shared::domain::fts_words(text).join(" ")
+}
+
+async fn insert(
+    tx: &deadpool_postgres::Transaction<'_>,
+    memory: &NewMemory,
+    stored: &StoredMemory,
+) -> Result<(), StorageError> {
+    let statement = tx
+        .prepare_cached(
+            "WITH m AS (
+                INSERT INTO memories (id, user_id, filename, stored_as, description, tags,
+                    content, size_bytes, created_at, search)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9,
+                    setweight(to_tsvector('english', $10), 'A')
+                    || setweight(to_tsvector('english', $11), 'B')
+                    || setweight(to_tsvector('english', $12), 'C')
+                    || setweight(to_tsvector('english', $13), 'D'))
+                RETURNING position
+            ), t AS (
+                INSERT INTO memory_tags (user_id, tag, position)
+                SELECT $2, tag, m.position FROM m, unnest($6::text[]) AS tag
+                ON CONFLICT DO NOTHING
+            ), u AS (
+                INSERT INTO users (user_id) VALUES ($2) ON CONFLICT DO NOTHING
+            )
+            SELECT position FROM m",
+        )
+        .await?;
+    let size = i64::try_from(stored.size_bytes).unwrap_or(i64::MAX);
+    tx.query_one(
+        &statement,
+        &[
+            &stored.id.to_string(),
+            &memory.user.as_str(),
+            &memory.filename,
+            &stored.stored_as,
+            &memory.description,
+            &memory.tags,
+            &memory.content,
+            &size,
+            &stored.created_at,
+            &words(&memory.filename),
+            &words(&memory.description),
+            &words(&memory.tags.join(" ")),
+            &words(&memory.content),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// The memory an import would duplicate: same user, filename and content, stored within the
+/// same second as `original` (seed file names carry seconds only).
+async fn find_imported(
+    tx: &deadpool_postgres::Transaction<'_>,
+    memory: &NewMemory,
+    original: DateTime<Utc>,
+) -> Result<Option<StoredMemory>, StorageError> {
+    let second = super::sql::micros_to_datetime(original.timestamp().saturating_mul(1_000_000))?;
+    let next = second + chrono::Duration::seconds(1);
+    let row = tx
+        .query_opt(
+            &format!(
+                "SELECT {SUMMARY_COLUMNS} FROM memories WHERE user_id = $1 \
+                 AND created_at >= $2 AND created_at < $3 AND filename = $4 AND content = $5 \
+                 LIMIT 1"
+            ),
+            &[
+                &memory.user.as_str(),
+                &second,
+                &next,
+                &memory.filename,
+                &memory.content,
+            ],
+        )
+        .await?;
+    Ok(match row {
+        Some(row) => {
+            let summary = summary_from_row(&row)?;
+            Some(StoredMemory {
+                id: summary.id,
+                filename: summary.filename,
+                stored_as: summary.stored_as,
+                description: summary.description,
+                tags: summary.tags,
+                created_at: summary.created_at,
+                size_bytes: summary.size_bytes,
+                replayed: true,
+            })
+        }
+        None => None,
+    })
+}
+
+/// Decodes the eight summary columns ([`SUMMARY_COLUMNS`]).
+fn summary_from_row(row: &Row) -> Result<MemorySummary, StorageError> {
+    let id: String = row.try_get(0)?;
+    let size: i64 = row.try_get(6)?;
+    Ok(MemorySummary {
+        id: MemoryId::parse(&id).map_err(|e| StorageError::Corrupt(e.to_string()))?,
+        filename: row.try_get(1)?,
+        stored_as: row.try_get(2)?,
+        description: row.try_get(3)?,
+        tags: row.try_get(4)?,
+        created_at: row.try_get(5)?,
+        size_bytes: size.max(0) as u64,
+        preview: row.try_get(7)?,
+    })
+}
+
+type Params = Vec<Box<dyn ToSql + Sync + Send>>;
+
+fn refs(params: &Params) -> Vec<&(dyn ToSql + Sync)> {
+    params
+        .iter()
+        .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+        .collect()
+}
+
+async fn search(
+    client: &deadpool_postgres::Client,
+    query: &SearchQuery,
+) -> Result<Vec<MemorySummary>, StorageError> {
+    // No vectors here yet (issue 15): meaning-only search is refused, hybrid ranks by
+    // keywords.
+    if query.mode == super::SearchMode::Semantic && query.terms.is_some() {
+        return Err(super::no_vectors());
+    }
+    let mut params: Params = vec![Box::new(query.user.as_str().to_owned())];
+    let mut sql = format!("SELECT {SUMMARY_COLUMNS} FROM memories WHERE user_id = $1");
+    let ranked = match &query.terms {
+        Some(terms) if !terms.is_empty() => {
+            params.push(Box::new(terms.terms().join(" or ")));
+            sql.push_str(" AND search @@ websearch_to_tsquery('english', $2)");
+            true
+        }
+        // A query with no searchable word matches nothing (it must not match everything).
+        Some(_) => return Ok(Vec::new()),
+        None => false,
+    };
+    if let Some(since) = query.since {
+        params.push(Box::new(since));
+        sql.push_str(&format!(" AND created_at >= ${}", params.len()));
+    }
+    if let Some(until) = query.until {
+        params.push(Box::new(until));
+        sql.push_str(&format!(" AND created_at < ${}", params.len()));
+    }
+    if !query.tags.is_empty() {
+        params.push(Box::new(query.tags.clone()));
+        sql.push_str(&format!(" AND tags && ${}::text[]", params.len()));
+    }
+    if ranked {
+        // Weights {D content, C tags, B description, A filename}; normalisation 1 divides
+        // by 1 + log(length), as bm25 favours short documents.
+        sql.push_str(
+            " ORDER BY ts_rank_cd('{0.3, 0.6, 0.6, 1.0}', search, \
+             websearch_to_tsquery('english', $2), 1) DESC, created_at DESC, position DESC",
+        );
+    } else {
+        sql.push_str(" ORDER BY created_at DESC, position DESC");
+    }
+    params.push(Box::new(i64::from(query.limit)));
+    params.push(Box::new(i64::from(query.offset)));
+    sql.push_str(&format!(
+        " LIMIT ${} OFFSET ${}",
+        params.len() - 1,
+        params.len()
+    ));
+    let statement = client.prepare_cached(&sql).await?;
+    let rows = client.query(&statement, &refs(&params)).await?;
+    rows.iter().map(summary_from_row).collect()
+}
+
+async fn list(
+    client: &deadpool_postgres::Client,
+    query: &ListQuery,
+) -> Result<Vec<ListedMemory>, StorageError> {
+    let mut sql = format!(
+        "SELECT m.id, m.filename, m.stored_as, m.description, m.tags, m.created_at, \
+         m.size_bytes, {}, m.position, m.user_id FROM memories m WHERE true",
+        if query.with_content {
+            "m.content"
+        } else {
+            "''"
+        }
+    );
+    let mut params: Params = Vec::new();
+    if let Some(user) = &query.user {
+        params.push(Box::new(user.as_str().to_owned()));
+        sql.push_str(&format!(" AND m.user_id = ${}", params.len()));
+    }
+    if let Some(after) = query.after {
+        params.push(Box::new(after));
+        sql.push_str(&format!(" AND m.position < ${}", params.len()));
+    }
+    if let Some(filename) = &query.filename {
+        params.push(Box::new(filename.clone()));
+        sql.push_str(&format!(" AND m.filename = ${}", params.len()));
+    }
+    if let Some(tag) = &query.tag {
+        params.push(Box::new(tag.clone()));
+        sql.push_str(&format!(
+            " AND m.position IN (SELECT position FROM memory_tags WHERE tag = ${}{})",
+            params.len(),
+            if query.user.is_some() {
+                " AND user_id = $1"
+            } else {
+                ""
+            }
+        ));
+    }
+    params.push(Box::new(i64::from(query.limit)));
+    sql.push_str(&format!(
+        " ORDER BY m.position DESC LIMIT ${}",
+        params.len()
+    ));
+    let statement = client.prepare_cached(&sql).await?;
+    let rows = client.query(&statement, &refs(&params)).await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let user: String = row.try_get(9)?;
+        out.push(ListedMemory {
+            position: row.try_get(8)?,
+            user: UserId::parse(&user).map_err(|e| StorageError::Corrupt(e.to_string()))?,
+            memory: summary_from_row(row)?.into_memory(),
+        });
+    }
+    Ok(out)
+}
+
+async fn complete(
+    client: &deadpool_postgres::Client,
+    field: CompletionField,
+    user: Option<&UserId>,
+    prefix: &str,
+    limit: u32,
+) -> Result<Vec<String>, StorageError> {
+    // `left(x, length(prefix)) = prefix` rather than LIKE: no wildcard escaping, exact text;
+    // COLLATE "C" sorts by code point, as SQLite does.
+    let limit = i64::from(limit);
+    let rows = match (field, user) {
+        (CompletionField::User, _) => {
+            let statement = client
+                .prepare_cached(
+                    "SELECT user_id FROM users WHERE left(user_id, length($1)) = $1 \
+                     ORDER BY user_id COLLATE \"C\" LIMIT $2",
+                )
+                .await?;
+            client.query(&statement, &[&prefix, &limit]).await?
+        }
+        (_, None) => return Ok(Vec::new()),
+        (CompletionField::Tag, Some(user)) => {
+            let statement = client
+                .prepare_cached(
+                    "SELECT DISTINCT tag COLLATE \"C\" FROM memory_tags WHERE user_id = $1 \
+                     AND left(tag, length($2)) = $2 ORDER BY 1 LIMIT $3",
+                )
+                .await?;
+            client
+                .query(
+                    &statement,
+                    &[&user.as_str(), &prefix.to_lowercase(), &limit],
+                )
+                .await?
+        }
+        (CompletionField::Filename, Some(user)) => {
+            let statement = client
+                .prepare_cached(
+                    "SELECT DISTINCT filename COLLATE \"C\" FROM memories WHERE user_id = $1 \
+                     AND left(filename, length($2)) = $2 ORDER BY 1 LIMIT $3",
+                )
+                .await?;
+            client
+                .query(&statement, &[&user.as_str(), &prefix, &limit])
+                .await?
+        }
+    };
+    rows.iter()
+        .map(|row| Ok(row.try_get::<_, String>(0)?))
+        .collect()
+}
+
+impl MemoryStore for PostgresStore {
+    fn store(&self, memory: NewMemory) -> BoxFuture<'static, Result<StoredMemory, StorageError>> {
+        let store = self.clone();
+        traced(
+            "postgres store",
+            async move { store.store_inner(memory).await },
+        )
+    }
+
+    fn search(
+        &self,
+        query: SearchQuery,
+    ) -> BoxFuture<'static, Result<Vec<MemorySummary>, StorageError>> {
+        let store = self.clone();
+        traced("postgres search", async move {
+            let client = &store.reader().await?;
+            search(client, &query).await
+        })
+    }
+
+    fn get(
+        &self,
+        user: UserId,
+        id: MemoryId,
+    ) -> BoxFuture<'static, Result<Option<Memory>, StorageError>> {
+        let store = self.clone();
+        traced("postgres get", async move {
+            let client = &store.reader().await?;
+            let statement = client
+                .prepare_cached(
+                    "SELECT id, filename, stored_as, description, tags, created_at, size_bytes, \
+                     content FROM memories WHERE user_id = $1 AND id = $2",
+                )
+                .await?;
+            let row = client
+                .query_opt(&statement, &[&user.as_str(), &id.to_string()])
+                .await?;
+            Ok(row
+                .as_ref()
+                .map(summary_from_row)
+                .transpose()?
+                .map(MemorySummary::into_memory))
+        })
+    }
+
+    fn delete(
+        &self,
+        user: UserId,
+        id: MemoryId,
+    ) -> BoxFuture<'static, Result<Option<MemorySummary>, StorageError>> {
+        let store = self.clone();
+        traced("postgres delete", async move {
+            store.delete_inner(user, id).await
+        })
+    }
+
+    fn list_tags(&self, user: UserId) -> BoxFuture<'static, Result<Vec<TagCount>, StorageError>> {
+        let store = self.clone();
+        traced("postgres list_tags", async move {
+            let client = &store.reader().await?;
+            let statement = client
+                .prepare_cached(
+                    "SELECT tag, count(*) AS n FROM memory_tags WHERE user_id = $1 \
+                     GROUP BY tag ORDER BY n DESC, tag COLLATE \"C\" ASC",
+                )
+                .await?;
+            let rows = client.query(&statement, &[&user.as_str()]).await?;
+            rows.iter()
+                .map(|row| {
+                    Ok(TagCount {
+                        tag: row.try_get(0)?,
+                        count: row.try_get::<_, i64>(1)?.max(0) as u64,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn list(
+        &self,
+        query: ListQuery,
+    ) -> BoxFuture<'static, Result<Vec<ListedMemory>, StorageError>> {
+        let store = self.clone();
+        traced("postgres list", async move {
+            let client = &store.reader().await?;
+            list(client, &query).await
+        })
+    }
+
+    fn complete(
+        &self,
+        field: CompletionField,
+        user: Option<UserId>,
+        prefix: String,
+        limit: u32,
+    ) -> BoxFuture<'static, Result<Vec<String>, StorageError>> {
+        let store = self.clone();
+        traced("postgres complete", async move {
+            let client = &store.reader().await?;
+            complete(client, field, user.as_ref(), &prefix, limit).await
+        })
+    }
+
+    fn stats(&self) -> StorageStats {
+        let writes = self.inner.writes.load(Ordering::Relaxed);
+        StorageStats {
+            writes,
+            // Each write is its own transaction (PostgreSQL groups their WAL flushes).
+            commits: writes,
+            reads: self.inner.reads.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Wraps a storage future in a client span (`db.system.name = postgresql`).
+fn traced<T: Send + 'static>(
+    name: &'static str,
+    future: impl Future<Output = Result<T, StorageError>> + Send + 'static,
+) -> BoxFuture<'static, Result<T, StorageError>> {
+    let span = tracing::info_span!(
+        "postgres",
+        otel.name = name,
+        otel.kind = "client",
+        db.system.name = "postgresql",
+        db.operation.name = name.trim_start_matches("postgres "),
+    );
+    Box::pin(tracing::Instrument::instrument(future, span))
+}
