@@ -225,3 +225,78 @@ fn run_harness(args: &[&str]) -> (Output, serde_json::Value, tempfile::TempDir) 
         });
     (output, report, out)
 }
+
+/// A service URL from tests/run.sh (tests/services/*.sh), or `None` to skip; under
+/// `MEMENTO_REQUIRE_SERVICES=1` a missing one fails the test.
+fn service(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            assert!(
+                std::env::var("MEMENTO_REQUIRE_SERVICES").as_deref() != Ok("1"),
+                "{var} is not set but MEMENTO_REQUIRE_SERVICES=1 (tests/run.sh sets both)"
+            );
+            eprintln!("skipped: {var} is not set (see tests/services/)");
+            None
+        }
+    }
+}
+
+/// Issue 14: three daemons behind nginx on one PostgreSQL and one Redis keep the mock's
+/// 600 RPM between them, and killing one under load loses and leaks no memory; its users are
+/// answered again.
+#[test]
+fn three_daemons_share_the_quota_and_survive_a_kill() {
+    let (Some(postgres), Some(redis)) = (
+        service("MEMENTO_TEST_POSTGRES_URL"),
+        service("MEMENTO_TEST_REDIS_URL"),
+    ) else {
+        return;
+    };
+    let (output, report, _out) = run_harness(&[
+        "--daemons",
+        "3",
+        "--users",
+        "12",
+        "--duration",
+        "12s",
+        "--mock-rpm",
+        "600",
+        "--kill-daemon-at",
+        "4s",
+        "--postgres-url",
+        &postgres,
+        "--redis-url",
+        &redis,
+    ]);
+    assert_eq!(report["daemons"], 3);
+    let rate_limit = &report["rate_limit"];
+    assert_eq!(rate_limit["ok"], true, "{rate_limit}");
+    assert_eq!(rate_limit["mock_429s"], 0, "{rate_limit}");
+    let failover = &report["failover"];
+    assert!(
+        failover["killed_at_s"].as_f64().is_some_and(|s| s >= 4.0),
+        "{failover}"
+    );
+    assert_eq!(failover["unrecovered_users"], 0, "{failover}");
+    let integrity = &report["integrity"];
+    assert_eq!(integrity["lost"], 0, "{integrity}");
+    assert_eq!(integrity["leaked"], 0, "{integrity}");
+    assert!(
+        integrity["checked"].as_u64().is_some_and(|n| n > 0),
+        "{integrity}"
+    );
+    // Every error is a turn lost with the killed daemon (nginx's 502) or none.
+    let errors = report["errors"].as_object().cloned().unwrap_or_default();
+    assert!(errors.keys().all(|k| k.starts_with("502")), "{errors:?}");
+    assert_eq!(
+        failover["failed_turns"].as_u64(),
+        Some(errors.values().filter_map(|v| v.as_u64()).sum::<u64>()),
+        "{failover} {errors:?}"
+    );
+    assert!(
+        output.status.success() || integrity["out_of_order"] != 0,
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

@@ -61,4 +61,15 @@ for doc in docs:
         assert doc["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
 secret = next(d for d in docs if d["kind"] == "Secret")
 assert "AZURE_OPENAI_API_KEY" in secret["stringData"]
+# Several daemons: deploy/scale/docker-compose.yml.
+scale = yaml.safe_load((root / "deploy/scale/docker-compose.yml").read_text())["services"]
+assert set(scale) >= {"postgres", "redis", "mcp-server", "memento", "nginx", "mock-azure"}, scale
+assert "../nginx/memento.conf:/etc/nginx/conf.d/default.conf:ro" in scale["nginx"]["volumes"]
+assert scale["memento"]["deploy"]["replicas"] >= 2
+daemon_env = scale["memento"]["environment"]
+assert daemon_env["MEMENTO_LIMITS__BACKEND"] == "redis", daemon_env
+assert daemon_env["MEMENTO_STORAGE__BACKEND"] == "postgres", daemon_env
+assert daemon_env["MEMENTO_LIMITS__REDIS_URL"].startswith("redis://redis:"), daemon_env
+assert scale["mcp-server"]["environment"]["MEMENTO_STORAGE__BACKEND"] == "postgres"
+assert "hash $memento_user consistent;" in (root / "deploy/nginx/memento.conf").read_text()
 print("ok")

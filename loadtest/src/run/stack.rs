@@ -21,7 +21,7 @@ use super::RunArgs;
 use crate::mock_azure::MockStats;
 
 /// deploy/nginx/memento.conf, the file compose mounts: the harness fills its daemons and port.
-const NGINX_SITE: &str = include_str!("../../../deploy/nginx/memento.conf");
+pub(crate) const NGINX_SITE: &str = include_str!("../../../deploy/nginx/memento.conf");
 
 /// What a spawned stack consists of.
 pub(crate) struct Stack {

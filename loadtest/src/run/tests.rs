@@ -69,3 +69,56 @@ fn every_bundled_scenario_parses() {
     }
     assert!(seen >= 3, "expected the bundled scenarios, found {seen}");
 }
+
+#[test]
+fn failover_counts_failures_after_the_kill_and_the_last_affected_users_recovery() {
+    // (user, end s, ok): user 1 fails twice after the kill at 10 s and is answered at 13.5 s;
+    // user 2 fails once and is answered at 11 s; user 0 never fails; a failure before the
+    // kill is not the failover's.
+    let ends = [
+        (0, 9.0, true),
+        (2, 9.5, false),
+        (1, 10.2, false),
+        (2, 10.4, false),
+        (1, 12.0, false),
+        (2, 11.0, true),
+        (0, 12.5, true),
+        (1, 13.5, true),
+        (1, 14.0, true),
+    ];
+    let failover = super::failover(10.0, &ends, 20.0);
+    assert_eq!(failover.failed_turns, 3);
+    assert_eq!(failover.affected_users, 2);
+    assert_eq!(failover.unrecovered_users, 0);
+    assert!(
+        (failover.recovered_after_s - 3.5).abs() < 1e-9,
+        "{failover:?}"
+    );
+    // A user never answered again counts until the end of the run.
+    let failover = super::failover(10.0, &[(3, 10.5, false)], 20.0);
+    assert_eq!(failover.unrecovered_users, 1);
+    assert!((failover.recovered_after_s - 10.0).abs() < 1e-9);
+    // No failures: recovered at once.
+    assert_eq!(
+        super::failover(10.0, &[(0, 11.0, true)], 20.0).recovered_after_s,
+        0.0
+    );
+}
+
+#[test]
+fn the_nginx_site_of_deploy_has_the_markers_the_harness_fills() {
+    let site = super::stack::fill_section(
+        super::stack::NGINX_SITE,
+        "daemons",
+        &["server 127.0.0.1:1 max_fails=1 fail_timeout=10s;".to_owned()],
+    )
+    .expect("daemons marker");
+    let site = super::stack::fill_section(&site, "listen", &["listen 127.0.0.1:2;".to_owned()])
+        .expect("listen marker");
+    assert!(site.contains("    server 127.0.0.1:1 max_fails=1"));
+    assert!(!site.contains("server memento:8080"));
+    assert!(site.contains("listen 127.0.0.1:2;"));
+    assert!(!site.contains("listen 8080;"));
+    assert!(site.contains("hash $memento_user consistent;"));
+    assert!(super::stack::fill_section(&site, "nothing", &[]).is_err());
+}
