@@ -34,7 +34,7 @@ async fn turn(
 #[tokio::test]
 async fn turns_append_load_delete_and_reopen() {
     let dir = tempfile::tempdir().unwrap();
-    let expected = vec![user("hi"), answer("hi"), user("again"), answer("again")];
+    let expected = [user("hi"), answer("hi"), user("again"), answer("again")];
     {
         let store = HistoryStore::open(dir.path()).unwrap();
         let empty = store.load(&alice(), 10_000).await.unwrap();
@@ -493,7 +493,6 @@ async fn bench_history_saves() {
         let started = Instant::now();
         let tasks = (0..workers).map(|w| {
             let tx = tx.clone();
-            let pace = pace.clone();
             tokio::spawn(async move {
                 let mut histories: Vec<Vec<ChatMessage>> = vec![Vec::new(); users / workers];
                 let mut latencies = Vec::new();
@@ -532,7 +531,6 @@ async fn bench_history_saves() {
         let started = Instant::now();
         let tasks = (0..workers).map(|w| {
             let store = store.clone();
-            let pace = pace.clone();
             tokio::spawn(async move {
                 let mut histories = vec![CachedHistory::default(); users / workers];
                 let ids: Vec<UserId> = (0..histories.len())
@@ -582,7 +580,6 @@ async fn bench_history_saves() {
         let started = Instant::now();
         let tasks = (0..workers).map(|w| {
             let store = store.clone();
-            let pace = pace.clone();
             tokio::spawn(async move {
                 let mut histories = vec![CachedHistory::default(); users / workers];
                 let ids: Vec<UserId> = (0..histories.len())
