@@ -580,7 +580,6 @@ async fn bench_history_saves() {
         let started = Instant::now();
         let tasks = (0..workers).map(|w| {
             let store = store.clone();
-            let pace = pace.clone();
             tokio::spawn(async move {
                 let mut histories = vec![CachedHistory::default(); users / workers];
                 let ids: Vec<UserId> = (0..histories.len())
