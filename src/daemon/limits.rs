@@ -314,7 +314,7 @@ impl SharedState {
 }
 
 enum Inner {
-    Local(LocalLimiter),
+    Local(Box<LocalLimiter>),
     Shared(Arc<SharedState>),
 }
 
@@ -352,7 +352,7 @@ impl Limits {
                 tokio::spawn(probe(Arc::downgrade(&state)));
                 Inner::Shared(state)
             }
-            LimitsBackend::Local => Inner::Local(LocalLimiter::new(&quotas)),
+            LimitsBackend::Local => Inner::Local(Box::new(LocalLimiter::new(&quotas))),
         };
         Ok(Limits { inner, metrics })
     }
