@@ -11,6 +11,7 @@
 //!
 //! It then reports calls/s, latency percentiles and the process's RSS.
 
+use memento::shared::domain::tool as tools;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -273,8 +274,8 @@ async fn measure(
     users: u64,
 ) -> anyhow::Result<BenchResult> {
     let tool_name = match tool {
-        "store" => "store_memory",
-        "retrieve" => "retrieve_memories",
+        "store" => tools::STORE_MEMORY,
+        "retrieve" => tools::RETRIEVE_MEMORIES,
         other => anyhow::bail!("unknown tool {other:?}: use store or retrieve"),
     };
     let mut sessions = Vec::with_capacity(clients);
@@ -297,7 +298,7 @@ async fn measure(
             let mut i = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 let arguments = match tool_name.as_str() {
-                    "store_memory" => json!({
+                    tools::STORE_MEMORY => json!({
                         "user_id": format!("bench{}", n),
                         "content": sentence(&mut rng, 60),
                         "filename": format!("note_{i}.txt"),

@@ -20,6 +20,7 @@
 //! writes N filler memories for the first conversation's user (random words, random unit
 //! vectors), to measure retrieval latency at that size; use it for latency, not quality.
 
+use memento::shared::domain::tool as tools;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -376,7 +377,7 @@ fn percentiles(h: &Histogram<u64>) -> BTreeMap<String, f64> {
 }
 
 async fn store(client: &Client, user: &str, turn: &Turn) -> anyhow::Result<String> {
-    let mut params = CallToolRequestParams::new("store_memory");
+    let mut params = CallToolRequestParams::new(tools::STORE_MEMORY);
     params.arguments = match json!({ "user_id": user, "content": turn.content }) {
         Value::Object(map) => Some(map),
         _ => None,
@@ -405,7 +406,7 @@ async fn retrieve(
     query: &str,
     mode: &str,
 ) -> anyhow::Result<Vec<String>> {
-    let mut params = CallToolRequestParams::new("retrieve_memories");
+    let mut params = CallToolRequestParams::new(tools::RETRIEVE_MEMORIES);
     params.arguments = match json!({ "user_id": user, "query": query, "limit": 10, "mode": mode }) {
         Value::Object(map) => Some(map),
         _ => None,

@@ -18,6 +18,7 @@
 //!   for its user through the MCP server and never for another user.
 //! - The users themselves live in `run/drive.rs`; `capacity.rs` steps the open loop's rate.
 
+use memento::shared::domain::tool as tools;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -651,7 +652,7 @@ async fn check_integrity(
     let find = |user: String, marker: String| {
         let peer = peer.clone();
         async move {
-            let mut params = rmcp::model::CallToolRequestParams::new("retrieve_memories");
+            let mut params = rmcp::model::CallToolRequestParams::new(tools::RETRIEVE_MEMORIES);
             params.arguments = json!({"user_id": user, "query": marker, "limit": 5})
                 .as_object()
                 .cloned();

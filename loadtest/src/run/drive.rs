@@ -4,6 +4,7 @@
 //! own lag behind its schedule, errors, tool calls, and the CPU each process spent in the
 //! window (from the first send to the last answer; the integrity check comes after it).
 
+use memento::shared::domain::tool as tools;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -545,8 +546,8 @@ async fn turn(
                 .flatten()
                 .any(|c| c["name"] == tool && c["is_error"] == false)
         };
-        let stored = succeeded("store_memory");
-        let deleted = succeeded("delete_memory");
+        let stored = succeeded(tools::STORE_MEMORY);
+        let deleted = succeeded(tools::DELETE_MEMORY);
         if let Ok(mut log) = ctx.logs[user_index].lock() {
             log.sent.push(message);
             match (kind, marker) {
