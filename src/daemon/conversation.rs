@@ -62,6 +62,10 @@ pub enum TurnError {
     /// The history could not be read or saved.
     #[error("history error: {0}")]
     History(String),
+    /// Another daemon holds or changed this conversation (its lease, or a newer history
+    /// version): nothing was answered or saved; a retry gets it.
+    #[error("this conversation is busy elsewhere: {0}")]
+    Busy(String),
     /// Too many turns in progress.
     #[error("too many turns in progress; retry shortly")]
     Overloaded,
@@ -89,6 +93,7 @@ impl TurnError {
             TurnError::DeadlineExceeded => "deadline_exceeded",
             TurnError::Llm(_) => "llm_error",
             TurnError::History(_) => "history_error",
+            TurnError::Busy(_) => "conversation_busy",
             TurnError::Overloaded => "overloaded",
             TurnError::QueueFull { .. } => "queue_full",
             TurnError::ActorFailed => "actor_failed",
@@ -100,7 +105,12 @@ impl TurnError {
 
 impl From<HistoryError> for TurnError {
     fn from(error: HistoryError) -> Self {
-        TurnError::History(error.to_string())
+        match error {
+            HistoryError::LeaseBusy | HistoryError::Stale | HistoryError::Fenced => {
+                TurnError::Busy(error.to_string())
+            }
+            other => TurnError::History(other.to_string()),
+        }
     }
 }
 

@@ -112,6 +112,12 @@ impl From<TurnError> for ApiError {
                 "conversation_failed",
                 message,
             ),
+            TurnError::Busy(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "conversation_busy",
+                message,
+            )
+            .with_retry_after(OVERLOADED_RETRY_AFTER),
             TurnError::History(_) => ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "history_unavailable",
@@ -157,5 +163,26 @@ impl From<McpError> for ApiError {
                 )
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::daemon::history::HistoryError;
+
+    #[test]
+    fn a_conversation_held_by_another_daemon_is_a_503_to_retry_not_a_500() {
+        for error in [
+            HistoryError::LeaseBusy,
+            HistoryError::Stale,
+            HistoryError::Fenced,
+        ] {
+            let response = ApiError::from(TurnError::from(error)).into_response();
+            assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert!(response.headers().contains_key(header::RETRY_AFTER));
+        }
+        let broken = ApiError::from(TurnError::from(HistoryError::Closed)).into_response();
+        assert_eq!(broken.status(), StatusCode::INTERNAL_SERVER_ERROR);
     }
 }
