@@ -25,7 +25,7 @@ use rmcp::{ClientHandler, RoleClient, ServiceExt};
 use serde_json::Value;
 use tokio::sync::{Semaphore, watch};
 
-use crate::daemon::llm::types::{FunctionDefinition, ToolDefinition};
+use crate::daemon::llm::types::{FunctionDefinition, ToolDefinition, ToolSet};
 use crate::shared::config::{McpClientConfig, McpTransport};
 use crate::shared::domain::UserId;
 use crate::shared::metrics::{Counter, Gauge, Histogram};
@@ -88,7 +88,8 @@ pub struct McpMetrics {
 /// One live session: what calls need, published by the actor.
 struct Session {
     peer: rmcp::Peer<RoleClient>,
-    tools: Arc<Vec<ToolDefinition>>,
+    /// Serialised once, when listed; every LLM round shares it.
+    tools: Arc<ToolSet>,
     /// Tools whose arguments carry the user.
     binds_user: HashSet<String>,
     generation: u64,
@@ -143,7 +144,7 @@ impl McpHandle {
     }
 
     /// The tools to offer the model (without `user_id`); empty while disconnected.
-    pub fn tools(&self) -> Arc<Vec<ToolDefinition>> {
+    pub fn tools(&self) -> Arc<ToolSet> {
         self.session
             .borrow()
             .as_ref()
@@ -423,7 +424,7 @@ impl Actor for Mcp {
                             );
                             state.args.session.send_replace(Some(Arc::new(Session {
                                 peer: session.peer.clone(),
-                                tools: Arc::new(definitions),
+                                tools: Arc::new(ToolSet::new(definitions)),
                                 binds_user,
                                 generation,
                                 session_id: session.session_id.clone(),
@@ -521,7 +522,7 @@ async fn connect(myself: &ActorRef<McpMsg>, state: &mut McpState) -> Result<(), 
     state.cancel = Some(running.cancellation_token());
     state.args.session.send_replace(Some(Arc::new(Session {
         peer: running.peer().clone(),
-        tools: Arc::new(definitions),
+        tools: Arc::new(ToolSet::new(definitions)),
         binds_user,
         generation,
         session_id,
