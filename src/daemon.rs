@@ -11,7 +11,7 @@
 //! The daemon side lives under this module:
 //! - [`llm`]: the shared LLM client actor, its providers, limits and the offline model.
 //! - [`limits`]: the quotas behind the LLM actor: governor in this process, or shared
-//!   through Redis with a local fallback.
+//!   through Redis with a local fallback (`llm/limits/keepers.rs`, beside the seam).
 //! - [`mcp`]: the shared MCP connection actor (and the legacy SSE client transport).
 //! - [`history`]: conversation histories (SQLite or PostgreSQL) and per-user leases.
 //! - [`conversation`]: one actor per user; the tool-calling turn.
@@ -22,7 +22,8 @@
 pub mod conversation;
 pub mod history;
 pub mod http;
-pub mod limits;
+/// The quotas' keepers, at their old path (they live beside the `Limits` seam in `llm`).
+pub use llm::limits::keepers as limits;
 pub mod llm;
 pub mod mcp;
 pub mod supervisor;

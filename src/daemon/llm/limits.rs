@@ -6,7 +6,8 @@
 //!   minute); a user over their limit is told when to come back rather than queued.
 //! - [`Limits::charge`] charges tokens the provider used beyond the estimate.
 //!
-//! The implementation is [`crate::daemon::limits::Limits`] (`[limits]`): governor in this process,
+//! The implementation is [`keepers::Limits`] (`[limits]`, in `llm/limits/keepers.rs`,
+//! also reachable as `crate::daemon::limits`): governor in this process,
 //! or Redis shared by every daemon with a local fallback; [`from_config`] builds it, and the
 //! caller (`llm/actor.rs`) only sees the trait.
 //!
@@ -22,7 +23,9 @@ use tokio::time::Instant;
 use super::LlmConfig;
 use super::LlmError;
 use super::types::ChatRequest;
-use crate::daemon::limits::{LimitError, LimitsConfig, LimitsMetrics, LimitsMode, Quotas};
+use keepers::{LimitError, LimitsConfig, LimitsMetrics, LimitsMode, Quotas};
+
+pub mod keepers;
 
 /// The request budgets every LLM call passes through.
 pub trait Limits: Send + Sync + 'static {
@@ -60,7 +63,7 @@ pub fn from_config(
     };
     // One quota per provider deployment: daemons of another deployment keep their own.
     let scope = format!("{}:{model}", config.provider);
-    let limits = crate::daemon::limits::Limits::new(limits, quotas, &scope)
+    let limits = keepers::Limits::new(limits, quotas, &scope)
         .map_err(|e| LlmError::Config(e.to_string()))?;
     Ok(Arc::new(limits))
 }
@@ -73,10 +76,10 @@ pub fn estimate_tokens(request: &ChatRequest) -> u32 {
     request.estimated_tokens()
 }
 
-impl Limits for crate::daemon::limits::Limits {
+impl Limits for keepers::Limits {
     fn acquire(&self, tokens: u32, deadline: Instant) -> BoxFuture<'_, Result<(), LlmError>> {
         Box::pin(async move {
-            crate::daemon::limits::Limits::acquire(self, tokens, deadline)
+            keepers::Limits::acquire(self, tokens, deadline)
                 .await
                 .map_err(|error| match error {
                     LimitError::DeadlineExceeded => LlmError::DeadlineExceeded,
@@ -87,7 +90,7 @@ impl Limits for crate::daemon::limits::Limits {
 
     fn check_user<'a>(&'a self, user: &'a str) -> BoxFuture<'a, Result<(), Duration>> {
         Box::pin(async move {
-            match crate::daemon::limits::Limits::check_user(self, user).await {
+            match keepers::Limits::check_user(self, user).await {
                 Err(LimitError::UserLimited { retry_after }) => Err(retry_after),
                 // Only user limits refuse here; the fallback covers an unreachable Redis.
                 _ => Ok(()),
@@ -96,14 +99,14 @@ impl Limits for crate::daemon::limits::Limits {
     }
 
     fn charge(&self, tokens: u32) -> BoxFuture<'_, ()> {
-        Box::pin(crate::daemon::limits::Limits::charge(self, tokens))
+        Box::pin(keepers::Limits::charge(self, tokens))
     }
 
     fn mode(&self) -> LimitsMode {
-        crate::daemon::limits::Limits::mode(self)
+        keepers::Limits::mode(self)
     }
 
     fn metrics(&self) -> &LimitsMetrics {
-        crate::daemon::limits::Limits::metrics(self)
+        keepers::Limits::metrics(self)
     }
 }
