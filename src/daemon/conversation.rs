@@ -226,7 +226,9 @@ pub enum ConversationMsg {
         reply: RpcReplyPort<Result<(), TurnError>>,
     },
     /// Panic on purpose: lets tests prove that a failed conversation is restarted with its
-    /// history. Reachable only through `SupervisorHandle::crash_for_test`.
+    /// history. Reachable only through `SupervisorHandle::crash_for_test`, and only in
+    /// builds with the `test-hooks` feature (the crate's own tests).
+    #[cfg(any(test, feature = "test-hooks"))]
     #[doc(hidden)]
     Crash,
 }
@@ -363,6 +365,7 @@ impl Actor for Conversation {
                 state.set_history(result.as_ref().ok().map(|v| CachedHistory::empty_at(*v)));
                 let _ = reply.send(result.map(|_| ()).map_err(TurnError::from));
             }
+            #[cfg(any(test, feature = "test-hooks"))]
             ConversationMsg::Crash => {
                 panic!("conversation crash requested by a test");
             }

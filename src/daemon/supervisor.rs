@@ -298,7 +298,9 @@ impl SupervisorHandle {
         &self.metrics
     }
 
-    /// Makes the user's conversation actor panic (tests of supervision only).
+    /// Makes the user's conversation actor panic (tests of supervision only: built with the
+    /// `test-hooks` feature).
+    #[cfg(any(test, feature = "test-hooks"))]
     #[doc(hidden)]
     pub async fn crash_for_test(&self, user: &UserId) -> Result<(), TurnError> {
         let busy = self.conversation(user).await?;

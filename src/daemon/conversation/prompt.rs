@@ -33,12 +33,12 @@ pub(super) fn system_message() -> SharedMessage {
 }
 
 /// The system prompt followed by `history`, each message serialised once.
-pub(super) fn context_of<'a>(
-    history: impl ExactSizeIterator<Item = &'a ChatMessage>,
+pub(super) fn context_of(
+    history: impl ExactSizeIterator<Item = ChatMessage>,
 ) -> Arc<[SharedMessage]> {
     let mut context = Vec::with_capacity(history.len() + 1);
     context.push(system_message());
-    context.extend(history.map(|m| SharedMessage::new(m.clone())));
+    context.extend(history.map(SharedMessage::new));
     context.into()
 }
 

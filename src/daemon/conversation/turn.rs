@@ -41,7 +41,7 @@ impl ConversationState {
         if let (Some(context), Some(_)) = (&self.context, &self.history) {
             return Ok(context.clone());
         }
-        let context = context_of(self.loaded().await?.messages().iter());
+        let context = context_of(self.loaded().await?.messages().iter().cloned());
         self.context = Some(context.clone());
         Ok(context)
     }
@@ -81,12 +81,12 @@ impl ConversationState {
         let started = Instant::now();
         let mut timings = TurnTimings::default();
         let args = self.args.clone();
-        let (context, stored, lease) = match &request.context {
+        let (context, stored, lease) = match request.context {
             TurnContext::Stored => {
                 let lease = self.lease(request.deadline).await?;
                 (self.context().await?, true, lease)
             }
-            TurnContext::Given(messages) => (context_of(messages.iter()), false, None),
+            TurnContext::Given(messages) => (context_of(messages.into_iter()), false, None),
         };
         let mut usage = Usage::default();
         // The turn's messages, each serialised once: every round's prompt after `context`,
