@@ -5,12 +5,13 @@
 //!
 //! - `storage/engine.rs`: [`SqliteStore`], its writer thread (group commit) and reader
 //!   threads, so no query runs on an async thread;
-//! - `storage/sql.rs`: the statements and the full-text scoping;
+//! - `storage/sql.rs`: the statements;
+//! - [`fts`]: the FTS5 table and its tenant-scoped tokens;
 //! - `storage/migrations.rs`: the schema and its versions.
 //!
 //! Full-text search uses an FTS5 table over content, description, filename and tags,
 //! ranked by bm25, with **tenant-scoped tokens**: every indexed word is written as
-//! `u<user number>q<word>` (see [`scoped_text`]), and queries ask for the same scoped terms.
+//! `u<user number>q<word>` (see [`fts::scoped_text`]), and queries ask for the same scoped terms.
 //! So a search only ever reads the caller's own postings (the SQL checks `user_id` once
 //! more), and bm25's per-term statistics cost a user's few rows, not the whole table's: at a
 //! million memories a common word's global posting list would make every ranked query scan
@@ -27,6 +28,7 @@ use serde::Serialize;
 use crate::shared::domain::{MemoryId, SearchTerms, UserId};
 
 mod engine;
+pub mod fts;
 mod migrations;
 mod postgres;
 mod sql;
@@ -35,7 +37,7 @@ pub(crate) mod vectors;
 pub use postgres::{PostgresOptions, PostgresStore};
 
 pub use engine::{SqliteOptions, SqliteStore};
-pub(crate) use sql::{reindex_all, scoped_text};
+pub(crate) use sql::reindex_all;
 
 /// Characters of content shown in a search result's `preview`.
 pub const PREVIEW_CHARS: usize = 300;

@@ -2,32 +2,8 @@
 //! insert with its idempotency and import checks, search, listing, completion and the row
 //! conversions. Everything here runs on the storage threads, on a connection they own.
 
+use super::fts::{match_expression, scope_prefix, scoped_text};
 use super::*;
-
-/// The FTS prefix of a user's words: `u<user number in hex>q`. Hex digits never include
-/// `q`, so the prefix is unambiguous, and it is all letters and digits, so the tokenizer keeps
-/// it glued to the word.
-pub(super) fn scope_prefix(user_no: i64) -> String {
-    format!("u{user_no:x}q")
-}
-
-/// Rewrites `text` for the FTS index: each word becomes `<scope prefix><word>`. Words are
-/// split with FTS5 unicode61's own character classes (`domain::fts_words`), so each scoped
-/// word is exactly one token: no text can make the tokenizer start a new token mid-word
-/// (`xⓐu2qsecret` would otherwise plant `u2qsecret` in user 2's scope). Queries use the
-/// same split (`SearchTerms`).
-pub(crate) fn scoped_text(user_no: i64, text: &str) -> String {
-    let prefix = scope_prefix(user_no);
-    let mut out = String::with_capacity(text.len() + text.len() / 3);
-    for word in crate::shared::domain::fts_words(text) {
-        if !out.is_empty() {
-            out.push(' ');
-        }
-        out.push_str(&prefix);
-        out.push_str(&word);
-    }
-    out
-}
 
 /// The user's number, creating it when `create` (writer only).
 pub(super) fn user_number(
@@ -545,7 +521,7 @@ fn search_sql(
                  WHERE memories_fts MATCH ?2 AND m.user_id = ?3"
             ));
             args.push(Value::Integer(PREVIEW_CHARS as i64));
-            args.push(Value::Text(terms.to_fts5_scoped(&scope_prefix(user_no))));
+            args.push(Value::Text(match_expression(terms, &scope_prefix(user_no))));
             true
         }
         // A query with no searchable word matches nothing (it must not match everything).

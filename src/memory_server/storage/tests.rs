@@ -1,4 +1,5 @@
 use super::engine::*;
+use super::fts::*;
 use super::sql::*;
 use super::*;
 
@@ -207,6 +208,16 @@ fn scoped_text_prefixes_every_word() {
     assert_eq!(scoped_text(1, "  "), "");
     // The prefix cannot be forged from another user's number: `q` ends it.
     assert!(!scoped_text(0x2a, "x").starts_with(&scope_prefix(0x2)));
+}
+
+#[test]
+fn match_expression_quotes_each_scoped_term() {
+    let terms = SearchTerms::parse("q4 plan").unwrap();
+    assert_eq!(match_expression(&terms, ""), "\"q4\" OR \"plan\"");
+    assert_eq!(
+        match_expression(&terms, "u2aq"),
+        "\"u2aqq4\" OR \"u2aqplan\""
+    );
 }
 
 /// Issue 11: a full writer queue never blocks the caller: the store fails at once with
