@@ -1,4 +1,5 @@
-//! Memento's test support, one of each: a deadline-bounded poll ([`eventually`]), the
+//! Memento's test support, one of each: the one fake Azure OpenAI / OpenAI server
+//! ([`mock_azure`], also served by `memento-loadtest mock-azure`), a deadline-bounded poll ([`eventually`]), the
 //! `--ready-file` reader and child-process starter ([`process`]), the in-process test daemon
 //! ([`daemon`]) and a private nginx running deploy/nginx/memento.conf ([`nginx`]).
 //!
@@ -6,6 +7,7 @@
 //! and tests use it; the memento library and binary never link it.
 
 pub mod daemon;
+pub mod mock_azure;
 pub mod nginx;
 pub mod process;
 
