@@ -125,6 +125,11 @@ pub(crate) struct McpServerArgs {
     /// [config: mcp_server.allowed_hosts].
     #[arg(long = "allowed-host", value_name = "NAME")]
     pub(crate) allowed_hosts: Vec<String>,
+    /// Once listening, write {"pid", "http_addr", "url", "mcp_url", "sse_url"} as one JSON object to
+    /// PATH (atomically: PATH.tmp, then rename), for scripts and supervisors that start the
+    /// server on port 0. A stale file from an earlier run is replaced.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) ready_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -147,4 +152,9 @@ pub(crate) struct ServeArgs {
     /// Port of the embedded memory server, 0 for any free port [config: mcp.embedded_port].
     #[arg(long)]
     pub(crate) mcp_port: Option<u16>,
+    /// Once listening, write {"pid", "http_addr", "url", "mcp_url"} as one JSON object to
+    /// PATH (atomically: PATH.tmp, then rename), for scripts and supervisors that start the
+    /// server on port 0. A stale file from an earlier run is replaced.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) ready_file: Option<PathBuf>,
 }

@@ -1,6 +1,7 @@
 //! The `memento` binary: parse the command line, load the configuration, start logging and
 //! run one subcommand. No logic lives here.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -8,6 +9,7 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
 use memento::shared::config::{self, Config, ProcessEnv};
+use memento::shared::ready_file::{self, Ready};
 
 mod cli;
 mod signal;
@@ -187,9 +189,9 @@ async fn run(
     export_stats: Option<Arc<memento::shared::telemetry::ExportStats>>,
 ) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve(_) => run_daemon(config, export_stats).await,
+        Command::Serve(args) => run_daemon(config, export_stats, args.ready_file).await,
         Command::Chat(_) => Ok(()),
-        Command::McpServer(_) => run_mcp_server(config, export_stats).await,
+        Command::McpServer(args) => run_mcp_server(config, export_stats, args.ready_file).await,
         Command::Export(args) => run_export(config, args).await,
         Command::Import(args) => run_import(config, args).await,
         Command::Reindex(args) => run_reindex(config, args).await,
@@ -311,6 +313,7 @@ async fn run_import(config: Config, args: cli::ImportArgs) -> anyhow::Result<()>
 async fn run_mcp_server(
     config: Config,
     export_stats: Option<Arc<memento::shared::telemetry::ExportStats>>,
+    ready_file: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     let store = memento::memory_server::embeddings::wrap_configured(
         open_store(&config).await?,
@@ -345,6 +348,15 @@ async fn run_mcp_server(
     println!("memento mcp-server listening on {}", server.url());
     println!("  Streamable HTTP: {}/mcp", server.url());
     println!("  legacy SSE:      {}/sse", server.url());
+    if let Some(path) = &ready_file {
+        let mut ready = Ready::this_process(server.addr());
+        ready.mcp_url = Some(format!("{}/mcp", server.url()));
+        ready.sse_url = Some(format!("{}/sse", server.url()));
+        if let Err(error) = ready_file::write(path, &ready) {
+            server.shutdown().await;
+            return Err(error.into());
+        }
+    }
     tokio::select! {
         () = signal::shutdown() => tracing::info!("shutting down"),
         () = shutdown.cancelled() => {}
@@ -356,6 +368,7 @@ async fn run_mcp_server(
 async fn run_daemon(
     config: Config,
     export_stats: Option<Arc<memento::shared::telemetry::ExportStats>>,
+    ready_file: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     if config.llm.provider == memento::daemon::llm::Provider::Offline {
         tracing::warn!(
@@ -368,6 +381,14 @@ async fn run_daemon(
     println!("  memory MCP server: {}", daemon.mcp_url());
     println!("  web page:          {}/", daemon.url());
     println!("  try: memento chat --user alice");
+    if let Some(path) = &ready_file {
+        let mut ready = Ready::this_process(daemon.addr());
+        ready.mcp_url = Some(daemon.mcp_url().to_owned());
+        if let Err(error) = ready_file::write(path, &ready) {
+            daemon.shutdown().await;
+            return Err(error.into());
+        }
+    }
     signal::shutdown().await;
     daemon.shutdown().await;
     Ok(())
