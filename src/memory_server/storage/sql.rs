@@ -430,12 +430,7 @@ pub(super) fn search(
             })?;
             summaries_by_rowid(conn, &rowids)
         }
-        (None, SearchMode::Semantic) if has_query => Err(StorageError::Semantic(
-            "mode \"semantic\" needs an embeddings provider, and this server has none \
-             configured ([embeddings] provider = \"none\"): it ranks by keywords only; use \
-             mode \"keyword\" or \"hybrid\""
-                .into(),
-        )),
+        (None, SearchMode::Semantic) if has_query => Err(super::vectors::no_provider()),
         _ => keyword_search(conn, query),
     }
 }
