@@ -33,6 +33,7 @@ use futures::future::BoxFuture;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
+use super::list_sql::{Dialect, Param, list_statement};
 use super::sql::arguments_digest;
 use super::vectors::{self, SyncedIndex, SyncedUser};
 use super::{
@@ -766,45 +767,22 @@ async fn list(
     client: &deadpool_postgres::Client,
     query: &ListQuery,
 ) -> Result<Vec<ListedMemory>, StorageError> {
-    let mut sql = format!(
-        "SELECT m.id, m.filename, m.stored_as, m.description, m.tags, m.created_at, \
-         m.size_bytes, {}, m.position, m.user_id FROM memories m WHERE true",
-        if query.with_content {
-            "m.content"
-        } else {
-            "''"
-        }
-    );
-    let mut params: Params = Vec::new();
-    if let Some(user) = &query.user {
-        params.push(Box::new(user.as_str().to_owned()));
-        sql.push_str(&format!(" AND m.user_id = ${}", params.len()));
-    }
-    if let Some(after) = query.after {
-        params.push(Box::new(after));
-        sql.push_str(&format!(" AND m.position < ${}", params.len()));
-    }
-    if let Some(filename) = &query.filename {
-        params.push(Box::new(filename.clone()));
-        sql.push_str(&format!(" AND m.filename = ${}", params.len()));
-    }
-    if let Some(tag) = &query.tag {
-        params.push(Box::new(tag.clone()));
-        sql.push_str(&format!(
-            " AND m.position IN (SELECT position FROM memory_tags WHERE tag = ${}{})",
-            params.len(),
-            if query.user.is_some() {
-                " AND user_id = $1"
-            } else {
-                ""
+    let dialect = Dialect {
+        placeholder: '$',
+        position: "m.position",
+        tag_position: "position",
+        always: "true",
+    };
+    let (sql, list_params) = list_statement(query, &dialect);
+    let params: Params = list_params
+        .into_iter()
+        .map(|param| -> Box<dyn ToSql + Sync + Send> {
+            match param {
+                Param::Text(text) => Box::new(text),
+                Param::Int(int) => Box::new(int),
             }
-        ));
-    }
-    params.push(Box::new(i64::from(query.limit)));
-    sql.push_str(&format!(
-        " ORDER BY m.position DESC LIMIT ${}",
-        params.len()
-    ));
+        })
+        .collect();
     let statement = client.prepare_cached(&sql).await?;
     let rows = client.query(&statement, &refs(&params)).await?;
     let mut out = Vec::with_capacity(rows.len());
@@ -1016,12 +994,5 @@ fn traced<T: Send + 'static>(
     name: &'static str,
     future: impl Future<Output = Result<T, StorageError>> + Send + 'static,
 ) -> BoxFuture<'static, Result<T, StorageError>> {
-    let span = tracing::info_span!(
-        "postgres",
-        otel.name = name,
-        otel.kind = "client",
-        db.system.name = "postgresql",
-        db.operation.name = name.trim_start_matches("postgres "),
-    );
-    Box::pin(tracing::Instrument::instrument(future, span))
+    super::traced("postgresql", name, future)
 }
