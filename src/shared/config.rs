@@ -285,6 +285,10 @@ pub struct McpClientConfig {
     pub reconnect_max: Duration,
     /// Tool calls in flight at once over the session.
     pub max_concurrent_calls: usize,
+    /// Streamable HTTP only: send each tool call as one stateless JSON-RPC POST (MCP
+    /// 2026-07-28) answered with JSON, when the server serves those; false keeps every call
+    /// on the session (SSE answers).
+    pub json_calls: bool,
 }
 
 impl Default for McpClientConfig {
@@ -299,6 +303,7 @@ impl Default for McpClientConfig {
             reconnect_initial: Duration::from_millis(200),
             reconnect_max: Duration::from_secs(10),
             max_concurrent_calls: 1024,
+            json_calls: true,
         }
     }
 }
@@ -346,6 +351,10 @@ pub struct McpServerConfig {
     /// A kept-alive connection idle this long between requests is closed.
     #[serde(with = "humantime_serde")]
     pub keep_alive_timeout: Duration,
+    /// Answer stateless requests (MCP 2026-07-28) with one `application/json` body instead
+    /// of an SSE stream when the handler sends nothing before its result. Sessions keep
+    /// their SSE answers.
+    pub json_response: bool,
 }
 
 impl McpServerConfig {
@@ -377,6 +386,7 @@ impl Default for McpServerConfig {
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             keep_alive_timeout: DEFAULT_KEEP_ALIVE_TIMEOUT,
+            json_response: true,
         }
     }
 }
