@@ -192,6 +192,10 @@ pub struct McpClientConfig {
     pub reconnect_max: Duration,
     /// Tool calls in flight at once over the session.
     pub max_concurrent_calls: usize,
+    /// Streamable HTTP only: send each tool call as one stateless JSON-RPC POST (MCP
+    /// 2026-07-28) answered with JSON, when the server serves those; false keeps every call
+    /// on the session (SSE answers).
+    pub json_calls: bool,
 }
 
 impl Default for McpClientConfig {
@@ -206,6 +210,7 @@ impl Default for McpClientConfig {
             reconnect_initial: Duration::from_millis(200),
             reconnect_max: Duration::from_secs(10),
             max_concurrent_calls: 1024,
+            json_calls: true,
         }
     }
 }

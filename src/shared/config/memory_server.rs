@@ -55,6 +55,10 @@ pub struct McpServerConfig {
     /// A kept-alive connection idle this long between requests is closed.
     #[serde(with = "humantime_serde")]
     pub keep_alive_timeout: Duration,
+    /// Answer stateless requests (MCP 2026-07-28) with one `application/json` body instead
+    /// of an SSE stream when the handler sends nothing before its result. Sessions keep
+    /// their SSE answers.
+    pub json_response: bool,
 }
 
 impl McpServerConfig {
@@ -86,6 +90,7 @@ impl Default for McpServerConfig {
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             keep_alive_timeout: DEFAULT_KEEP_ALIVE_TIMEOUT,
+            json_response: true,
         }
     }
 }
