@@ -27,7 +27,7 @@ use serde_json::Value;
 use tokio::sync::{Semaphore, watch};
 use tokio_util::task::TaskTracker;
 
-use crate::daemon::llm::types::{ToolDefinition, ToolSet};
+use crate::daemon::llm::types::ToolSet;
 use crate::shared::config::McpClientConfig;
 use crate::shared::domain::UserId;
 use crate::shared::metrics::{Counter, Gauge, Histogram};

@@ -27,7 +27,7 @@ pub(crate) use wire::{WireResponse, encode_body};
 pub(crate) enum Backend {
     Offline(offline::OfflineModel),
     /// Azure OpenAI or an OpenAI-compatible endpoint.
-    Http(HttpChat),
+    Http(Box<HttpChat>),
 }
 
 /// A chat-completions endpoint, with everything that does not change between requests
@@ -68,7 +68,7 @@ impl Backend {
                     key,
                     None,
                 )?;
-                (Backend::Http(chat), deployment)
+                (Backend::Http(Box::new(chat)), deployment)
             }
             Provider::Openai => {
                 let base = config.base_url.as_deref().unwrap_or_default();
@@ -85,7 +85,7 @@ impl Backend {
                     key,
                     Some(model.clone()),
                 )?;
-                (Backend::Http(chat), model)
+                (Backend::Http(Box::new(chat)), model)
             }
         })
     }
