@@ -16,7 +16,7 @@
 #
 # Exit status: 0 when no target failed, 1 when one found a crash, a leak or a timeout (its
 # artifact is printed: fix the bug, then copy the artifact into fuzz/seeds/<target>/ so
-# `cargo test --lib fuzzing` keeps replaying it), 2 when the setup or the build failed.
+# `cargo test -p memento-fuzz-checks` keeps replaying it), 2 when the setup or the build failed.
 #
 # Other knobs: FUZZ_TOOLCHAIN (nightly / stable), FUZZ_SANITIZER (address / none),
 # FUZZ_TIMEOUT (seconds one input may take; default 10), FUZZ_ARGS (more libFuzzer flags).

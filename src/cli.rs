@@ -42,6 +42,37 @@ pub(crate) enum Command {
     /// interrupted run just resumes where it stopped when started again. Stop the servers
     /// using the same --data-dir first or not: both are safe (SQLite serialises writers).
     Reindex(ReindexArgs),
+    /// Embeddings model tools. `distill --from MINILM_DIR --out DIR` makes a static
+    /// (model2vec-style) model: every vocabulary token is run once through the
+    /// sentence-transformer in MINILM_DIR and its vector kept in a table
+    /// (DIR/static.safetensors, beside a copy of vocab.txt). Point [embeddings] model_dir
+    /// at DIR: the local provider then embeds a text by table lookups, in microseconds
+    /// instead of a transformer pass (less precise by meaning).
+    Embeddings(EmbeddingsArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct EmbeddingsArgs {
+    #[command(subcommand)]
+    pub(crate) command: EmbeddingsCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum EmbeddingsCommand {
+    /// Make a static model from a sentence-transformer directory (config.json,
+    /// model.safetensors, vocab.txt). Takes a few minutes of CPU for all-MiniLM-L6-v2 in a
+    /// release build; offline.
+    Distill {
+        /// The sentence-transformer directory.
+        #[arg(long = "from", value_name = "DIR")]
+        from: PathBuf,
+        /// Where to write the static model (created; must not hold one already).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Threads [default: the machine's cores].
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+        threads: Option<u16>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -125,6 +156,11 @@ pub(crate) struct McpServerArgs {
     /// [config: mcp_server.allowed_hosts].
     #[arg(long = "allowed-host", value_name = "NAME")]
     pub(crate) allowed_hosts: Vec<String>,
+    /// Once listening, write {"pid", "http_addr", "url", "mcp_url", "sse_url"} as one JSON object to
+    /// PATH (atomically: PATH.tmp, then rename), for scripts and supervisors that start the
+    /// server on port 0. A stale file from an earlier run is replaced.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) ready_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -147,4 +183,9 @@ pub(crate) struct ServeArgs {
     /// Port of the embedded memory server, 0 for any free port [config: mcp.embedded_port].
     #[arg(long)]
     pub(crate) mcp_port: Option<u16>,
+    /// Once listening, write {"pid", "http_addr", "url", "mcp_url"} as one JSON object to
+    /// PATH (atomically: PATH.tmp, then rename), for scripts and supervisors that start the
+    /// server on port 0. A stale file from an earlier run is replaced.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) ready_file: Option<PathBuf>,
 }

@@ -13,7 +13,6 @@
 //! - [`daemon`]: `memento serve`: the LLM and MCP client actors, the per-user conversation
 //!   actors and their supervisor, histories, rate limits and the HTTP API.
 //! - [`chat`]: `memento chat`, a client of the daemon's API.
-//! - [`fuzzing`]: the invariant checks behind the cargo-fuzz targets in `fuzz/`.
 //!
 //! Read in that order: the daemon reaches memories only over MCP, never through
 //! `memory_server::storage` (an embedded server is started, not called).
@@ -23,6 +22,5 @@
 
 pub mod chat;
 pub mod daemon;
-pub mod fuzzing;
 pub mod memory_server;
 pub mod shared;

@@ -1,6 +1,7 @@
 //! The `memento` binary: parse the command line, load the configuration, start logging and
 //! run one subcommand. No logic lives here.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -8,6 +9,7 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
 use memento::shared::config::{self, Config, ProcessEnv};
+use memento::shared::ready_file::{self, Ready};
 
 mod cli;
 mod signal;
@@ -49,6 +51,7 @@ fn main() -> ExitCode {
         Command::Serve(_) | Command::Chat(_) => "memento",
         Command::McpServer(_) => "memento-mcp-server",
         Command::Export(_) | Command::Import(_) | Command::Reindex(_) => "memento-transfer",
+        Command::Embeddings(_) => "memento-embeddings",
     };
     // The OTLP exporter (when configured) must be built inside the runtime.
     let telemetry = match runtime.block_on(async { memento::shared::telemetry::init(service) }) {
@@ -79,7 +82,7 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
         Command::Export(args) => &args.common,
         Command::Import(args) => &args.common,
         Command::Reindex(args) => &args.common,
-        Command::Chat(_) => return Ok(Config::default()),
+        Command::Chat(_) | Command::Embeddings(_) => return Ok(Config::default()),
     };
     let mut config = config::load(common.config.as_deref(), &ProcessEnv)?;
     apply_common(&mut config, common);
@@ -101,7 +104,11 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
                 config.mcp.embedded_port = port;
             }
         }
-        Command::Chat(_) | Command::Export(_) | Command::Import(_) | Command::Reindex(_) => {}
+        Command::Chat(_)
+        | Command::Export(_)
+        | Command::Import(_)
+        | Command::Reindex(_)
+        | Command::Embeddings(_) => {}
         Command::McpServer(args) => {
             let server = &mut config.mcp_server;
             if let Some(host) = args.host {
@@ -157,7 +164,11 @@ fn provide_mcp_token(config: &mut Config, command: &Command) -> anyhow::Result<(
             }
         }
         // Export, import and reindex open the store directly: no MCP, no token.
-        Command::Chat(_) | Command::Export(_) | Command::Import(_) | Command::Reindex(_) => {}
+        Command::Chat(_)
+        | Command::Export(_)
+        | Command::Import(_)
+        | Command::Reindex(_)
+        | Command::Embeddings(_) => {}
     }
     Ok(())
 }
@@ -187,12 +198,13 @@ async fn run(
     export_stats: Option<Arc<memento::shared::telemetry::ExportStats>>,
 ) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve(_) => run_daemon(config, export_stats).await,
+        Command::Serve(args) => run_daemon(config, export_stats, args.ready_file).await,
         Command::Chat(_) => Ok(()),
-        Command::McpServer(_) => run_mcp_server(config, export_stats).await,
+        Command::McpServer(args) => run_mcp_server(config, export_stats, args.ready_file).await,
         Command::Export(args) => run_export(config, args).await,
         Command::Import(args) => run_import(config, args).await,
         Command::Reindex(args) => run_reindex(config, args).await,
+        Command::Embeddings(args) => run_embeddings(args).await,
     }
 }
 
@@ -226,6 +238,44 @@ async fn run_reindex(config: Config, args: cli::ReindexArgs) -> anyhow::Result<(
         embedder.model_id()
     );
     Ok(())
+}
+
+async fn run_embeddings(args: cli::EmbeddingsArgs) -> anyhow::Result<()> {
+    match args.command {
+        cli::EmbeddingsCommand::Distill { from, out, threads } => {
+            let threads = threads.map(usize::from).unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(usize::from)
+                    .unwrap_or(1)
+            });
+            let bar = Bar::new("distilling");
+            let progress = bar.0.clone();
+            let (from_dir, out_dir) = (from.clone(), out.clone());
+            let summary = tokio::task::spawn_blocking(move || {
+                memento::memory_server::embeddings::static_model::distill(
+                    &from_dir,
+                    &out_dir,
+                    threads,
+                    |done, total| {
+                        progress.set_length(total as u64);
+                        progress.set_position(done as u64);
+                    },
+                )
+            })
+            .await?;
+            bar.0.finish_and_clear();
+            let summary = summary?;
+            println!(
+                "wrote a static model of {} tokens x {} dimensions to {}; set [embeddings] \
+                 provider = \"local\" and model_dir = {:?}",
+                summary.tokens,
+                summary.dimensions,
+                out.display(),
+                out.display().to_string()
+            );
+            Ok(())
+        }
+    }
 }
 
 /// A progress bar on stderr (hidden when stderr is not a terminal).
@@ -311,6 +361,7 @@ async fn run_import(config: Config, args: cli::ImportArgs) -> anyhow::Result<()>
 async fn run_mcp_server(
     config: Config,
     export_stats: Option<Arc<memento::shared::telemetry::ExportStats>>,
+    ready_file: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     let store = memento::memory_server::embeddings::wrap_configured(
         open_store(&config).await?,
@@ -345,6 +396,15 @@ async fn run_mcp_server(
     println!("memento mcp-server listening on {}", server.url());
     println!("  Streamable HTTP: {}/mcp", server.url());
     println!("  legacy SSE:      {}/sse", server.url());
+    if let Some(path) = &ready_file {
+        let mut ready = Ready::this_process(server.addr());
+        ready.mcp_url = Some(format!("{}/mcp", server.url()));
+        ready.sse_url = Some(format!("{}/sse", server.url()));
+        if let Err(error) = ready_file::write(path, &ready) {
+            server.shutdown().await;
+            return Err(error.into());
+        }
+    }
     tokio::select! {
         () = signal::shutdown() => tracing::info!("shutting down"),
         () = shutdown.cancelled() => {}
@@ -356,6 +416,7 @@ async fn run_mcp_server(
 async fn run_daemon(
     config: Config,
     export_stats: Option<Arc<memento::shared::telemetry::ExportStats>>,
+    ready_file: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     if config.llm.provider == memento::daemon::llm::Provider::Offline {
         tracing::warn!(
@@ -368,6 +429,14 @@ async fn run_daemon(
     println!("  memory MCP server: {}", daemon.mcp_url());
     println!("  web page:          {}/", daemon.url());
     println!("  try: memento chat --user alice");
+    if let Some(path) = &ready_file {
+        let mut ready = Ready::this_process(daemon.addr());
+        ready.mcp_url = Some(daemon.mcp_url().to_owned());
+        if let Err(error) = ready_file::write(path, &ready) {
+            daemon.shutdown().await;
+            return Err(error.into());
+        }
+    }
     signal::shutdown().await;
     daemon.shutdown().await;
     Ok(())

@@ -12,12 +12,14 @@
 //! - [`tokens`]: the one token estimate (four bytes a token) every token count uses.
 //! - [`metrics`], [`sse`], [`secret_file`]: small pieces (the last keeps the data
 //!   directory's 0600 secrets: `mcp-token`, `trace-key`).
+//! - [`ready_file`]: the `--ready-file` object servers write once they listen.
 
 pub mod config;
 pub mod domain;
 pub mod edge;
 pub mod metrics;
 pub mod pg;
+pub mod ready_file;
 pub mod retry;
 pub mod secret_file;
 pub mod sse;

@@ -1,3 +1,3 @@
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| memento::fuzzing::convert_tools(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| memento_fuzz_checks::convert_tools(data));

@@ -1,3 +1,3 @@
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| memento::fuzzing::offline_model(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| memento_fuzz_checks::offline_model(data));

@@ -1,3 +1,3 @@
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| memento::fuzzing::search_terms(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| memento_fuzz_checks::search_terms(data));

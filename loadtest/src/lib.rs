@@ -2,7 +2,8 @@
 pub mod capacity;
 pub mod idle;
 pub mod mcp_bench;
-pub mod mock_azure;
+/// The Azure OpenAI mock lives in the dev-only testkit, where the tests use it too.
+pub use testkit::mock_azure;
 pub mod otlp;
 pub mod recall;
 pub mod run;

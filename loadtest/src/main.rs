@@ -100,6 +100,10 @@ struct MockAzureArgs {
     /// sequence of requests.
     #[arg(long, env = "MOCK_AZURE_SEED", default_value_t = 1)]
     seed: u64,
+    /// Once listening, write {"pid", "http_addr", "url"} as one JSON object to PATH
+    /// (atomically), for whoever started the mock on port 0.
+    #[arg(long, value_name = "PATH")]
+    ready_file: Option<std::path::PathBuf>,
 }
 
 async fn mock_azure(args: MockAzureArgs) -> anyhow::Result<()> {
@@ -139,6 +143,13 @@ async fn mock_azure(args: MockAzureArgs) -> anyhow::Result<()> {
     );
     let _ = stdout.flush();
     drop(stdout);
+    if let Some(path) = &args.ready_file {
+        let ready = memento::shared::ready_file::Ready::this_process(server.addr());
+        if let Err(error) = memento::shared::ready_file::write(path, &ready) {
+            server.shutdown().await;
+            return Err(error.into());
+        }
+    }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         result = tokio::signal::ctrl_c() => result?,

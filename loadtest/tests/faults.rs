@@ -25,7 +25,6 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use futures::StreamExt;
-use memento::daemon::Daemon;
 use memento::daemon::llm::Provider;
 use memento::daemon::llm::offline::OfflineModel;
 use memento::daemon::llm::types::{ChatMessage, ChatRequest, FunctionCall, ToolCall};
@@ -41,6 +40,8 @@ use rmcp::transport::streamable_http_server::session::local::LocalSessionManager
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use rmcp::{RoleServer, ServerHandler};
 use serde_json::{Value, json};
+use testkit::daemon::TestDaemon;
+use testkit::eventually;
 use tokio::time::Instant;
 
 const DEPLOYMENT: &str = "gpt-4o-mini";
@@ -54,102 +55,6 @@ async fn bounded<T>(body: impl Future<Output = T>) -> T {
     tokio::time::timeout(TEST_LIMIT, body)
         .await
         .unwrap_or_else(|_| panic!("the test did not finish within {TEST_LIMIT:?}"))
-}
-
-/// Polls `check` until it holds, or panics after `timeout`.
-async fn eventually<F, Fut>(timeout: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if check().await {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// A daemon in-process: embedded memory server, API on loopback port 0, its own data.
-struct TestDaemon {
-    _daemon: Daemon,
-    _dir: tempfile::TempDir,
-    url: String,
-    http: reqwest::Client,
-}
-
-impl TestDaemon {
-    async fn start(adjust: impl FnOnce(&mut Config)) -> TestDaemon {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut config = Config::default();
-        config.server.port = 0;
-        config.storage.data_dir = dir.path().to_owned();
-        config.mcp.embedded_port = 0;
-        adjust(&mut config);
-        config.validate().expect("valid config");
-        let daemon = Daemon::start(config).await.expect("start daemon");
-        let url = daemon.url();
-        TestDaemon {
-            _daemon: daemon,
-            _dir: dir,
-            url,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(60))
-                .build()
-                .expect("http client"),
-        }
-    }
-
-    fn messages_url(&self, user: &str) -> String {
-        format!("{}/v1/users/{user}/messages", self.url)
-    }
-
-    /// One turn: (status, JSON body).
-    async fn post(&self, user: &str, message: &str) -> (u16, Value) {
-        let response = self
-            .http
-            .post(self.messages_url(user))
-            .json(&json!({ "message": message }))
-            .send()
-            .await
-            .expect("send");
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
-    }
-
-    /// One turn that must succeed.
-    async fn turn(&self, user: &str, message: &str) -> Value {
-        let (status, body) = self.post(user, message).await;
-        assert_eq!(status, 200, "turn {message:?} for {user}: {body}");
-        body
-    }
-
-    /// The value of one un-labelled metric at `/metrics`.
-    async fn metric(&self, name: &str) -> f64 {
-        let text = self
-            .http
-            .get(format!("{}/metrics", self.url))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("metrics text");
-        text.lines()
-            .filter(|line| !line.starts_with('#'))
-            .find_map(|line| {
-                let mut parts = line.split_whitespace();
-                (parts.next() == Some(name))
-                    .then(|| parts.next().and_then(|v| v.parse::<f64>().ok()))
-                    .flatten()
-            })
-            .unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))
-    }
 }
 
 async fn mock_on(port: u16, adjust: impl FnOnce(&mut MockConfig)) -> MockServer {
@@ -222,13 +127,13 @@ async fn a_429_storm_waits_for_retry_after_or_fails_fast_with_503() {
             .expect("free port")
             .port();
         let endpoint = format!("http://127.0.0.1:{port}");
-        let patient = TestDaemon::start(|c| {
+        let patient = TestDaemon::start_with(|c| {
             use_azure_at(c, &endpoint);
             c.llm.turn_deadline = Duration::from_secs(30);
             c.llm.max_retry_after = Duration::from_secs(20);
         })
         .await;
-        let impatient = TestDaemon::start(|c| {
+        let impatient = TestDaemon::start_with(|c| {
             use_azure_at(c, &endpoint);
             c.llm.turn_deadline = Duration::from_secs(3);
         })
@@ -357,7 +262,7 @@ async fn server_errors_are_retried_and_counted_in_metrics() {
             c.seed = 7;
         })
         .await;
-        let daemon = TestDaemon::start(|c| {
+        let daemon = TestDaemon::start_with(|c| {
             use_mock(c, &server);
             c.llm.max_retries = 12;
         })
@@ -404,7 +309,7 @@ async fn a_hung_provider_ends_the_turn_at_its_deadline_with_504() {
     bounded(async {
         let deadline = Duration::from_secs(3);
         let server = mock(|c| c.hang_rate = 1.0).await;
-        let daemon = TestDaemon::start(|c| {
+        let daemon = TestDaemon::start_with(|c| {
             use_mock(c, &server);
             c.llm.turn_deadline = deadline;
             // Longer than the turn: the attempt is cut by the turn's deadline.
@@ -456,7 +361,7 @@ async fn a_hung_provider_ends_the_turn_at_its_deadline_with_504() {
 async fn malformed_tool_arguments_are_errors_never_empty_calls() {
     bounded(async {
         let server = mock(|c| c.malformed_rate = 1.0).await;
-        let daemon = TestDaemon::start(|c| use_mock(c, &server)).await;
+        let daemon = TestDaemon::start_with(|c| use_mock(c, &server)).await;
         let body = daemon
             .turn(
                 "alice",
@@ -822,7 +727,7 @@ async fn a_stream_cut_mid_way_is_detected_when_reassembling_by_index() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offline_model_injections_never_reach_bobs_memories() {
     bounded(async {
-        let daemon = TestDaemon::start(|_| {}).await;
+        let daemon = TestDaemon::start_with(|_| {}).await;
         let secret = "my locker code is 8317 zebra";
         let body = daemon.turn("bob", &format!("remember that {secret}")).await;
         assert_eq!(only_call(&body, "store_memory")["is_error"], false);
@@ -1065,7 +970,7 @@ async fn an_obedient_model_cannot_act_for_another_user() {
             })
         });
         let (base_url, seen) = scripted_model(script).await;
-        let daemon = TestDaemon::start(|c| use_scripted(c, &base_url)).await;
+        let daemon = TestDaemon::start_with(|c| use_scripted(c, &base_url)).await;
 
         let secret = "my locker code is 8317 zebra";
         daemon.turn("bob", &format!("remember that {secret}")).await;
@@ -1208,7 +1113,7 @@ async fn a_client_hanging_up_stops_the_turns_llm_work() {
             })
         });
         let (base_url, seen) = scripted_model(script).await;
-        let daemon = TestDaemon::start(|c| {
+        let daemon = TestDaemon::start_with(|c| {
             use_scripted(c, &base_url);
             // Far longer than the test: only the hang-up can end the held request early.
             c.llm.turn_deadline = Duration::from_secs(120);
@@ -1398,7 +1303,7 @@ async fn a_running_tool_call_is_cancelled_on_hang_up_and_at_the_deadline() {
         };
 
         // 1. The client hangs up; the turn's deadline is far away.
-        let daemon = TestDaemon::start(with(120)).await;
+        let daemon = TestDaemon::start_with(with(120)).await;
         let client = {
             let http = daemon.http.clone();
             let url = daemon.messages_url("alice");
@@ -1429,7 +1334,7 @@ async fn a_running_tool_call_is_cancelled_on_hang_up_and_at_the_deadline() {
         assert_eq!(seen.requests().len(), 1, "the model was not asked to go on");
 
         // 2. The turn's deadline passes while the tool runs.
-        let daemon = TestDaemon::start(with(2)).await;
+        let daemon = TestDaemon::start_with(with(2)).await;
         let started = Instant::now();
         let (status, body) = daemon.post("bob", "note this slowly").await;
         assert_eq!(status, 504, "{body}");
@@ -1472,7 +1377,7 @@ async fn a_model_chosen_user_id_reaches_no_tool() {
         );
         let (base_url, _seen) = scripted_model(script).await;
         let mcp_url = slow_tools_server(SlowTools::default()).await;
-        let daemon = TestDaemon::start(|c| {
+        let daemon = TestDaemon::start_with(|c| {
             use_scripted(c, &base_url);
             c.mcp.url = Some(mcp_url);
         })
@@ -1533,7 +1438,7 @@ async fn empty_or_repeated_call_ids_never_merge_two_stores() {
             })
         });
         let (base_url, _seen) = scripted_model(script).await;
-        let daemon = TestDaemon::start(|c| use_scripted(c, &base_url)).await;
+        let daemon = TestDaemon::start_with(|c| use_scripted(c, &base_url)).await;
         let body = daemon.turn("alice", "store four plans").await;
         let calls = tool_calls(&body);
         assert_eq!(calls.len(), 4, "{body}");
@@ -1597,7 +1502,7 @@ async fn a_redirecting_provider_fails_the_turn_and_the_key_stays_home() {
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        let daemon = TestDaemon::start(|c| use_azure_at(c, &endpoint)).await;
+        let daemon = TestDaemon::start_with(|c| use_azure_at(c, &endpoint)).await;
         let started = Instant::now();
         let (status, body) = daemon.post("alice", "store this: the vault code").await;
         assert_eq!(status, 503, "{body}");
@@ -1686,7 +1591,7 @@ async fn a_stored_delete_everything_note_deletes_at_most_five() {
             })
         });
         let (base_url, _seen) = scripted_model(script).await;
-        let daemon = TestDaemon::start(|c| use_scripted(c, &base_url)).await;
+        let daemon = TestDaemon::start_with(|c| use_scripted(c, &base_url)).await;
         for i in 0..7 {
             daemon
                 .turn(

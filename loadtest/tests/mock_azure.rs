@@ -3,7 +3,6 @@
 //! official Python `AzureOpenAI` client.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -13,6 +12,7 @@ use memento_loadtest::mock_azure::{MockConfig, MockServer, MockStats};
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
+use testkit::eventually;
 
 const DEPLOYMENT: &str = "gpt-4o-mini";
 const KEY: &str = "mock-key";
@@ -113,18 +113,6 @@ fn header(reply: &Reply, name: &str) -> Option<u64> {
         .get(name)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
-}
-
-/// Polls `condition` until it holds or `timeout` passes (then fails with `what`).
-async fn eventually(what: &str, timeout: Duration, condition: impl Fn() -> bool) {
-    let deadline = tokio::time::Instant::now() + timeout;
-    while !condition() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 #[tokio::test]
@@ -497,8 +485,8 @@ async fn streamed_chunks_reassemble_into_the_same_answer() {
         })
         .collect();
     assert_eq!(content, "You're welcome!");
-    eventually("both streams to finish", Duration::from_secs(10), || {
-        server.stats().in_flight == 0
+    eventually(Duration::from_secs(10), "both streams to finish", || {
+        std::future::ready(server.stats().in_flight == 0)
     })
     .await;
     assert_eq!(server.stats().streamed, 2);
@@ -668,11 +656,11 @@ async fn hung_requests_end_when_the_client_gives_up_or_the_mock_stops() {
         .expect_err("never answered");
     assert!(error.is_timeout(), "{error}");
     eventually(
-        "the abandoned request to be counted",
         Duration::from_secs(10),
+        "the abandoned request to be counted",
         || {
             let stats = server.stats();
-            stats.hung == 1 && stats.abandoned == 1 && stats.in_flight == 0
+            std::future::ready(stats.hung == 1 && stats.abandoned == 1 && stats.in_flight == 0)
         },
     )
     .await;
@@ -689,9 +677,9 @@ async fn hung_requests_end_when_the_client_gives_up_or_the_mock_stops() {
             .map(|r| r.status())
     });
     eventually(
-        "the second request to hang",
         Duration::from_secs(10),
-        || server.stats().hung == 2,
+        "the second request to hang",
+        || std::future::ready(server.stats().hung == 2),
     )
     .await;
     tokio::time::timeout(Duration::from_secs(10), server.shutdown())
@@ -820,33 +808,17 @@ fn every_flag_has_help_and_an_environment_variable() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_cli_prints_its_address_and_stops_on_sigterm() {
-    let mut child = Command::new(harness())
+async fn the_cli_writes_its_ready_file_and_stops_on_sigterm() {
+    let mut command = Command::new(harness());
+    command
         .args(["mock-azure", "--port", "0", "--api-key", "k"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn mock-azure");
-    let stdout = child.stdout.take().expect("stdout");
-    // One thread reads every line (keeping the pipe open) and passes them on.
-    let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if lines_tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let line = tokio::time::timeout(Duration::from_secs(30), lines.recv())
-        .await
-        .expect("the address is printed")
-        .expect("a first line");
-    let endpoint = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://127.0.0.1:"))
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .to_owned();
+        .stderr(Stdio::null());
+    let (mut child, ready) =
+        testkit::process::spawn_ready(command, "mock-azure").expect("the mock gets ready");
+    assert_eq!(ready.pid, child.id());
+    assert!(ready.url.starts_with("http://127.0.0.1:"), "{ready:?}");
+    assert_eq!(ready.mcp_url, None);
+    let endpoint = ready.url;
     let health = reqwest::get(format!("{endpoint}/healthz"))
         .await
         .expect("healthz");

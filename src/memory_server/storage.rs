@@ -5,12 +5,13 @@
 //!
 //! - `storage/engine.rs`: [`SqliteStore`], its writer thread (group commit) and reader
 //!   threads, so no query runs on an async thread;
-//! - `storage/sql.rs`: the statements and the full-text scoping;
+//! - `storage/sql.rs`: the statements;
+//! - [`fts`]: the FTS5 table and its tenant-scoped tokens;
 //! - `storage/migrations.rs`: the schema and its versions.
 //!
 //! Full-text search uses an FTS5 table over content, description, filename and tags,
 //! ranked by bm25, with **tenant-scoped tokens**: every indexed word is written as
-//! `u<user number>q<word>` (see [`scoped_text`]), and queries ask for the same scoped terms.
+//! `u<user number>q<word>` (see [`fts::scoped_text`]), and queries ask for the same scoped terms.
 //! So a search only ever reads the caller's own postings (the SQL checks `user_id` once
 //! more), and bm25's per-term statistics cost a user's few rows, not the whole table's: at a
 //! million memories a common word's global posting list would make every ranked query scan
@@ -27,6 +28,8 @@ use serde::Serialize;
 use crate::shared::domain::{MemoryId, SearchTerms, UserId};
 
 mod engine;
+pub mod fts;
+mod list_sql;
 mod migrations;
 mod postgres;
 mod sql;
@@ -35,7 +38,7 @@ pub(crate) mod vectors;
 pub use postgres::{PostgresOptions, PostgresStore};
 
 pub use engine::{SqliteOptions, SqliteStore};
-pub(crate) use sql::{reindex_all, scoped_text};
+pub(crate) use sql::reindex_all;
 
 /// Characters of content shown in a search result's `preview`.
 pub const PREVIEW_CHARS: usize = 300;
@@ -418,6 +421,26 @@ pub fn no_vectors() -> StorageError {
          \"hybrid\") and reindexing are not available; use mode \"keyword\""
             .into(),
     )
+}
+
+/// Wraps a storage future in a client span named `name` (`"sqlite store"`, `"postgres
+/// search"`: the engine, then the operation), with the OTel database attributes.
+fn traced<T: Send + 'static>(
+    system: &'static str,
+    name: &'static str,
+    future: impl Future<Output = Result<T, StorageError>> + Send + 'static,
+) -> BoxFuture<'static, Result<T, StorageError>> {
+    let operation = name
+        .split_once(' ')
+        .map_or(name, |(_, operation)| operation);
+    let span = tracing::info_span!(
+        "storage",
+        otel.name = name,
+        otel.kind = "client",
+        db.system.name = system,
+        db.operation.name = operation,
+    );
+    Box::pin(tracing::Instrument::instrument(future, span))
 }
 
 #[cfg(test)]

@@ -297,22 +297,6 @@ impl SearchTerms {
     pub fn terms(&self) -> &[String] {
         &self.0
     }
-
-    /// The terms as an FTS5 expression: each term a quoted string (quotes inside are
-    /// impossible since terms are alphanumeric), any term may match, ranking decides order.
-    pub fn to_fts5(&self) -> String {
-        self.to_fts5_scoped("")
-    }
-
-    /// Like [`SearchTerms::to_fts5`], each term written as `<prefix><term>` (the storage
-    /// engine's tenant-scoped tokens).
-    pub fn to_fts5_scoped(&self, prefix: &str) -> String {
-        self.0
-            .iter()
-            .map(|t| format!("\"{prefix}{t}\""))
-            .collect::<Vec<_>>()
-            .join(" OR ")
-    }
 }
 
 /// Shortens hostile input before it is echoed in an error message.

@@ -1,7 +1,8 @@
 //! deploy/: the compose file, Kubernetes manifests, systemd units and Dockerfile.
 
 use std::process::Command;
-use std::time::Duration;
+
+use testkit::nginx::Nginx;
 
 use crate::support::{python, repo_root};
 
@@ -98,108 +99,6 @@ fn systemd_units_use_separate_state_directories() {
 
 // === deploy/nginx/memento.conf: a real nginx in front of real daemons ===
 
-/// A private nginx on a free loopback port, running deploy/nginx/memento.conf with the given
-/// daemons between its BEGIN/END markers; killed on drop.
-struct Nginx {
-    child: std::process::Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        // SIGTERM: the master stops its workers (SIGKILL would orphan them).
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
-    }
-}
-
-/// Replaces the lines between `# BEGIN name` and `# END name` with `lines`.
-fn fill_section(config: &str, name: &str, lines: &[String]) -> String {
-    let begin = format!("# BEGIN {name}");
-    let end = format!("# END {name}");
-    let mut out = Vec::new();
-    let mut inside = false;
-    let mut found = false;
-    for line in config.lines() {
-        let trimmed = line.trim();
-        if trimmed == begin {
-            inside = true;
-            found = true;
-            out.push(line.to_owned());
-            out.extend(lines.iter().map(|l| format!("    {l}")));
-        } else if trimmed == end {
-            inside = false;
-            out.push(line.to_owned());
-        } else if !inside {
-            out.push(line.to_owned());
-        }
-    }
-    assert!(found, "deploy/nginx/memento.conf has no `{begin}` marker");
-    out.join("\n")
-}
-
-fn nginx_binary() -> std::path::PathBuf {
-    ["/usr/sbin/nginx", "/usr/bin/nginx", "/usr/local/sbin/nginx"]
-        .iter()
-        .map(std::path::PathBuf::from)
-        .find(|p| p.exists())
-        .expect(
-            "nginx is not installed: `bash tests/services/nginx.sh` installs it \
-             (tests/run.sh runs it)",
-        )
-}
-
-impl Nginx {
-    async fn start(daemons: &[&str]) -> Nginx {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let port = crate::support::free_port();
-        let site = std::fs::read_to_string(repo_root().join("deploy/nginx/memento.conf"))
-            .expect("deploy/nginx/memento.conf");
-        let servers: Vec<String> = daemons
-            .iter()
-            .map(|url| {
-                let address = url.trim_start_matches("http://").trim_end_matches('/');
-                format!("server {address} max_fails=1 fail_timeout=10s;")
-            })
-            .collect();
-        let site = fill_section(&site, "daemons", &servers);
-        let site = fill_section(&site, "listen", &[format!("listen 127.0.0.1:{port};")]);
-        let root = dir.path().display();
-        let main = format!(
-            "pid {root}/nginx.pid;\nerror_log stderr warn;\nworker_processes 1;\n\
-             events {{ worker_connections 256; }}\n\
-             http {{\n  access_log off;\n  client_body_temp_path {root}/body;\n\
-             proxy_temp_path {root}/proxy;\n  include {root}/memento.conf;\n}}\n"
-        );
-        std::fs::write(dir.path().join("memento.conf"), site).expect("write site");
-        std::fs::write(dir.path().join("nginx.conf"), main).expect("write nginx.conf");
-        let child = Command::new(nginx_binary())
-            .arg("-p")
-            .arg(dir.path())
-            .arg("-c")
-            .arg(dir.path().join("nginx.conf"))
-            .args(["-g", "daemon off;"])
-            .spawn()
-            .expect("spawn nginx");
-        let url = format!("http://127.0.0.1:{port}");
-        let nginx = Nginx {
-            child,
-            url,
-            _dir: dir,
-        };
-        crate::support::eventually(Duration::from_secs(10), "nginx listens", || async {
-            tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-        })
-        .await;
-        nginx
-    }
-}
-
 const SERVICE_TOKEN: &str = "5f0c9e2d7b4a41e8a3c6d1f09b8e7a6c2d4f1e3b5a7c9d0e8f6a4b2c1d3e5f7a";
 
 async fn turn_via(http: &reqwest::Client, base: &str, user: &str, message: &str) -> u16 {
@@ -240,8 +139,7 @@ async fn nginx_hashes_each_user_to_one_daemon_and_skips_a_dead_one() {
         );
     }
     let urls: Vec<String> = daemons.iter().map(|d| d.url.clone()).collect();
-    let url_refs: Vec<&str> = urls.iter().map(String::as_str).collect();
-    let nginx = Nginx::start(&url_refs).await;
+    let nginx = Nginx::start(&urls, "warn").await.expect("start nginx");
     let http = reqwest::Client::new();
     let users: Vec<String> = (0..12).map(|i| format!("hash-user-{i}")).collect();
     for round in 0..2 {

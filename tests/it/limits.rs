@@ -53,22 +53,6 @@ async fn readyz_limits(daemon: &DaemonFixture) -> String {
     body["limits"].as_str().unwrap_or_default().to_owned()
 }
 
-async fn metric(daemon: &DaemonFixture, name: &str) -> Option<f64> {
-    let text = daemon
-        .http
-        .get(format!("{}/metrics", daemon.url))
-        .send()
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    text.lines()
-        .find(|l| l.starts_with(name) && l.as_bytes().get(name.len()) == Some(&b' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_falls_back_to_the_local_share_and_back_to_the_shared_quota() {
     let port = free_port();
@@ -83,7 +67,7 @@ async fn redis_down_falls_back_to_the_local_share_and_back_to_the_shared_quota()
     .await;
     daemon.turn("lim-user", "hello").await;
     assert_eq!(readyz_limits(&daemon).await, "shared");
-    assert_eq!(metric(&daemon, "memento_limits_fallback").await, Some(0.0));
+    assert_eq!(daemon.metric("memento_limits_fallback").await, 0.0);
 
     drop(redis);
     // Turns keep being answered, on the daemon's own share of the quota.
@@ -101,8 +85,8 @@ async fn redis_down_falls_back_to_the_local_share_and_back_to_the_shared_quota()
         .expect("readyz")
         .status();
     assert_eq!(status, 200, "a daemon on its fallback still answers turns");
-    assert_eq!(metric(&daemon, "memento_limits_fallback").await, Some(1.0));
-    assert!(metric(&daemon, "memento_limits_redis_errors_total").await >= Some(1.0));
+    assert_eq!(daemon.metric("memento_limits_fallback").await, 1.0);
+    assert!(daemon.metric("memento_limits_redis_errors_total").await >= 1.0);
 
     // Redis back on the same port: the probe finds it and the shared quota decides again.
     let _redis = start_redis(port).await;
@@ -110,11 +94,8 @@ async fn redis_down_falls_back_to_the_local_share_and_back_to_the_shared_quota()
         readyz_limits(&daemon).await == "shared"
     })
     .await;
-    assert_eq!(metric(&daemon, "memento_limits_fallback").await, Some(0.0));
+    assert_eq!(daemon.metric("memento_limits_fallback").await, 0.0);
     daemon.turn("lim-user", "Redis is back").await;
     assert_eq!(readyz_limits(&daemon).await, "shared");
-    assert_eq!(
-        metric(&daemon, "memento_limits_fallbacks_total").await,
-        Some(1.0)
-    );
+    assert_eq!(daemon.metric("memento_limits_fallbacks_total").await, 1.0);
 }

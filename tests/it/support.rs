@@ -3,10 +3,8 @@
 
 #![allow(dead_code)]
 
-use std::future::Future;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +17,7 @@ use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::{RoleClient, ServiceExt};
 use serde_json::{Value, json};
+use testkit::process::spawn_ready;
 use tokio_util::sync::CancellationToken;
 
 /// A client session of either transport.
@@ -165,23 +164,7 @@ pub async fn retrieve_ids(client: &Client, args: Value) -> Vec<String> {
         .collect()
 }
 
-/// Polls `check` until it returns true or `timeout` passes.
-pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if check().await {
-            return;
-        }
-        if tokio::time::Instant::now() > deadline {
-            panic!("timed out waiting for: {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+pub use testkit::eventually;
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
@@ -224,36 +207,21 @@ impl Drop for ChildServer {
     }
 }
 
-/// Starts `memento mcp-server --port 0 --data-dir DIR` and reads its URL from stdout.
+/// Starts `memento mcp-server --port 0 --data-dir DIR`; its URL comes from its ready file.
 pub fn spawn_mcp_server(data_dir: &Path) -> ChildServer {
     spawn_mcp_server_with_env(data_dir, &[])
 }
 
 /// Like [`spawn_mcp_server`], with extra environment variables.
 pub fn spawn_mcp_server_with_env(data_dir: &Path, envs: &[(&str, &str)]) -> ChildServer {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_memento"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_memento"));
+    command
         .args(["mcp-server", "--port", "0", "--data-dir"])
         .arg(data_dir)
         .env("RUST_LOG", "warn")
-        .envs(envs.iter().copied())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn memento mcp-server");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let first = lines
-        .next()
-        .and_then(Result::ok)
-        .expect("memento mcp-server printed nothing");
-    let url = first
-        .rsplit(' ')
-        .next()
-        .filter(|u| u.starts_with("http://"))
-        .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
-        .to_owned();
-    // Keep draining stdout so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
+        .envs(envs.iter().copied());
+    let (child, ready) =
+        spawn_ready(command, "memento mcp-server").unwrap_or_else(|e| panic!("{e:#}"));
     let token = envs
         .iter()
         .find(|(k, _)| *k == "MEMENTO_MCP_TOKEN")
@@ -263,104 +231,16 @@ pub fn spawn_mcp_server_with_env(data_dir: &Path, envs: &[(&str, &str)]) -> Chil
                 .ok()
                 .flatten()
         });
-    ChildServer { child, url, token }
+    ChildServer {
+        child,
+        url: ready.url,
+        token,
+    }
 }
 
 /// A daemon (`memento serve` in-process) with the embedded memory server and the offline
 /// model, on port 0 with its own data directory.
-pub struct DaemonFixture {
-    pub daemon: Option<memento::daemon::Daemon>,
-    pub dir: tempfile::TempDir,
-    pub url: String,
-    pub http: reqwest::Client,
-}
-
-impl DaemonFixture {
-    pub async fn start() -> DaemonFixture {
-        Self::start_with(|_| {}).await
-    }
-
-    pub async fn start_with(
-        adjust: impl FnOnce(&mut memento::shared::config::Config),
-    ) -> DaemonFixture {
-        let dir = tempfile::tempdir().expect("tempdir");
-        Self::start_in(dir, adjust).await
-    }
-
-    /// Starts on an existing data directory (restarts).
-    pub async fn start_in(
-        dir: tempfile::TempDir,
-        adjust: impl FnOnce(&mut memento::shared::config::Config),
-    ) -> DaemonFixture {
-        let mut config = daemon_config(dir.path());
-        adjust(&mut config);
-        config.validate().expect("valid config");
-        let daemon = memento::daemon::Daemon::start(config)
-            .await
-            .expect("start daemon");
-        let url = daemon.url();
-        DaemonFixture {
-            daemon: Some(daemon),
-            dir,
-            url,
-            http: reqwest::Client::new(),
-        }
-    }
-
-    pub fn daemon(&self) -> &memento::daemon::Daemon {
-        self.daemon.as_ref().expect("running")
-    }
-
-    /// Shuts down gracefully and returns the data directory for a restart.
-    pub async fn stop(mut self) -> tempfile::TempDir {
-        if let Some(daemon) = self.daemon.take() {
-            daemon.shutdown().await;
-        }
-        self.dir
-    }
-
-    /// One turn; returns (status, body).
-    pub async fn post(&self, user: &str, message: &str) -> (u16, Value) {
-        let response = self
-            .http
-            .post(format!("{}/v1/users/{user}/messages", self.url))
-            .json(&json!({ "message": message }))
-            .send()
-            .await
-            .expect("send");
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
-    }
-
-    /// One turn that must succeed.
-    pub async fn turn(&self, user: &str, message: &str) -> Value {
-        let (status, body) = self.post(user, message).await;
-        assert_eq!(status, 200, "turn {message:?} for {user}: {body}");
-        body
-    }
-
-    pub async fn history(&self, user: &str) -> Vec<Value> {
-        let body: Value = self
-            .http
-            .get(format!("{}/v1/users/{user}/history", self.url))
-            .send()
-            .await
-            .expect("send")
-            .json()
-            .await
-            .expect("json");
-        body["messages"].as_array().cloned().unwrap_or_default()
-    }
-}
-
-/// The config of a test daemon: everything on loopback port 0, data in `dir`, offline model.
-pub fn daemon_config(dir: &Path) -> memento::shared::config::Config {
-    let mut config = memento::shared::config::Config::default();
-    config.server.port = 0;
-    config.storage.data_dir = dir.to_owned();
-    config.mcp.embedded_port = 0;
-    config
-}
+pub use testkit::daemon::TestDaemon as DaemonFixture;
 
 /// Names of the tools called in a turn's result.
 pub fn tool_names(body: &Value) -> Vec<String> {
@@ -386,54 +266,35 @@ pub fn free_port() -> u16 {
 
 /// Starts `memento mcp-server` on a given port.
 pub fn spawn_mcp_server_on(data_dir: &Path, port: u16) -> ChildServer {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_memento"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_memento"));
+    command
         .args(["mcp-server", "--port", &port.to_string(), "--data-dir"])
         .arg(data_dir)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn memento mcp-server");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let first = lines.next().and_then(Result::ok).unwrap_or_default();
-    assert!(
-        first.contains("listening"),
-        "memento mcp-server did not start: {first:?}"
-    );
-    std::thread::spawn(move || for _ in lines {});
+        .env("RUST_LOG", "warn");
+    let (child, ready) =
+        spawn_ready(command, "memento mcp-server").unwrap_or_else(|e| panic!("{e:#}"));
+    assert_eq!(ready.http_addr.port(), port, "{ready:?}");
     ChildServer {
         child,
-        url: format!("http://127.0.0.1:{port}"),
+        url: ready.url,
         token: Some(mcp_token(data_dir)),
     }
 }
 
-/// Starts `memento serve --port 0` as a child process with `args` and `envs`; reads its URL.
+/// Starts `memento serve --port 0` as a child process with `args` and `envs`; its URL comes
+/// from its ready file.
 pub fn spawn_daemon(data_dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> ChildServer {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_memento"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_memento"));
+    command
         .args(["serve", "--port", "0", "--data-dir"])
         .arg(data_dir)
         .args(args)
         .env("RUST_LOG", "warn")
-        .envs(envs.iter().copied())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn memento serve");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let first = lines.next().and_then(Result::ok).unwrap_or_default();
-    let url = first
-        .rsplit(' ')
-        .next()
-        .filter(|u| u.starts_with("http://"))
-        .unwrap_or_else(|| panic!("memento serve did not start: {first:?}"))
-        .to_owned();
-    std::thread::spawn(move || for _ in lines {});
+        .envs(envs.iter().copied());
+    let (child, ready) = spawn_ready(command, "memento serve").unwrap_or_else(|e| panic!("{e:#}"));
     ChildServer {
         child,
-        url,
+        url: ready.url,
         token: None,
     }
 }
@@ -442,10 +303,7 @@ pub fn spawn_daemon(data_dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> Ch
 
 /// Sends SIGTERM to a process with `kill -TERM` (libc is not a dependency).
 pub fn sigterm(pid: u32) {
-    let status = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .expect("run kill");
+    let status = testkit::process::sigterm(pid).expect("run kill");
     assert!(status.success(), "kill -TERM {pid}: {status}");
 }
 

@@ -9,19 +9,16 @@
 //! tests/services/{postgres,redis}.sh give (one already on the default port, or a private one
 //! they start and leave running for the next run).
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 use anyhow::{Context, bail};
 use rand::Rng;
 
 use super::RunArgs;
 use crate::mock_azure::MockStats;
-
-/// deploy/nginx/memento.conf, the file compose mounts: the harness fills its daemons and port.
-pub(crate) const NGINX_SITE: &str = include_str!("../../../deploy/nginx/memento.conf");
+use testkit::nginx::Nginx;
+use testkit::process::spawn_ready;
 
 /// What a spawned stack consists of.
 pub(crate) struct Stack {
@@ -36,7 +33,7 @@ pub(crate) struct Stack {
     pub(crate) service_token: Option<String>,
     pub(crate) daemons: Vec<Child>,
     mcps: Vec<Child>,
-    nginx: Option<Child>,
+    nginx: Option<Nginx>,
     /// `memento-loadtest mock-azure`, in its own process.
     mock: Child,
     mock_url: String,
@@ -45,13 +42,8 @@ pub(crate) struct Stack {
 
 impl Drop for Stack {
     fn drop(&mut self) {
-        if let Some(nginx) = &mut self.nginx {
-            // SIGTERM: the master stops its workers (SIGKILL would orphan them).
-            let _ = Command::new("kill")
-                .args(["-TERM", &nginx.id().to_string()])
-                .status();
-            let _ = nginx.wait();
-        }
+        // nginx first (its drop stops it with SIGTERM), then what it fronts.
+        self.nginx = None;
         for daemon in &mut self.daemons {
             kill(daemon);
         }
@@ -98,10 +90,7 @@ impl Stack {
     }
 }
 
-pub(crate) fn kill(child: &mut Child) {
-    let _ = child.kill();
-    let _ = child.wait();
-}
+pub(crate) use testkit::process::kill;
 
 /// The `memento-loadtest` binary that serves the mock: this one, or the one next to the
 /// `memento` binary (when the harness runs as a library inside a test).
@@ -129,7 +118,6 @@ fn spawn_mock(args: &RunArgs, memento: &Path) -> anyhow::Result<(Child, String)>
         .args(["--api-key", "mock-key"])
         .args(["--latency-ms", &args.mock_latency_ms.to_string()])
         .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     if let Some(rpm) = args.mock_rpm {
         command.args(["--rpm", &rpm.to_string()]);
@@ -140,16 +128,8 @@ fn spawn_mock(args: &RunArgs, memento: &Path) -> anyhow::Result<(Child, String)>
             command.env_remove(name);
         }
     }
-    let mut mock = command
-        .spawn()
-        .with_context(|| format!("start {} mock-azure", bin.display()))?;
-    match url_from(&mut mock, "memento-loadtest mock-azure") {
-        Ok(url) => Ok((mock, url)),
-        Err(error) => {
-            kill(&mut mock);
-            Err(error)
-        }
-    }
+    let (mock, ready) = spawn_ready(command, &format!("{} mock-azure", bin.display()))?;
+    Ok((mock, ready.url))
 }
 
 fn memento_bin(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
@@ -167,20 +147,6 @@ fn memento_bin(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
         "cannot find the `memento` binary next to {}; build it (cargo build --release) or pass --memento-bin",
         exe.display()
     )
-}
-
-/// Reads the first stdout line of a child and returns its last word (the URL it prints).
-fn url_from(child: &mut Child, what: &str) -> anyhow::Result<String> {
-    let stdout = child.stdout.take().context("child stdout")?;
-    let mut lines = BufReader::new(stdout).lines();
-    let first = lines.next().transpose()?.unwrap_or_default();
-    std::thread::spawn(move || for _ in lines {});
-    first
-        .rsplit(' ')
-        .next()
-        .filter(|u| u.starts_with("http://"))
-        .map(str::to_owned)
-        .with_context(|| format!("{what} did not start: {first:?}"))
 }
 
 /// Starts the stack `args` asks for.
@@ -236,19 +202,15 @@ pub(crate) async fn spawn_stack(args: &RunArgs) -> anyhow::Result<Stack> {
                 &args.otlp_protocol,
                 crate::otlp::MCP_SERVICE,
             ))
-            .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         if let Some(url) = &postgres_url {
             command
                 .env("MEMENTO_STORAGE__BACKEND", "postgres")
                 .env("MEMENTO_STORAGE__POSTGRES_URL", url);
         }
-        let mut mcp = command
-            .spawn()
-            .with_context(|| format!("start {} mcp-server", bin.display()))?;
-        let url = url_from(&mut mcp, "memento mcp-server");
+        let (mcp, ready) = spawn_ready(command, &format!("{} mcp-server", bin.display()))?;
         stack.mcps.push(mcp);
-        mcp_urls.push(url?);
+        mcp_urls.push(ready.url);
     }
     stack.mcp_url = mcp_urls[0].clone();
     // One pseudonym key for every daemon: a user's per-user limit is one Redis key.
@@ -274,7 +236,6 @@ pub(crate) async fn spawn_stack(args: &RunArgs) -> anyhow::Result<Stack> {
                 &args.otlp_protocol,
                 crate::otlp::DAEMON_SERVICE,
             ))
-            .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         if let Some(rpm) = args.mock_rpm {
             command.env("MEMENTO_LLM__RPM", rpm.to_string());
@@ -298,15 +259,14 @@ pub(crate) async fn spawn_stack(args: &RunArgs) -> anyhow::Result<Stack> {
                     format!("{:.4}", 1.0 / daemons as f64),
                 );
         }
-        let mut daemon = command.spawn().context("start memento serve")?;
-        let url = url_from(&mut daemon, "memento serve");
+        let (daemon, ready) = spawn_ready(command, "memento serve")?;
         stack.daemons.push(daemon);
-        stack.daemon_urls.push(url?);
+        stack.daemon_urls.push(ready.url);
     }
     if daemons > 1 {
-        let (nginx, url) = spawn_nginx(stack._dir.path(), &stack.daemon_urls).await?;
+        let nginx = Nginx::start(&stack.daemon_urls, "error").await?;
+        stack.daemon_url = nginx.url.clone();
         stack.nginx = Some(nginx);
-        stack.daemon_url = url;
     } else {
         stack.daemon_url = stack.daemon_urls[0].clone();
     }
@@ -338,110 +298,6 @@ fn service_url(given: Option<&str>, script: &str, flag: &str) -> anyhow::Result<
         );
     }
     Ok(url)
-}
-
-/// Replaces the lines between `# BEGIN name` and `# END name` of the nginx site.
-pub(crate) fn fill_section(config: &str, name: &str, lines: &[String]) -> anyhow::Result<String> {
-    let begin = format!("# BEGIN {name}");
-    let end = format!("# END {name}");
-    let mut out = Vec::new();
-    let mut inside = false;
-    let mut found = false;
-    for line in config.lines() {
-        let trimmed = line.trim();
-        if trimmed == begin {
-            inside = true;
-            found = true;
-            out.push(line.to_owned());
-            out.extend(lines.iter().map(|l| format!("    {l}")));
-        } else if trimmed == end {
-            inside = false;
-            out.push(line.to_owned());
-        } else if !inside {
-            out.push(line.to_owned());
-        }
-    }
-    if !found {
-        bail!("deploy/nginx/memento.conf has no `{begin}` marker");
-    }
-    Ok(out.join("\n"))
-}
-
-fn nginx_binary() -> anyhow::Result<PathBuf> {
-    let known = ["/usr/sbin/nginx", "/usr/bin/nginx", "/usr/local/sbin/nginx"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists());
-    if let Some(path) = known {
-        return Ok(path);
-    }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/services/nginx.sh");
-    let output = Command::new("bash")
-        .arg(&script)
-        .stderr(Stdio::inherit())
-        .output()
-        .with_context(|| format!("run {}", script.display()))?;
-    let path = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
-    if !output.status.success() || !path.exists() {
-        bail!("--daemons needs nginx: install it (apt-get install nginx)");
-    }
-    Ok(path)
-}
-
-/// A private nginx on a free loopback port in front of `daemons`; returns it and its URL.
-async fn spawn_nginx(dir: &Path, daemons: &[String]) -> anyhow::Result<(Child, String)> {
-    let root = dir.join("nginx");
-    std::fs::create_dir_all(&root)?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let servers: Vec<String> = daemons
-        .iter()
-        .map(|url| {
-            let address = url.trim_start_matches("http://").trim_end_matches('/');
-            format!("server {address} max_fails=1 fail_timeout=10s;")
-        })
-        .collect();
-    let site = fill_section(NGINX_SITE, "daemons", &servers)?;
-    let site = fill_section(&site, "listen", &[format!("listen 127.0.0.1:{port};")])?;
-    let r = root.display();
-    std::fs::write(root.join("memento.conf"), site)?;
-    std::fs::write(
-        root.join("nginx.conf"),
-        format!(
-            "pid {r}/nginx.pid;\nerror_log stderr error;\nworker_processes 1;\n\
-             events {{ worker_connections 4096; }}\n\
-             http {{\n  access_log off;\n  client_body_temp_path {r}/body;\n\
-             proxy_temp_path {r}/proxy;\n  include {r}/memento.conf;\n}}\n"
-        ),
-    )?;
-    let mut nginx = Command::new(nginx_binary()?)
-        .arg("-p")
-        .arg(&root)
-        .arg("-c")
-        .arg(root.join("nginx.conf"))
-        .args(["-g", "daemon off;"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .context("start nginx")?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return Ok((nginx, format!("http://127.0.0.1:{port}")));
-        }
-        if let Ok(Some(status)) = nginx.try_wait() {
-            bail!("nginx exited at start: {status}");
-        }
-        if tokio::time::Instant::now() > deadline {
-            kill(&mut nginx);
-            bail!("nginx did not listen on 127.0.0.1:{port} within 10 s");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 pub(crate) fn uuid_like() -> String {

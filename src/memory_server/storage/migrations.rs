@@ -60,13 +60,9 @@ const MIGRATIONS: &[Migration] = &[
     Migration::Rust(|conn| {
         conn.execute_batch(
             "CREATE TABLE users (user_no INTEGER PRIMARY KEY, user_id TEXT NOT NULL UNIQUE);
-             DROP TABLE memories_fts;
-             CREATE VIRTUAL TABLE memories_fts USING fts5 (
-                 content, description, filename, tags,
-                 content = '', contentless_delete = 1,
-                 tokenize = 'porter unicode61 remove_diacritics 2'
-             );",
+             DROP TABLE memories_fts;",
         )?;
+        conn.execute_batch(super::fts::FTS_TABLE)?;
         super::reindex_all(conn)
     }),
     // 4: the SHA-256 of a store's canonical arguments kept with its idempotency key, so a

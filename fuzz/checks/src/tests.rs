@@ -19,7 +19,7 @@ const TARGETS: [(&str, Check); 5] = [
 
 fn seeds_dir(target: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("fuzz")
+        .join("..")
         .join("seeds")
         .join(target)
 }
@@ -110,7 +110,7 @@ fn the_checks_catch_what_they_claim_to() {
     // The search check's FTS5 table really rejects a bad expression.
     with_fts(|conn| {
         let mut stmt = conn
-            .prepare("SELECT rowid FROM t WHERE t MATCH ?1")
+            .prepare("SELECT rowid FROM memories_fts WHERE memories_fts MATCH ?1")
             .unwrap();
         // FTS5 reports a syntax error when the statement steps, i.e. on the first row.
         let rows: rusqlite::Result<Vec<i64>> = stmt

@@ -1,10 +1,12 @@
 //! The checks behind the cargo-fuzz targets in `fuzz/`: each takes arbitrary bytes, drives
 //! one parser or converter with them, and panics only when an invariant is broken.
 //!
-//! They live in the library rather than in `fuzz/` so that plain `cargo test` (which never
-//! runs cargo-fuzz) replays the committed seed corpus `fuzz/seeds/<target>/` through them,
-//! including every input a fuzzer ever found (`src/fuzzing/tests.rs`), and so that they
-//! compile with the code they check. `fuzz/run.sh` runs the real fuzzers.
+//! They live beside the fuzz targets, in this crate (`fuzz/checks`, a member of the root
+//! workspace, never a dependency of `memento`), so that plain `cargo test --workspace` (which
+//! never runs cargo-fuzz) replays the committed seed corpus `fuzz/seeds/<target>/` through
+//! them, including every input a fuzzer ever found (`src/tests.rs`), and so that they compile
+//! with the code they check. The cargo-fuzz targets in `fuzz/fuzz_targets/` call them;
+//! `fuzz/run.sh` runs the real fuzzers.
 //!
 //! | check | drives | invariants besides "no panic" |
 //! | --- | --- | --- |
@@ -25,17 +27,19 @@ use rmcp::model::{ClientJsonRpcMessage, JsonObject, ServerJsonRpcMessage, Tool};
 use rusqlite::Connection;
 use serde_json::{Value, json};
 
-use crate::daemon::llm::offline::{
+use memento::daemon::llm::offline::{
     self, Intent, MAX_TOOL_ROUNDS, OFFLINE_MODEL_NAME, OfflineModel,
 };
-use crate::daemon::llm::types::{
+use memento::daemon::llm::types::{
     ChatMessage, ChatRequest, ChatResponse, FinishReason, FunctionCall, FunctionDefinition,
     ToolCall, ToolDefinition,
 };
-use crate::daemon::mcp::{self, USER_ARGUMENT};
-use crate::memory_server::storage::scoped_text;
-use crate::shared::domain::{self, MAX_QUERY_LEN, MAX_QUERY_TERMS, SearchTerms};
-use crate::shared::sse::{SseError, SseEvent, SseParser};
+use memento::daemon::mcp::{self, USER_ARGUMENT};
+use memento::memory_server::storage::fts::{
+    FTS_TABLE, match_expression, scope_prefix, scoped_text,
+};
+use memento::shared::domain::{self, MAX_QUERY_LEN, MAX_QUERY_TERMS, SearchTerms};
+use memento::shared::sse::{SseError, SseEvent, SseParser};
 
 // === SSE ===
 
@@ -210,8 +214,8 @@ pub fn search_terms(data: &[u8]) {
         assert!(seen.insert(term), "term {term:?} twice");
     }
     let prefix = scope_prefix(SEARCH_USER);
-    let plain = terms.to_fts5();
-    let scoped = terms.to_fts5_scoped(&prefix);
+    let plain = match_expression(&terms, "");
+    let scoped = match_expression(&terms, &prefix);
     assert_or_of_quoted(&plain, "", list);
     assert_or_of_quoted(&scoped, &prefix, list);
     if terms.is_empty() {
@@ -237,15 +241,6 @@ pub fn search_terms(data: &[u8]) {
             "{scoped:?} does not find the text it came from"
         );
     });
-}
-
-/// `u<hex>q`, taken from the storage engine's own indexing so the two cannot drift.
-fn scope_prefix(user_no: i64) -> String {
-    let scoped = scoped_text(user_no, "x");
-    match scoped.strip_suffix('x') {
-        Some(prefix) => prefix.to_owned(),
-        None => panic!("scoped_text({user_no}, \"x\") = {scoped:?}"),
-    }
 }
 
 /// Checks that `expression` is `"<prefix><term>"` for each term, joined by ` OR `.
@@ -279,14 +274,8 @@ fn with_fts(check: impl FnOnce(&Connection)) {
                 Ok(conn) => conn,
                 Err(error) => panic!("cannot open an in-memory SQLite database: {error}"),
             };
-            // As `storage::migrations` creates `memories_fts`.
-            if let Err(error) = conn.execute_batch(
-                "CREATE VIRTUAL TABLE t USING fts5 (
-                     content, description, filename, tags,
-                     content = '', contentless_delete = 1,
-                     tokenize = 'porter unicode61 remove_diacritics 2'
-                 );",
-            ) {
+            // The storage engine's own table definition.
+            if let Err(error) = conn.execute_batch(FTS_TABLE) {
                 panic!("cannot create the FTS5 table: {error}");
             }
             conn
@@ -307,13 +296,14 @@ fn fts_check(
     for user in [SEARCH_USER, OTHER_USER] {
         let text = scoped_text(user, raw);
         conn.prepare_cached(
-            "INSERT INTO t (rowid, content, description, filename, tags) \
+            "INSERT INTO memories_fts (rowid, content, description, filename, tags) \
              VALUES (?1, ?2, ?3, ?4, ?5)",
         )?
         .execute(rusqlite::params![user, text, text, text, text])?;
     }
     let hits = |expression: &str| -> rusqlite::Result<Vec<i64>> {
-        let mut stmt = conn.prepare_cached("SELECT rowid FROM t WHERE t MATCH ?1")?;
+        let mut stmt =
+            conn.prepare_cached("SELECT rowid FROM memories_fts WHERE memories_fts MATCH ?1")?;
         let rows = stmt.query_map([expression], |row| row.get(0))?;
         rows.collect()
     };
@@ -323,7 +313,7 @@ fn fts_check(
 // === The offline model ===
 
 /// The tools the memory server offers.
-const MEMORY_TOOLS: [&str; 5] = crate::shared::domain::tool::ALL;
+const MEMORY_TOOLS: [&str; 5] = memento::shared::domain::tool::ALL;
 
 /// Tool results the daemon's stand-in answers with when the input gives none.
 const CANNED_RESULTS: [&str; 4] = [
