@@ -195,11 +195,8 @@ impl ServerHandler for MemoryServer {
     ) -> Result<CallToolResponse, ErrorData> {
         let name = request.name.clone();
         // The request's own `_meta` first, then what the transport put in the context.
-        let mut meta = context.meta.0.0.clone();
-        if let Some(request_meta) = request.meta.as_ref() {
-            meta.extend(request_meta.0.0.clone());
-        }
-        let store_meta = tools::StoreMeta::from_meta(&meta);
+        let store_meta =
+            tools::StoreMeta::from_layers(request.meta.as_ref().map(|m| &m.0.0), &context.meta.0.0);
         // The MCP server span continues the caller's trace from `_meta` (MCP semantic
         // conventions), or starts one.
         let span = tracing::info_span!(
@@ -240,7 +237,11 @@ impl ServerHandler for MemoryServer {
             span.record("error.type", "tool_error");
         }
         #[allow(deprecated)]
-        if let Some(result) = &result {
+        if let Some(result) = &result
+            && self
+                .log_level
+                .wants(resources::rank(rmcp::model::LoggingLevel::Warning))
+        {
             let failed = result.is_error == Some(true);
             let level = if failed {
                 rmcp::model::LoggingLevel::Warning
@@ -284,6 +285,8 @@ pub struct RunningMemoryServer {
     shutdown: CancellationToken,
     task: JoinHandle<()>,
     sse: sse::SseSessions,
+    /// The legacy SSE sessions' tasks.
+    sse_tasks: tokio_util::task::TaskTracker,
     streamable: Arc<LocalSessionManager>,
 }
 
@@ -308,10 +311,13 @@ impl RunningMemoryServer {
         self.streamable.sessions.read().await.len()
     }
 
-    /// Stops accepting, ends every session and waits for the server task.
+    /// Stops accepting, ends every session and waits for the server task and the legacy
+    /// SSE sessions' tasks (each ends when the shutdown token is cancelled).
     pub async fn shutdown(self) {
         self.shutdown.cancel();
         let _ = self.task.await;
+        self.sse_tasks.close();
+        self.sse_tasks.wait().await;
     }
 
     /// Resolves when the server stops (after `shutdown` or when its token is cancelled).
@@ -379,7 +385,9 @@ pub async fn start_with_telemetry(
         shutdown: shutdown.child_token(),
         keep_alive: config.sse_keep_alive,
         idle_timeout: config.session_idle_timeout,
+        tasks: tokio_util::task::TaskTracker::new(),
     };
+    let sse_tasks = sse_state.tasks.clone();
     let stats_store = store.clone();
     let stats_sse = sse_sessions.clone();
     let stats_streamable = session_manager.clone();
@@ -450,6 +458,7 @@ pub async fn start_with_telemetry(
         shutdown,
         task,
         sse: sse_sessions,
+        sse_tasks,
         streamable: session_manager,
     })
 }

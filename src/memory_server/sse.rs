@@ -100,6 +100,8 @@ pub(crate) struct SseState {
     /// A session that has not initialised within this time, or that is idle this long
     /// afterwards, is closed.
     pub(crate) idle_timeout: Duration,
+    /// Each session's service task, waited for by the server's shutdown.
+    pub(crate) tasks: tokio_util::task::TaskTracker,
 }
 
 /// `/sse` and `/messages`.
@@ -144,7 +146,7 @@ async fn open(
     let idle_timeout = state.idle_timeout;
     let session_id = id.clone();
     let watched = activity.clone();
-    tokio::spawn(async move {
+    state.tasks.spawn(async move {
         let transport = (
             PollSender::new(from_server_tx),
             ReceiverStream::new(to_server_rx),

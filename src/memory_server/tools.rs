@@ -293,9 +293,17 @@ pub(crate) struct StoreMeta {
 }
 
 impl StoreMeta {
-    /// Reads the keys from a request's `_meta` object.
-    pub(crate) fn from_meta(meta: &JsonObject) -> StoreMeta {
-        let text = |key: &str| meta.get(key).and_then(Value::as_str).map(str::to_owned);
+    /// Reads the keys from `first`, then from `then` for those `first` lacks (a request's
+    /// own `_meta`, then what the transport put in the request context), without merging
+    /// the maps.
+    pub(crate) fn from_layers(first: Option<&JsonObject>, then: &JsonObject) -> StoreMeta {
+        let text = |key: &str| {
+            first
+                .and_then(|meta| meta.get(key))
+                .or_else(|| then.get(key))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
         StoreMeta {
             idempotency_key: text(IDEMPOTENCY_META_KEY),
             created_at: text(CREATED_AT_META_KEY),

@@ -371,15 +371,16 @@ enum BatchFailure {
 }
 
 fn run_batch(conn: &Connection, jobs: &mut [Box<dyn WriteJob>]) -> Result<(), BatchFailure> {
-    conn.execute_batch("BEGIN IMMEDIATE")
-        .map_err(|e| BatchFailure::Begin(e.to_string()))?;
+    // Cached statements: `execute_batch` would parse BEGIN and COMMIT again every batch.
+    let statement = |sql: &str| conn.prepare_cached(sql).and_then(|mut s| s.execute([]));
+    statement("BEGIN IMMEDIATE").map_err(|e| BatchFailure::Begin(e.to_string()))?;
     for job in jobs.iter_mut() {
         if !job.run(conn) {
             let _ = conn.execute_batch("ROLLBACK");
             return Err(BatchFailure::Job);
         }
     }
-    conn.execute_batch("COMMIT").map_err(|e| {
+    statement("COMMIT").map(|_| ()).map_err(|e| {
         let _ = conn.execute_batch("ROLLBACK");
         BatchFailure::Begin(e.to_string())
     })
