@@ -44,6 +44,37 @@ pub(crate) enum Command {
     /// interrupted run just resumes where it stopped when started again. Stop the servers
     /// using the same --data-dir first or not: both are safe (SQLite serialises writers).
     Reindex(ReindexArgs),
+    /// Embeddings model tools. `distill --from MINILM_DIR --out DIR` makes a static
+    /// (model2vec-style) model: every vocabulary token is run once through the
+    /// sentence-transformer in MINILM_DIR and its vector kept in a table
+    /// (DIR/static.safetensors, beside a copy of vocab.txt). Point [embeddings] model_dir
+    /// at DIR: the local provider then embeds a text by table lookups, in microseconds
+    /// instead of a transformer pass (less precise by meaning).
+    Embeddings(EmbeddingsArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct EmbeddingsArgs {
+    #[command(subcommand)]
+    pub(crate) command: EmbeddingsCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum EmbeddingsCommand {
+    /// Make a static model from a sentence-transformer directory (config.json,
+    /// model.safetensors, vocab.txt). Takes a few minutes of CPU for all-MiniLM-L6-v2 in a
+    /// release build; offline.
+    Distill {
+        /// The sentence-transformer directory.
+        #[arg(long = "from", value_name = "DIR")]
+        from: PathBuf,
+        /// Where to write the static model (created; must not hold one already).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Threads [default: the machine's cores].
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+        threads: Option<u16>,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -51,6 +51,7 @@ fn main() -> ExitCode {
         Command::Serve(_) | Command::Chat(_) => "memento",
         Command::McpServer(_) => "memento-mcp-server",
         Command::Export(_) | Command::Import(_) | Command::Reindex(_) => "memento-transfer",
+        Command::Embeddings(_) => "memento-embeddings",
     };
     // The OTLP exporter (when configured) must be built inside the runtime.
     let telemetry = match runtime.block_on(async { memento::shared::telemetry::init(service) }) {
@@ -81,7 +82,7 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
         Command::Export(args) => &args.common,
         Command::Import(args) => &args.common,
         Command::Reindex(args) => &args.common,
-        Command::Chat(_) => return Ok(Config::default()),
+        Command::Chat(_) | Command::Embeddings(_) => return Ok(Config::default()),
     };
     let mut config = config::load(common.config.as_deref(), &ProcessEnv)?;
     apply_common(&mut config, common);
@@ -103,7 +104,11 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
                 config.mcp.embedded_port = port;
             }
         }
-        Command::Chat(_) | Command::Export(_) | Command::Import(_) | Command::Reindex(_) => {}
+        Command::Chat(_)
+        | Command::Export(_)
+        | Command::Import(_)
+        | Command::Reindex(_)
+        | Command::Embeddings(_) => {}
         Command::McpServer(args) => {
             let server = &mut config.mcp_server;
             if let Some(host) = args.host {
@@ -159,7 +164,11 @@ fn provide_mcp_token(config: &mut Config, command: &Command) -> anyhow::Result<(
             }
         }
         // Export, import and reindex open the store directly: no MCP, no token.
-        Command::Chat(_) | Command::Export(_) | Command::Import(_) | Command::Reindex(_) => {}
+        Command::Chat(_)
+        | Command::Export(_)
+        | Command::Import(_)
+        | Command::Reindex(_)
+        | Command::Embeddings(_) => {}
     }
     Ok(())
 }
@@ -195,6 +204,7 @@ async fn run(
         Command::Export(args) => run_export(config, args).await,
         Command::Import(args) => run_import(config, args).await,
         Command::Reindex(args) => run_reindex(config, args).await,
+        Command::Embeddings(args) => run_embeddings(args).await,
     }
 }
 
@@ -228,6 +238,44 @@ async fn run_reindex(config: Config, args: cli::ReindexArgs) -> anyhow::Result<(
         embedder.model_id()
     );
     Ok(())
+}
+
+async fn run_embeddings(args: cli::EmbeddingsArgs) -> anyhow::Result<()> {
+    match args.command {
+        cli::EmbeddingsCommand::Distill { from, out, threads } => {
+            let threads = threads.map(usize::from).unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(usize::from)
+                    .unwrap_or(1)
+            });
+            let bar = Bar::new("distilling");
+            let progress = bar.0.clone();
+            let (from_dir, out_dir) = (from.clone(), out.clone());
+            let summary = tokio::task::spawn_blocking(move || {
+                memento::memory_server::embeddings::static_model::distill(
+                    &from_dir,
+                    &out_dir,
+                    threads,
+                    |done, total| {
+                        progress.set_length(total as u64);
+                        progress.set_position(done as u64);
+                    },
+                )
+            })
+            .await?;
+            bar.0.finish_and_clear();
+            let summary = summary?;
+            println!(
+                "wrote a static model of {} tokens x {} dimensions to {}; set [embeddings] \
+                 provider = \"local\" and model_dir = {:?}",
+                summary.tokens,
+                summary.dimensions,
+                out.display(),
+                out.display().to_string()
+            );
+            Ok(())
+        }
+    }
 }
 
 /// A progress bar on stderr (hidden when stderr is not a terminal).

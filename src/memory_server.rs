@@ -1,7 +1,10 @@
 //! The memory MCP server: `memento mcp-server`, also embedded in `memento serve`.
 //!
 //! One axum router serves
-//! - `/mcp`: Streamable HTTP (rmcp's `StreamableHttpService`), the current MCP transport;
+//! - `/mcp`: Streamable HTTP (rmcp's `StreamableHttpService`), the current MCP transport:
+//!   sessions for clients that initialise one (answers as SSE streams), and stateless
+//!   requests for those that negotiate MCP 2026-07-28 per request (the daemon's tool calls),
+//!   answered with one `application/json` body (`mcp_server.json_response`);
 //! - `/sse` + `/messages`: the legacy HTTP+SSE transport of MCP 2024-11-05 (our own adapter
 //!   in [`sse`], since rmcp 3 dropped its SSE server);
 //! - `/healthz` and `/stats` (session counts, storage counters).
@@ -351,7 +354,11 @@ pub async fn start_with_telemetry(
     let mut http_config = StreamableHttpServerConfig::default()
         .with_cancellation_token(shutdown.child_token())
         .with_sse_keep_alive(Some(config.sse_keep_alive))
-        .with_max_request_body_bytes(config.max_request_bytes);
+        .with_max_request_body_bytes(config.max_request_bytes)
+        // Sessions stay for the clients that initialise one (legacy_session_mode, the
+        // default); requests negotiating 2026-07-28 per request are served statelessly,
+        // and with this their answer is one JSON body instead of an SSE stream.
+        .with_json_response(config.json_response);
     // `guard` already checked Host; rmcp's own check is kept as a second line with the same
     // list (or off when any host is allowed).
     http_config = match &allowed_hosts {

@@ -19,12 +19,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use hdrhistogram::Histogram;
+use memento::daemon::mcp::direct::DirectCaller;
 use memento::memory_server::storage::{
     MemoryStore, NewMemory, PostgresOptions, PostgresStore, SqliteOptions, SqliteStore,
 };
 use memento::shared::config::McpServerConfig;
 use memento::shared::domain::UserId;
-use rmcp::model::CallToolRequestParams;
+use rmcp::model::{CallToolRequestParams, JsonObject};
 use rmcp::service::RunningService;
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
@@ -75,6 +76,21 @@ pub struct McpBenchArgs {
     /// Connections of the PostgreSQL pool.
     #[arg(long, default_value_t = 16)]
     pub postgres_connections: usize,
+    /// How each call is sent: `json` (a stateless JSON-RPC POST answered with JSON, as the
+    /// daemon sends its calls) or `session` (rmcp's client over its session, answered as
+    /// an SSE stream, as older clients do).
+    #[arg(long, value_enum, default_value = "json")]
+    pub calls: CallPath,
+}
+
+/// How `mcp-bench` sends its calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CallPath {
+    /// One stateless JSON-RPC POST per call (MCP 2026-07-28), answered with JSON.
+    Json,
+    /// rmcp's client over an initialised session, answered as an SSE stream.
+    Session,
 }
 
 /// The store behind the in-process server.
@@ -125,6 +141,8 @@ pub struct BenchReport {
     pub stores_per_commit: Option<f64>,
     /// The in-process server's store.
     pub backend: BenchBackend,
+    /// How the calls were sent.
+    pub calls: CallPath,
 }
 
 type Client = RunningService<RoleClient, ()>;
@@ -210,6 +228,7 @@ pub async fn run(args: McpBenchArgs) -> anyhow::Result<BenchReport> {
                 clients,
                 args.duration,
                 args.users.max(1),
+                args.calls,
             )
             .await?;
             eprintln!(
@@ -243,6 +262,7 @@ pub async fn run(args: McpBenchArgs) -> anyhow::Result<BenchReport> {
         peak_rss_mib,
         stores_per_commit,
         backend: args.backend,
+        calls: args.calls,
     };
     eprintln!(
         "rss={rss_mib:.1} MiB (peak {peak_rss_mib:.1} MiB), stores per commit: {}",
@@ -265,6 +285,33 @@ async fn connect(base: &str, token: Option<&str>) -> anyhow::Result<Client> {
     Ok(().serve(transport).await?)
 }
 
+/// One benchmark client: a session, or a direct JSON caller.
+enum Caller {
+    Session(Client),
+    Json(Arc<DirectCaller>),
+}
+
+impl Caller {
+    async fn call(&self, tool: &str, arguments: JsonObject) -> bool {
+        match self {
+            Caller::Session(client) => {
+                let mut params = CallToolRequestParams::new(tool.to_owned());
+                params.arguments = Some(arguments);
+                client
+                    .peer()
+                    .call_tool(params)
+                    .await
+                    .is_ok_and(|result| result.is_error != Some(true))
+            }
+            Caller::Json(caller) => caller
+                .call_tool(tool, &arguments, &JsonObject::new())
+                .await
+                .is_ok_and(|(output, _)| !output.is_error),
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn measure(
     base: &str,
     token: Option<&str>,
@@ -272,6 +319,7 @@ async fn measure(
     clients: usize,
     duration: Duration,
     users: u64,
+    path: CallPath,
 ) -> anyhow::Result<BenchResult> {
     let tool_name = match tool {
         "store" => tools::STORE_MEMORY,
@@ -279,15 +327,32 @@ async fn measure(
         other => anyhow::bail!("unknown tool {other:?}: use store or retrieve"),
     };
     let mut sessions = Vec::with_capacity(clients);
-    for _ in 0..clients {
-        sessions.push(connect(base, token).await?);
+    match path {
+        CallPath::Session => {
+            for _ in 0..clients {
+                sessions.push(Arc::new(Caller::Session(connect(base, token).await?)));
+            }
+        }
+        CallPath::Json => {
+            // One connection pool; each client in flight gets its own connection.
+            let http = reqwest::Client::builder()
+                .tcp_nodelay(true)
+                .pool_max_idle_per_host(clients)
+                .build()?;
+            let caller = DirectCaller::new(http, &format!("{base}/mcp"), token)?;
+            caller.probe().await.context(
+                "the server does not serve stateless JSON-RPC requests (try --calls session)",
+            )?;
+            let caller = Arc::new(Caller::Json(Arc::new(caller)));
+            sessions.extend((0..clients).map(|_| caller.clone()));
+        }
     }
     let stop = Arc::new(AtomicBool::new(false));
     let errors = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut tasks = Vec::new();
     for (n, session) in sessions.iter().enumerate() {
-        let peer = session.peer().clone();
+        let caller = session.clone();
         let stop = stop.clone();
         let errors = errors.clone();
         let tool_name = tool_name.to_owned();
@@ -309,20 +374,16 @@ async fn measure(
                         "query": format!("{} {}", word(rng.zipf()), word(rng.zipf())),
                     }),
                 };
-                let mut params = CallToolRequestParams::new(tool_name.clone());
-                params.arguments = match arguments {
-                    Value::Object(map) => Some(map),
-                    _ => None,
+                let arguments = match arguments {
+                    Value::Object(map) => map,
+                    _ => JsonObject::new(),
                 };
                 let sent = Instant::now();
-                match peer.call_tool(params).await {
-                    Ok(result) if result.is_error != Some(true) => {
-                        let micros = sent.elapsed().as_micros().max(1) as u64;
-                        histogram.saturating_record(micros);
-                    }
-                    _ => {
-                        errors.fetch_add(1, Ordering::Relaxed);
-                    }
+                if caller.call(&tool_name, arguments).await {
+                    let micros = sent.elapsed().as_micros().max(1) as u64;
+                    histogram.saturating_record(micros);
+                } else {
+                    errors.fetch_add(1, Ordering::Relaxed);
                 }
                 i += 1;
             }
@@ -341,7 +402,9 @@ async fn measure(
     }
     let elapsed = started.elapsed().as_secs_f64();
     for session in sessions {
-        let _ = session.cancel().await;
+        if let Ok(Caller::Session(client)) = Arc::try_unwrap(session) {
+            let _ = client.cancel().await;
+        }
     }
     let ms = |q: f64| total.value_at_quantile(q) as f64 / 1000.0;
     Ok(BenchResult {

@@ -28,6 +28,7 @@ use crate::shared::domain::{MemoryId, UserId};
 pub mod bert;
 pub mod local;
 pub mod remote;
+pub mod static_model;
 pub mod tokenizer;
 
 /// Environment variable naming the Azure embeddings deployment.
@@ -411,25 +412,14 @@ pub fn wrap_store(
     })
 }
 
-/// [`wrap_store`] for the configured backend: the PostgreSQL store keeps no vectors yet, so
-/// there retrieval stays keyword-only (said at start-up) and nothing is embedded for nothing.
+/// [`wrap_store`] for the configured backend (both SQLite and PostgreSQL keep vectors).
 pub fn wrap_configured(
     store: Arc<dyn MemoryStore>,
     storage: &crate::shared::config::StorageConfig,
     config: &EmbeddingsConfig,
     llm: &crate::daemon::llm::LlmConfig,
 ) -> Result<Arc<dyn MemoryStore>, EmbedError> {
-    if storage.backend == crate::shared::config::StorageBackend::Postgres
-        && config.provider != Provider::None
-    {
-        config.validate()?;
-        tracing::warn!(
-            "embeddings are configured but the PostgreSQL store keeps no vectors yet: retrieval \
-             is keyword-only (mode \"semantic\" is refused); use storage.backend = \"sqlite\" \
-             for search by meaning"
-        );
-        return Ok(store);
-    }
+    let _ = storage;
     wrap_store(store, config, llm)
 }
 

@@ -29,6 +29,7 @@ use crate::shared::domain::{MemoryId, SearchTerms, UserId};
 
 mod engine;
 pub mod fts;
+mod list_sql;
 mod migrations;
 mod postgres;
 mod sql;
@@ -420,6 +421,26 @@ pub fn no_vectors() -> StorageError {
          \"hybrid\") and reindexing are not available; use mode \"keyword\""
             .into(),
     )
+}
+
+/// Wraps a storage future in a client span named `name` (`"sqlite store"`, `"postgres
+/// search"`: the engine, then the operation), with the OTel database attributes.
+fn traced<T: Send + 'static>(
+    system: &'static str,
+    name: &'static str,
+    future: impl Future<Output = Result<T, StorageError>> + Send + 'static,
+) -> BoxFuture<'static, Result<T, StorageError>> {
+    let operation = name
+        .split_once(' ')
+        .map_or(name, |(_, operation)| operation);
+    let span = tracing::info_span!(
+        "storage",
+        otel.name = name,
+        otel.kind = "client",
+        db.system.name = system,
+        db.operation.name = operation,
+    );
+    Box::pin(tracing::Instrument::instrument(future, span))
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ mod embeddings;
 mod faults;
 mod jaeger;
 mod limits;
+mod mcp_json;
 mod mcp_resources;
 mod memory_server;
 mod multi_daemon;

@@ -131,6 +131,11 @@ impl Tensors {
         Ok(Tensors { tensors })
     }
 
+    /// The shape of an `F32` tensor, if present.
+    pub fn shape(&self, name: &str) -> Option<Vec<usize>> {
+        self.tensors.get(name).map(|(shape, _)| shape.clone())
+    }
+
     /// Removes and returns a tensor, checking its shape.
     pub fn take(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>, String> {
         // sentence-transformers saves `BertModel` without a prefix; `BertForX` uses `bert.`.
@@ -227,6 +232,11 @@ impl Bert {
     /// Output width.
     pub fn dimensions(&self) -> usize {
         self.config.hidden_size
+    }
+
+    /// Tokens of the vocabulary.
+    pub fn vocab_size(&self) -> usize {
+        self.config.vocab_size
     }
 
     /// Longest input the position table allows.

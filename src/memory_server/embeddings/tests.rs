@@ -106,3 +106,147 @@ async fn the_batcher_answers_each_caller_with_its_own_vector() {
     let calls = counting.0.load(std::sync::atomic::Ordering::SeqCst);
     assert!((3..=20).contains(&calls), "{calls} provider calls");
 }
+
+// === Static (distilled) models ===
+
+const TINY_VOCAB: &[&str] = &[
+    "[PAD]", "[UNK]", "[CLS]", "[SEP]", "the", "trip", "hiking", "pottery", "class", "##s",
+];
+
+/// A tiny random BERT (hidden 8, 2 heads, 1 layer) as a model directory.
+fn tiny_bert(dir: &std::path::Path) {
+    let (h, i, v, p) = (8usize, 16usize, TINY_VOCAB.len(), 16usize);
+    let mut shapes: Vec<(String, Vec<usize>)> = vec![
+        ("embeddings.word_embeddings.weight".into(), vec![v, h]),
+        ("embeddings.position_embeddings.weight".into(), vec![p, h]),
+        ("embeddings.token_type_embeddings.weight".into(), vec![2, h]),
+        ("embeddings.LayerNorm.weight".into(), vec![h]),
+        ("embeddings.LayerNorm.bias".into(), vec![h]),
+    ];
+    let l = "encoder.layer.0";
+    for (name, outputs, inputs) in [
+        ("attention.self.query", h, h),
+        ("attention.self.key", h, h),
+        ("attention.self.value", h, h),
+        ("attention.output.dense", h, h),
+        ("intermediate.dense", i, h),
+        ("output.dense", h, i),
+    ] {
+        shapes.push((format!("{l}.{name}.weight"), vec![outputs, inputs]));
+        shapes.push((format!("{l}.{name}.bias"), vec![outputs]));
+    }
+    for name in ["attention.output.LayerNorm", "output.LayerNorm"] {
+        shapes.push((format!("{l}.{name}.weight"), vec![h]));
+        shapes.push((format!("{l}.{name}.bias"), vec![h]));
+    }
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut header = serde_json::Map::new();
+    let mut data = Vec::new();
+    for (name, shape) in &shapes {
+        let count: usize = shape.iter().product();
+        let start = data.len();
+        for _ in 0..count {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let value = if name.contains("LayerNorm.weight") {
+                1.0
+            } else {
+                (seed % 2001) as f32 / 1000.0 - 1.0
+            };
+            data.extend_from_slice(&value.to_le_bytes());
+        }
+        header.insert(
+            name.clone(),
+            serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [start, data.len()]}),
+        );
+    }
+    let header = serde_json::Value::Object(header).to_string().into_bytes();
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(&header);
+    bytes.extend_from_slice(&data);
+    std::fs::write(dir.join("model.safetensors"), bytes).unwrap();
+    std::fs::write(
+        dir.join("config.json"),
+        serde_json::json!({
+            "hidden_size": h, "num_hidden_layers": 1, "num_attention_heads": 2,
+            "intermediate_size": i, "max_position_embeddings": p, "vocab_size": v,
+        })
+        .to_string(),
+    )
+    .unwrap();
+    std::fs::write(dir.join("vocab.txt"), TINY_VOCAB.join("\n")).unwrap();
+}
+
+#[test]
+fn distill_keeps_each_tokens_encoder_vector_centred_and_weighted() {
+    let source = tempfile::tempdir().unwrap();
+    tiny_bert(source.path());
+    let out = tempfile::tempdir().unwrap();
+    let target = out.path().join("static");
+    let calls = std::sync::atomic::AtomicUsize::new(0);
+    let summary = static_model::distill(source.path(), &target, 3, |done, total| {
+        assert!(done <= total);
+        calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    })
+    .unwrap();
+    assert_eq!(summary.tokens, TINY_VOCAB.len());
+    assert_eq!(summary.dimensions, 8);
+    assert!(calls.into_inner() >= 1);
+    // Each row: the encoder's vector of the lone token, minus the mean, times ln(1 + id).
+    let bert = bert::Bert::load(source.path()).unwrap();
+    let rows: Vec<Vec<f32>> = (0..TINY_VOCAB.len() as u32)
+        .map(|id| bert.embed(&[2, id, 3]))
+        .collect();
+    let mean: Vec<f32> = (0..8)
+        .map(|d| rows.iter().map(|r| r[d]).sum::<f32>() / rows.len() as f32)
+        .collect();
+    let model = static_model::StaticModel::load(&target, 128).unwrap();
+    assert_eq!(model.dimensions(), 8);
+    let row = |id: usize| -> Vec<f32> {
+        rows[id]
+            .iter()
+            .zip(&mean)
+            .map(|(r, m)| (r - m) * (1.0 + id as f32).ln())
+            .collect()
+    };
+    let close = |got: &[f32], mut want: Vec<f32>| {
+        normalize(&mut want);
+        for (g, w) in got.iter().zip(&want) {
+            assert!((g - w).abs() < 1e-4, "{got:?} vs {want:?}");
+        }
+    };
+    // "hiking" (id 6) alone: its row, normalised.
+    let got = model.embed("Hiking");
+    close(&got, row(6));
+    // Several tokens: the normalised sum of their rows, word pieces included ("classs" =
+    // class + ##s); [CLS] and [SEP] are left out.
+    let sum: Vec<f32> = (0..8).map(|d| row(7)[d] + row(8)[d] + row(9)[d]).collect();
+    close(&model.embed("pottery classs"), sum);
+    // The local provider recognises the layout and names the model so.
+    let local = local::LocalEmbedder::load(&target, 128).unwrap();
+    assert!(local.is_static());
+    assert!(local.model_id().starts_with("static:static:8"));
+    assert_eq!(local.embed_blocking(&["hiking".into()])[0], got);
+    // A second distill into the same place is refused (nothing is overwritten).
+    let error = static_model::distill(source.path(), &target, 1, |_, _| {})
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(error.contains("already holds a static model"), "{error}");
+}
+
+#[test]
+fn a_static_model_without_its_vocabulary_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join(static_model::STATIC_FILE),
+        static_model::table_bytes(&[0.0; 8], 2, 4, "x"),
+    )
+    .unwrap();
+    let error = local::LocalEmbedder::load(dir.path(), 128)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(error.contains("vocab.txt is missing"), "{error}");
+}

@@ -556,12 +556,5 @@ fn traced<T: Send + 'static>(
     name: &'static str,
     future: BoxFuture<'static, Result<T, StorageError>>,
 ) -> BoxFuture<'static, Result<T, StorageError>> {
-    let span = tracing::info_span!(
-        "sqlite",
-        otel.name = name,
-        otel.kind = "client",
-        db.system.name = "sqlite",
-        db.operation.name = name.trim_start_matches("sqlite "),
-    );
-    Box::pin(tracing::Instrument::instrument(future, span))
+    super::traced("sqlite", name, future)
 }

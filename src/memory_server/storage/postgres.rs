@@ -33,7 +33,9 @@ use futures::future::BoxFuture;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
+use super::list_sql::{Dialect, Param, list_statement};
 use super::sql::arguments_digest;
+use super::vectors::{self, SyncedIndex, SyncedUser};
 use super::{
     CompletionField, ListQuery, ListedMemory, Memory, MemoryStore, MemorySummary, NewMemory,
     PREVIEW_CHARS, SearchQuery, StorageError, StorageStats, StoredMemory, TagCount,
@@ -45,10 +47,11 @@ use crate::shared::pg::{self, Migration, Pool, PoolOptions};
 pub(crate) const COMPONENT: &str = "memories";
 
 /// The memory tables, in version order. Never edit a released step: append one.
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "memories, tags, users, idempotency keys, full-text index",
-    sql: "CREATE TABLE memories (
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "memories, tags, users, idempotency keys, full-text index",
+        sql: "CREATE TABLE memories (
             position BIGSERIAL PRIMARY KEY,
             id TEXT NOT NULL UNIQUE,
             user_id TEXT NOT NULL,
@@ -81,7 +84,22 @@ pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
             PRIMARY KEY (user_id, key)
         );
         CREATE INDEX idempotency_by_time ON idempotency (created_at);",
-}];
+    },
+    Migration {
+        version: 2,
+        name: "a vector per memory (search by meaning)",
+        // `wtx`: the id of the transaction that wrote the row, so each process's cache of a
+        // user's vectors reads only what changed since its last read (`vectors::SyncedUser`).
+        sql: "CREATE TABLE memory_vectors (
+            position BIGINT PRIMARY KEY REFERENCES memories (position) ON DELETE CASCADE,
+            user_id TEXT NOT NULL,
+            model TEXT NOT NULL,
+            vector BYTEA NOT NULL,
+            wtx BIGINT NOT NULL DEFAULT (pg_current_xact_id()::text::bigint)
+        );
+        CREATE INDEX memory_vectors_by_user_wtx ON memory_vectors (user_id, wtx);",
+    },
+];
 
 /// Tuning of the PostgreSQL engine.
 #[derive(Debug, Clone)]
@@ -114,6 +132,8 @@ struct Inner {
     reads: AtomicU64,
     /// Unix seconds of the last purge of expired idempotency keys.
     last_purge: AtomicI64,
+    /// Each searched user's vectors, kept in step with the database.
+    vectors: SyncedIndex,
 }
 
 /// How often expired idempotency keys are deleted.
@@ -142,6 +162,7 @@ impl PostgresStore {
                 writes: AtomicU64::new(0),
                 reads: AtomicU64::new(0),
                 last_purge: AtomicI64::new(Utc::now().timestamp()),
+                vectors: SyncedIndex::default(),
             }),
         })
     }
@@ -276,13 +297,18 @@ impl PostgresStore {
         let client = self.client().await?;
         let statement = client
             .prepare_cached(&format!(
-                "DELETE FROM memories WHERE user_id = $1 AND id = $2 RETURNING {SUMMARY_COLUMNS}"
+                "DELETE FROM memories WHERE user_id = $1 AND id = $2 \
+                 RETURNING {SUMMARY_COLUMNS}, position"
             ))
             .await?;
         let row = client
             .query_opt(&statement, &[&user.as_str(), &id.to_string()])
             .await?;
         self.inner.writes.fetch_add(1, Ordering::Relaxed);
+        if let Some(row) = &row {
+            let position: i64 = row.try_get(8)?;
+            self.inner.vectors.forget(user.as_str(), position).await;
+        }
         row.as_ref().map(summary_from_row).transpose()
     }
 }
@@ -337,6 +363,9 @@ const INSERT: &str = "WITH m AS (
         ON CONFLICT DO NOTHING
     ), u AS (
         INSERT INTO users (user_id) VALUES ($2) ON CONFLICT DO NOTHING
+    ), v AS (
+        INSERT INTO memory_vectors (position, user_id, model, vector)
+        SELECT m.position, $2, $14, $15::bytea FROM m WHERE $15::bytea IS NOT NULL
     )
     SELECT position FROM m";
 
@@ -348,6 +377,8 @@ struct InsertArgs<'a> {
     id: String,
     size: i64,
     words: [String; 4],
+    model: &'a str,
+    vector: Option<Vec<u8>>,
 }
 
 impl<'a> InsertArgs<'a> {
@@ -364,10 +395,16 @@ impl<'a> InsertArgs<'a> {
                 words(&memory.tags.join(" ")),
                 words(&memory.content),
             ],
+            model: memory.embedding_model.as_deref().unwrap_or(""),
+            vector: memory
+                .embedding
+                .as_deref()
+                .filter(|v| !v.is_empty())
+                .map(vectors::to_blob),
         }
     }
 
-    fn params(&self) -> [&(dyn ToSql + Sync); 13] {
+    fn params(&self) -> [&(dyn ToSql + Sync); 15] {
         [
             &self.id,
             &self.user,
@@ -382,6 +419,8 @@ impl<'a> InsertArgs<'a> {
             &self.words[1],
             &self.words[2],
             &self.words[3],
+            &self.model,
+            &self.vector,
         ]
     }
 }
@@ -455,103 +494,295 @@ fn refs(params: &Params) -> Vec<&(dyn ToSql + Sync)> {
 }
 
 async fn search(
+    store: &PostgresStore,
     client: &deadpool_postgres::Client,
     query: &SearchQuery,
 ) -> Result<Vec<MemorySummary>, StorageError> {
-    // No vectors here yet (issue 15): meaning-only search is refused, hybrid ranks by
-    // keywords.
-    if query.mode == super::SearchMode::Semantic && query.terms.is_some() {
-        return Err(super::no_vectors());
-    }
-    let mut params: Params = vec![Box::new(query.user.as_str().to_owned())];
-    let mut sql = format!("SELECT {SUMMARY_COLUMNS} FROM memories WHERE user_id = $1");
-    let ranked = match &query.terms {
-        Some(terms) if !terms.is_empty() => {
-            params.push(Box::new(terms.terms().join(" or ")));
-            sql.push_str(" AND search @@ websearch_to_tsquery('english', $2)");
-            true
+    let has_query = query.terms.is_some() || query.text.is_some();
+    match (&query.vector, query.mode) {
+        (Some(vector), super::SearchMode::Hybrid | super::SearchMode::Semantic) if has_query => {
+            vector_search(store, client, query, vector).await
         }
-        // A query with no searchable word matches nothing (it must not match everything).
-        Some(_) => return Ok(Vec::new()),
-        None => false,
-    };
+        (None, super::SearchMode::Semantic) if has_query => Err(vectors::no_provider()),
+        _ => keyword_search(client, query).await,
+    }
+}
+
+/// Appends the query's time and tag filters on the columns of `memories` aliased `m`.
+fn push_filters(query: &SearchQuery, params: &mut Params, sql: &mut String) {
     if let Some(since) = query.since {
         params.push(Box::new(since));
-        sql.push_str(&format!(" AND created_at >= ${}", params.len()));
+        sql.push_str(&format!(" AND m.created_at >= ${}", params.len()));
     }
     if let Some(until) = query.until {
         params.push(Box::new(until));
-        sql.push_str(&format!(" AND created_at < ${}", params.len()));
+        sql.push_str(&format!(" AND m.created_at < ${}", params.len()));
     }
     if !query.tags.is_empty() {
         params.push(Box::new(query.tags.clone()));
-        sql.push_str(&format!(" AND tags && ${}::text[]", params.len()));
+        sql.push_str(&format!(" AND m.tags && ${}::text[]", params.len()));
     }
+}
+
+/// The keyword search's statement selecting `columns`, with its parameters (the page's
+/// limit and offset last); `None` when the query has no searchable word (it matches
+/// nothing: it must not match everything).
+fn keyword_statement(
+    query: &SearchQuery,
+    columns: &str,
+    limit: i64,
+    offset: i64,
+) -> Option<(String, Params)> {
+    let mut params: Params = vec![Box::new(query.user.as_str().to_owned())];
+    let mut sql = format!("SELECT {columns} FROM memories m WHERE m.user_id = $1");
+    let ranked = match &query.terms {
+        Some(terms) if !terms.is_empty() => {
+            params.push(Box::new(terms.terms().join(" or ")));
+            sql.push_str(" AND m.search @@ websearch_to_tsquery('english', $2)");
+            true
+        }
+        Some(_) => return None,
+        None => false,
+    };
+    push_filters(query, &mut params, &mut sql);
     if ranked {
         // Weights {D content, C tags, B description, A filename}; normalisation 1 divides
         // by 1 + log(length), as bm25 favours short documents.
         sql.push_str(
-            " ORDER BY ts_rank_cd('{0.3, 0.6, 0.6, 1.0}', search, \
-             websearch_to_tsquery('english', $2), 1) DESC, created_at DESC, position DESC",
+            " ORDER BY ts_rank_cd('{0.3, 0.6, 0.6, 1.0}', m.search, \
+             websearch_to_tsquery('english', $2), 1) DESC, m.created_at DESC, m.position DESC",
         );
     } else {
-        sql.push_str(" ORDER BY created_at DESC, position DESC");
+        sql.push_str(" ORDER BY m.created_at DESC, m.position DESC");
     }
-    params.push(Box::new(i64::from(query.limit)));
-    params.push(Box::new(i64::from(query.offset)));
+    params.push(Box::new(limit));
+    params.push(Box::new(offset));
     sql.push_str(&format!(
         " LIMIT ${} OFFSET ${}",
         params.len() - 1,
         params.len()
     ));
+    Some((sql, params))
+}
+
+async fn keyword_search(
+    client: &deadpool_postgres::Client,
+    query: &SearchQuery,
+) -> Result<Vec<MemorySummary>, StorageError> {
+    let Some((sql, params)) = keyword_statement(
+        query,
+        SUMMARY_COLUMNS,
+        i64::from(query.limit),
+        i64::from(query.offset),
+    ) else {
+        return Ok(Vec::new());
+    };
     let statement = client.prepare_cached(&sql).await?;
     let rows = client.query(&statement, &refs(&params)).await?;
     rows.iter().map(summary_from_row).collect()
+}
+
+/// Hybrid or semantic search: the user's cached vectors are scanned (approximately, `i8`),
+/// the best candidates re-scored exactly from their stored `f32`s with the filters applied,
+/// then fused with the keyword ranking (hybrid), as the SQLite engine does.
+async fn vector_search(
+    store: &PostgresStore,
+    client: &deadpool_postgres::Client,
+    query: &SearchQuery,
+    vector: &[f32],
+) -> Result<Vec<MemorySummary>, StorageError> {
+    let user = query.user.as_str();
+    let (candidates, depth) = vectors::search_depths(query);
+    let entry = store.inner.vectors.user(user);
+    let approx = {
+        let mut cache = entry.lock().await;
+        refresh(client, user, &mut cache).await?;
+        cache.vectors.top(vector, candidates)
+    };
+    let mut semantic = Vec::with_capacity(approx.len());
+    if !approx.is_empty() {
+        let mut params: Params = vec![Box::new(user.to_owned()), Box::new(approx.clone())];
+        let mut sql = String::from(
+            "SELECT v.position, v.vector FROM memory_vectors v \
+             JOIN memories m ON m.position = v.position \
+             WHERE m.user_id = $1 AND v.position = ANY($2)",
+        );
+        push_filters(query, &mut params, &mut sql);
+        let statement = client.prepare_cached(&sql).await?;
+        let rows = client.query(&statement, &refs(&params)).await?;
+        for row in &rows {
+            let position: i64 = row.try_get(0)?;
+            let blob: &[u8] = row.try_get(1)?;
+            let stored = vectors::from_blob(blob);
+            if stored.len() == vector.len() {
+                semantic.push((
+                    crate::memory_server::embeddings::bert::dot(&stored, vector),
+                    position,
+                ));
+            }
+        }
+        if !vectors::is_filtered(query) && rows.len() < approx.len() {
+            // Deleted by another process since the cache read them.
+            let found: std::collections::HashSet<i64> =
+                semantic.iter().map(|(_, position)| *position).collect();
+            let mut cache = entry.lock().await;
+            for position in approx.iter().filter(|p| !found.contains(p)) {
+                cache.vectors.remove(*position);
+            }
+        }
+    }
+    semantic.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(b.1.cmp(&a.1)));
+    semantic.truncate(depth);
+    let semantic: Vec<i64> = semantic.into_iter().map(|(_, position)| position).collect();
+    let ranked = if query.mode == super::SearchMode::Semantic {
+        semantic
+    } else {
+        let keyword = match keyword_statement(query, "m.position", depth as i64, 0) {
+            Some((sql, params)) => {
+                let statement = client.prepare_cached(&sql).await?;
+                client
+                    .query(&statement, &refs(&params))
+                    .await?
+                    .iter()
+                    .map(|row| row.try_get::<_, i64>(0))
+                    .collect::<Result<Vec<_>, _>>()?
+            }
+            None => Vec::new(),
+        };
+        vectors::fuse(&keyword, &semantic, query.semantic_weight)
+    };
+    let page: Vec<i64> = ranked
+        .into_iter()
+        .skip(query.offset as usize)
+        .take(query.limit as usize)
+        .collect();
+    if page.is_empty() {
+        return Ok(Vec::new());
+    }
+    let statement = client
+        .prepare_cached(&format!(
+            "SELECT {SUMMARY_COLUMNS}, position FROM memories \
+             WHERE user_id = $1 AND position = ANY($2)"
+        ))
+        .await?;
+    let rows = client.query(&statement, &[&user, &page]).await?;
+    let mut by_position = std::collections::HashMap::with_capacity(rows.len());
+    for row in &rows {
+        by_position.insert(row.try_get::<_, i64>(8)?, summary_from_row(row)?);
+    }
+    Ok(page
+        .iter()
+        .filter_map(|position| by_position.remove(position))
+        .collect())
+}
+
+/// Brings this process's cache of `user`'s vectors up to date (see [`SyncedUser`]): one
+/// statement reads the rows written since the cache's horizon and the new horizon.
+async fn refresh(
+    client: &deadpool_postgres::Client,
+    user: &str,
+    cache: &mut SyncedUser,
+) -> Result<(), StorageError> {
+    let statement = client
+        .prepare_cached(
+            "WITH s AS (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS horizon) \
+             SELECT s.horizon, v.position, v.vector FROM s LEFT JOIN memory_vectors v \
+             ON v.user_id = $1 AND v.wtx >= $2 ORDER BY v.position",
+        )
+        .await?;
+    let since = cache.horizon.unwrap_or(i64::MIN);
+    let rows = client.query(&statement, &[&user, &since]).await?;
+    let mut horizon = since;
+    for row in &rows {
+        horizon = row.try_get(0)?;
+        let position: Option<i64> = row.try_get(1)?;
+        let blob: Option<&[u8]> = row.try_get(2)?;
+        if let (Some(position), Some(blob)) = (position, blob) {
+            cache.vectors.upsert(position, &vectors::from_blob(blob));
+        }
+    }
+    cache.horizon = Some(horizon);
+    Ok(())
+}
+
+/// Memories without a vector of `model`, oldest first, and how many there are.
+async fn vector_tasks(
+    client: &deadpool_postgres::Client,
+    model: &str,
+    limit: u32,
+) -> Result<(Vec<super::VectorTask>, u64), StorageError> {
+    const MISSING: &str = "FROM memories m LEFT JOIN memory_vectors v ON v.position = m.position \
+                           WHERE v.position IS NULL OR v.model <> $1";
+    let count = client
+        .prepare_cached(&format!("SELECT count(*) {MISSING}"))
+        .await?;
+    let remaining: i64 = client.query_one(&count, &[&model]).await?.try_get(0)?;
+    let statement = client
+        .prepare_cached(&format!(
+            "SELECT m.id, m.user_id, m.content, m.description, m.tags {MISSING} \
+             ORDER BY m.position LIMIT $2"
+        ))
+        .await?;
+    let rows = client
+        .query(&statement, &[&model, &i64::from(limit)])
+        .await?;
+    let mut tasks = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let id: String = row.try_get(0)?;
+        let user: String = row.try_get(1)?;
+        tasks.push(super::VectorTask {
+            id: MemoryId::parse(&id).map_err(|e| StorageError::Corrupt(e.to_string()))?,
+            user: UserId::parse(&user).map_err(|e| StorageError::Corrupt(e.to_string()))?,
+            content: row.try_get(2)?,
+            description: row.try_get(3)?,
+            tags: row.try_get(4)?,
+        });
+    }
+    Ok((tasks, remaining.max(0) as u64))
+}
+
+/// Stores vectors by memory id (replacing older ones) in one statement; returns how many
+/// memories got one (deleted ones are skipped).
+async fn put_vectors(
+    client: &deadpool_postgres::Client,
+    model: &str,
+    batch: &[(MemoryId, Vec<f32>)],
+) -> Result<u64, StorageError> {
+    let ids: Vec<String> = batch.iter().map(|(id, _)| id.to_string()).collect();
+    let blobs: Vec<Vec<u8>> = batch.iter().map(|(_, v)| vectors::to_blob(v)).collect();
+    let statement = client
+        .prepare_cached(
+            "INSERT INTO memory_vectors (position, user_id, model, vector) \
+             SELECT m.position, m.user_id, $1, x.vector \
+             FROM unnest($2::text[], $3::bytea[]) AS x (id, vector) \
+             JOIN memories m ON m.id = x.id \
+             ON CONFLICT (position) DO UPDATE SET model = EXCLUDED.model, \
+             vector = EXCLUDED.vector, wtx = EXCLUDED.wtx",
+        )
+        .await?;
+    Ok(client.execute(&statement, &[&model, &ids, &blobs]).await?)
 }
 
 async fn list(
     client: &deadpool_postgres::Client,
     query: &ListQuery,
 ) -> Result<Vec<ListedMemory>, StorageError> {
-    let mut sql = format!(
-        "SELECT m.id, m.filename, m.stored_as, m.description, m.tags, m.created_at, \
-         m.size_bytes, {}, m.position, m.user_id FROM memories m WHERE true",
-        if query.with_content {
-            "m.content"
-        } else {
-            "''"
-        }
-    );
-    let mut params: Params = Vec::new();
-    if let Some(user) = &query.user {
-        params.push(Box::new(user.as_str().to_owned()));
-        sql.push_str(&format!(" AND m.user_id = ${}", params.len()));
-    }
-    if let Some(after) = query.after {
-        params.push(Box::new(after));
-        sql.push_str(&format!(" AND m.position < ${}", params.len()));
-    }
-    if let Some(filename) = &query.filename {
-        params.push(Box::new(filename.clone()));
-        sql.push_str(&format!(" AND m.filename = ${}", params.len()));
-    }
-    if let Some(tag) = &query.tag {
-        params.push(Box::new(tag.clone()));
-        sql.push_str(&format!(
-            " AND m.position IN (SELECT position FROM memory_tags WHERE tag = ${}{})",
-            params.len(),
-            if query.user.is_some() {
-                " AND user_id = $1"
-            } else {
-                ""
+    let dialect = Dialect {
+        placeholder: '$',
+        position: "m.position",
+        tag_position: "position",
+        always: "true",
+    };
+    let (sql, list_params) = list_statement(query, &dialect);
+    let params: Params = list_params
+        .into_iter()
+        .map(|param| -> Box<dyn ToSql + Sync + Send> {
+            match param {
+                Param::Text(text) => Box::new(text),
+                Param::Int(int) => Box::new(int),
             }
-        ));
-    }
-    params.push(Box::new(i64::from(query.limit)));
-    sql.push_str(&format!(
-        " ORDER BY m.position DESC LIMIT ${}",
-        params.len()
-    ));
+        })
+        .collect();
     let statement = client.prepare_cached(&sql).await?;
     let rows = client.query(&statement, &refs(&params)).await?;
     let mut out = Vec::with_capacity(rows.len());
@@ -634,7 +865,7 @@ impl MemoryStore for PostgresStore {
         let store = self.clone();
         traced("postgres search", async move {
             let client = &store.reader().await?;
-            search(client, &query).await
+            search(&store, client, &query).await
         })
     }
 
@@ -721,6 +952,32 @@ impl MemoryStore for PostgresStore {
         })
     }
 
+    fn vector_tasks(
+        &self,
+        model: String,
+        limit: u32,
+    ) -> BoxFuture<'static, Result<(Vec<super::VectorTask>, u64), StorageError>> {
+        let store = self.clone();
+        traced("postgres vector_tasks", async move {
+            let client = &store.reader().await?;
+            vector_tasks(client, &model, limit).await
+        })
+    }
+
+    fn put_vectors(
+        &self,
+        model: String,
+        vectors: Vec<(MemoryId, Vec<f32>)>,
+    ) -> BoxFuture<'static, Result<u64, StorageError>> {
+        let store = self.clone();
+        traced("postgres put_vectors", async move {
+            let client = &store.client().await?;
+            let written = put_vectors(client, &model, &vectors).await?;
+            store.inner.writes.fetch_add(1, Ordering::Relaxed);
+            Ok(written)
+        })
+    }
+
     fn stats(&self) -> StorageStats {
         let writes = self.inner.writes.load(Ordering::Relaxed);
         StorageStats {
@@ -737,12 +994,5 @@ fn traced<T: Send + 'static>(
     name: &'static str,
     future: impl Future<Output = Result<T, StorageError>> + Send + 'static,
 ) -> BoxFuture<'static, Result<T, StorageError>> {
-    let span = tracing::info_span!(
-        "postgres",
-        otel.name = name,
-        otel.kind = "client",
-        db.system.name = "postgresql",
-        db.operation.name = name.trim_start_matches("postgres "),
-    );
-    Box::pin(tracing::Instrument::instrument(future, span))
+    super::traced("postgresql", name, future)
 }

@@ -3,6 +3,7 @@
 //! conversions. Everything here runs on the storage threads, on a connection they own.
 
 use super::fts::{match_expression, scope_prefix, scoped_text};
+use super::list_sql::{Dialect, Param, list_statement};
 use super::*;
 
 /// The user's number, creating it when `create` (writer only).
@@ -327,42 +328,17 @@ pub(super) fn list(
     conn: &Connection,
     query: &ListQuery,
 ) -> Result<Vec<ListedMemory>, StorageError> {
-    let mut sql = format!(
-        "SELECT m.id, m.filename, m.stored_as, m.description, m.tags, m.created_at, \
-         m.size_bytes, {}, m.rowid, m.user_id FROM memories m WHERE 1 = 1",
-        if query.with_content {
-            "m.content"
-        } else {
-            "''"
-        }
-    );
-    let mut args: Vec<Value> = Vec::new();
-    if let Some(user) = &query.user {
-        args.push(Value::Text(user.as_str().to_owned()));
-        sql.push_str(&format!(" AND m.user_id = ?{}", args.len()));
-    }
-    if let Some(after) = query.after {
-        args.push(Value::Integer(after));
-        sql.push_str(&format!(" AND m.rowid < ?{}", args.len()));
-    }
-    if let Some(filename) = &query.filename {
-        args.push(Value::Text(filename.clone()));
-        sql.push_str(&format!(" AND m.filename = ?{}", args.len()));
-    }
-    if let Some(tag) = &query.tag {
-        args.push(Value::Text(tag.clone()));
-        sql.push_str(&format!(
-            " AND m.rowid IN (SELECT memory_rowid FROM memory_tags WHERE tag = ?{}{})",
-            args.len(),
-            if query.user.is_some() {
-                " AND user_id = ?1"
-            } else {
-                ""
-            }
-        ));
-    }
-    args.push(Value::Integer(i64::from(query.limit)));
-    sql.push_str(&format!(" ORDER BY m.rowid DESC LIMIT ?{}", args.len()));
+    let dialect = Dialect {
+        placeholder: '?',
+        position: "m.rowid",
+        tag_position: "memory_rowid",
+        always: "1 = 1",
+    };
+    let (sql, params) = list_statement(query, &dialect);
+    let args = params.into_iter().map(|param| match param {
+        Param::Text(text) => Value::Text(text),
+        Param::Int(int) => Value::Integer(int),
+    });
     let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt.query_map(params_from_iter(args), |row| {
         let position: i64 = row.get(8)?;
@@ -430,12 +406,7 @@ pub(super) fn search(
             })?;
             summaries_by_rowid(conn, &rowids)
         }
-        (None, SearchMode::Semantic) if has_query => Err(StorageError::Semantic(
-            "mode \"semantic\" needs an embeddings provider, and this server has none \
-             configured ([embeddings] provider = \"none\"): it ranks by keywords only; use \
-             mode \"keyword\" or \"hybrid\""
-                .into(),
-        )),
+        (None, SearchMode::Semantic) if has_query => Err(super::vectors::no_provider()),
         _ => keyword_search(conn, query),
     }
 }

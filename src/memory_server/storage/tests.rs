@@ -152,6 +152,8 @@ suite_for_every_backend!(
     list_pages_by_position_and_filters_by_user_tag_and_filename,
     concurrent_first_stores_with_one_key_store_once,
     forged_words_never_cross_users,
+    vectors_rank_by_meaning_per_user,
+    reindex_fills_missing_vectors,
 );
 
 // === SQLite only: its files, queues and FTS5 tokens ===
@@ -357,4 +359,52 @@ async fn hostile_text_plants_no_token_in_another_users_scope() {
     };
     assert_eq!(own("alice", "u2qsecretb").await, 1);
     assert_eq!(own("bob", "u1qsecreta").await, 1);
+}
+
+// === PostgreSQL only: several processes on one database ===
+
+/// Two stores on one database (two daemons): the vectors one writes, after the other has
+/// loaded its cache, are found by the other's next search, and its deletes leave it.
+#[tokio::test]
+async fn postgres_vector_caches_follow_other_writers() {
+    let Some(backend) = Backend::postgres() else {
+        return;
+    };
+    let (a, b) = (backend.open().await, backend.open().await);
+    let vector = |axis: usize| {
+        let mut v = vec![0.0f32; 4];
+        v[axis] = 1.0;
+        v
+    };
+    let with = |content: &str, axis: usize| NewMemory {
+        embedding: Some(vector(axis)),
+        embedding_model: Some("m".into()),
+        ..new_memory("zed", content, "z.txt", &[])
+    };
+    let search = |store: Arc<dyn MemoryStore>, axis: usize| async move {
+        let q = SearchQuery {
+            vector: Some(vector(axis)),
+            mode: SearchMode::Semantic,
+            ..query("zed", Some("anything"))
+        };
+        store
+            .search(q)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|h| h.id)
+            .collect::<Vec<_>>()
+    };
+    let first = a.store(with("first", 0)).await.unwrap();
+    assert_eq!(search(a.clone(), 0).await[0], first.id);
+    let second = b.store(with("second", 1)).await.unwrap();
+    assert_eq!(search(a.clone(), 1).await[0], second.id);
+    // A vector replaced by the other store (a reindex there) is re-read.
+    b.put_vectors("m2".into(), vec![(first.id, vector(2))])
+        .await
+        .unwrap();
+    assert_eq!(search(a.clone(), 2).await[0], first.id);
+    b.delete(user("zed"), second.id).await.unwrap().unwrap();
+    assert_eq!(search(a.clone(), 1).await, vec![first.id]);
+    backend.cleanup().await;
 }

@@ -31,7 +31,7 @@ pub(crate) fn from_blob(blob: &[u8]) -> Vec<f32> {
 
 /// One user's vectors, quantised.
 #[derive(Default)]
-struct UserVectors {
+pub(crate) struct UserVectors {
     dims: usize,
     rowids: Vec<i64>,
     scales: Vec<f32>,
@@ -40,7 +40,7 @@ struct UserVectors {
 }
 
 impl UserVectors {
-    fn upsert(&mut self, rowid: i64, vector: &[f32]) {
+    pub(crate) fn upsert(&mut self, rowid: i64, vector: &[f32]) {
         if vector.is_empty() {
             return;
         }
@@ -66,7 +66,7 @@ impl UserVectors {
         }
     }
 
-    fn remove(&mut self, rowid: i64) {
+    pub(crate) fn remove(&mut self, rowid: i64) {
         let Some(i) = self.slot.remove(&rowid) else {
             return;
         };
@@ -86,7 +86,7 @@ impl UserVectors {
     }
 
     /// The `n` best rowids by approximate cosine.
-    fn top(&self, query: &[f32], n: usize) -> Vec<i64> {
+    pub(crate) fn top(&self, query: &[f32], n: usize) -> Vec<i64> {
         if query.len() != self.dims || self.rowids.is_empty() || n == 0 {
             return Vec::new();
         }
@@ -209,6 +209,77 @@ impl VectorIndex {
     }
 }
 
+/// The error of a semantic search on a server without an embeddings provider.
+pub(crate) fn no_provider() -> StorageError {
+    StorageError::Semantic(
+        "mode \"semantic\" needs an embeddings provider, and this server has none \
+         configured ([embeddings] provider = \"none\"): it ranks by keywords only; use \
+         mode \"keyword\" or \"hybrid\""
+            .into(),
+    )
+}
+
+/// A PostgreSQL store's cache of one user's vectors (keyed by `memories.position`), kept in
+/// step with the database however many daemons write to it: each row of `memory_vectors`
+/// carries the id of the transaction that wrote it (`wtx`), and each refresh reads the rows
+/// written by transactions at or after `horizon`, then moves `horizon` to the oldest
+/// transaction still running at that read (`pg_snapshot_xmin`). A transaction that had not
+/// committed then is at or after the new horizon, so its rows are read by a later refresh;
+/// nothing is missed, and only the rows of recent transactions are read again.
+#[derive(Default)]
+pub(crate) struct SyncedUser {
+    /// The user's vectors.
+    pub(crate) vectors: UserVectors,
+    /// Every row written by a transaction older than this is in `vectors`; `None`: not
+    /// loaded yet.
+    pub(crate) horizon: Option<i64>,
+}
+
+/// The per-user caches of a PostgreSQL store. A user's entry is locked (asynchronously)
+/// while it is refreshed and scanned, so refreshes apply in order.
+#[derive(Default)]
+pub(crate) struct SyncedIndex {
+    users: Mutex<HashMap<String, Arc<tokio::sync::Mutex<SyncedUser>>>>,
+}
+
+impl SyncedIndex {
+    /// The entry of `user` (created empty, not loaded).
+    pub(crate) fn user(&self, user: &str) -> Arc<tokio::sync::Mutex<SyncedUser>> {
+        lock(&self.users)
+            .entry(user.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    /// After this process deleted `position` (another process's deletes are dropped when a
+    /// search finds the memory gone).
+    pub(crate) async fn forget(&self, user: &str, position: i64) {
+        let entry = lock(&self.users).get(user).cloned();
+        if let Some(entry) = entry {
+            entry.lock().await.vectors.remove(position);
+        }
+    }
+}
+
+/// How many approximate candidates a vector search scans for, and how deep each ranking
+/// goes, for `query`: `(candidates, depth)`.
+pub(crate) fn search_depths(query: &SearchQuery) -> (usize, usize) {
+    let wanted = (query.offset as usize + query.limit as usize).max(1);
+    let depth = wanted.max(100);
+    // Filters are applied after the scan: look deeper so enough candidates pass them.
+    let candidates = if is_filtered(query) {
+        depth * 10
+    } else {
+        depth + depth / 2
+    };
+    (candidates, depth)
+}
+
+/// True when the query filters by time or tags.
+pub(crate) fn is_filtered(query: &SearchQuery) -> bool {
+    query.since.is_some() || query.until.is_some() || !query.tags.is_empty()
+}
+
 /// Hybrid or semantic search (the query has a vector). Returns the page of rowids, best
 /// first.
 pub(super) fn ranked_rowids(
@@ -218,15 +289,8 @@ pub(super) fn ranked_rowids(
     vector: &[f32],
     keyword: impl FnOnce(usize) -> Result<Vec<i64>, StorageError>,
 ) -> Result<Vec<i64>, StorageError> {
-    let wanted = (query.offset as usize + query.limit as usize).max(1);
-    let depth = wanted.max(100);
-    let filtered = query.since.is_some() || query.until.is_some() || !query.tags.is_empty();
-    // Filters are applied after the scan: look deeper so enough candidates pass them.
-    let candidates = if filtered {
-        depth * 10
-    } else {
-        depth + depth / 2
-    };
+    let (candidates, depth) = search_depths(query);
+    let filtered = is_filtered(query);
     let approx = index.top(conn, query.user.as_str(), vector, candidates)?;
     let mut semantic = exact_rescore(conn, &approx, vector)?;
     if filtered {

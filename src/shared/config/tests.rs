@@ -1,4 +1,7 @@
 use super::*;
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
 
 fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
     pairs
