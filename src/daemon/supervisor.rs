@@ -65,6 +65,9 @@ pub struct TurnMetrics {
     pub actor_stops: Counter,
     /// Idle conversations told to release their cached history.
     pub history_releases: Counter,
+    /// Turns started and not yet ended: queued behind the user's earlier turn, waiting for
+    /// the user's lease held by another daemon, or running.
+    pub in_progress: Gauge,
 }
 
 /// A live conversation and when it was last used.
@@ -186,6 +189,7 @@ impl SupervisorHandle {
         }
         // Counted when the turn ends, however it ends: a turn whose caller hung up (this
         // future dropped) is a finished, failed turn too.
+        self.metrics.in_progress.inc();
         let mut counted = TurnCounter {
             metrics: &self.metrics,
             started: Instant::now(),
@@ -361,7 +365,8 @@ impl SupervisorHandle {
     }
 }
 
-/// Counts one turn in the metrics when dropped: finished, failed, or abandoned by its caller.
+/// Counts one turn in the metrics when dropped: finished, failed, or abandoned by its caller
+/// (and no longer in progress).
 struct TurnCounter<'a> {
     metrics: &'a TurnMetrics,
     started: Instant,
@@ -370,6 +375,7 @@ struct TurnCounter<'a> {
 
 impl Drop for TurnCounter<'_> {
     fn drop(&mut self) {
+        self.metrics.in_progress.dec();
         self.metrics.turns.inc();
         self.metrics.latency.observe(self.started.elapsed());
         if self.failed {

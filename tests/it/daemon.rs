@@ -413,6 +413,10 @@ async fn api_errors_are_json_with_fitting_status() {
         .await
         .expect("text");
     assert!(metrics.contains("memento_turns_total"), "{metrics}");
+    assert!(
+        metrics.contains("memento_turns_in_progress 0"),
+        "no turn in progress after the turns: {metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
