@@ -9,6 +9,7 @@
 //! - [`retry`]: the one backoff policy (the only user of the `backoff` crate).
 //! - [`pg`]: PostgreSQL plumbing for the PostgreSQL-backed parts of both sides (memory store,
 //!   histories): a pool from a URL and the versioned migration runner.
+//! - [`tokens`]: the one token estimate (four bytes a token) every token count uses.
 //! - [`metrics`], [`sse`], [`secret_file`]: small pieces (the last keeps the data
 //!   directory's 0600 secrets: `mcp-token`, `trace-key`).
 //! - [`ready_file`]: the `--ready-file` object servers write once they listen.
@@ -23,3 +24,4 @@ pub mod retry;
 pub mod secret_file;
 pub mod sse;
 pub mod telemetry;
+pub mod tokens;

@@ -27,7 +27,7 @@ use serde_json::Value;
 use tokio::sync::{Semaphore, watch};
 use tokio_util::task::TaskTracker;
 
-use crate::daemon::llm::types::ToolDefinition;
+use crate::daemon::llm::types::ToolSet;
 use crate::shared::config::McpClientConfig;
 use crate::shared::domain::UserId;
 use crate::shared::metrics::{Counter, Gauge, Histogram};
@@ -102,7 +102,8 @@ pub struct McpMetrics {
 /// One live session: what calls need, published by the actor.
 struct Session {
     peer: rmcp::Peer<RoleClient>,
-    tools: Arc<Vec<ToolDefinition>>,
+    /// Serialised once, when listed; every LLM round shares it.
+    tools: Arc<ToolSet>,
     /// Tools whose arguments carry the user.
     binds_user: HashSet<String>,
     generation: u64,
@@ -162,7 +163,7 @@ impl McpHandle {
     }
 
     /// The tools to offer the model (without `user_id`); empty while disconnected.
-    pub fn tools(&self) -> Arc<Vec<ToolDefinition>> {
+    pub fn tools(&self) -> Arc<ToolSet> {
         self.session
             .borrow()
             .as_ref()

@@ -1,5 +1,5 @@
 use super::*;
-use crate::daemon::llm::types::FunctionCall;
+use crate::daemon::llm::types::{FunctionCall, ToolCall};
 
 fn user(text: &str) -> ChatMessage {
     ChatMessage::User {

@@ -19,11 +19,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::limits::{self, Limits, estimate_tokens};
+use super::limits::{self, Limits};
 use super::metrics::{GaugeGuard, LlmMetrics};
 use super::provider::{Backend, provider_semconv};
 use super::pseudonym;
-use super::types::{ChatRequest, ChatResponse, FinishReason, Usage};
+use super::types::{ChatResponse, FinishReason, Prompt, Usage};
 use super::{LlmConfig, LlmError, Provider};
 use crate::shared::config::ConfigError;
 use crate::shared::retry::RetryPolicy;
@@ -34,7 +34,7 @@ pub enum LlmMsg {
     /// unless the caller abandons the request first.
     Complete {
         /// The request.
-        request: ChatRequest,
+        request: Prompt,
         /// When the caller stops waiting.
         deadline: Instant,
         /// The caller's span: the `chat` span becomes its child.
@@ -54,7 +54,7 @@ pub struct LlmHandle {
     actor: ActorRef<LlmMsg>,
     /// Read-only facts and counters, for `/metrics` and logs.
     info: Arc<LlmInfo>,
-    /// Turns `ChatRequest::user` into the opaque id the provider sees.
+    /// Turns `Prompt::user` into the opaque id the provider sees.
     pseudonyms: Arc<pseudonym::UserPseudonyms>,
 }
 
@@ -104,12 +104,14 @@ impl LlmHandle {
 
     /// Completes one chat request, waiting for rate-limit capacity and retrying as
     /// configured, never past `deadline`. Dropping the future abandons the request (its
-    /// task stops waiting, retrying and holding the provider's connection).
+    /// task stops waiting, retrying and holding the provider's connection). A
+    /// [`Prompt`] shares its serialised parts; a `ChatRequest` is serialised here.
     pub async fn complete(
         &self,
-        mut request: ChatRequest,
+        request: impl Into<Prompt>,
         deadline: Instant,
     ) -> Result<ChatResponse, LlmError> {
+        let mut request = request.into();
         // From here on, the user is only its keyed pseudonym (the per-user limit's key too).
         request.user = request.user.map(|user| self.pseudonyms.of(&user));
         let wait = deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(1);
@@ -357,11 +359,7 @@ impl Shared {
     }
 
     /// Admission, limits, the call and its retries.
-    async fn run(
-        &self,
-        mut request: ChatRequest,
-        deadline: Instant,
-    ) -> Result<ChatResponse, LlmError> {
+    async fn run(&self, mut request: Prompt, deadline: Instant) -> Result<ChatResponse, LlmError> {
         if request.max_tokens.is_none() {
             request.max_tokens = Some(self.max_tokens);
         }
@@ -382,6 +380,8 @@ impl Shared {
             self.metrics.user_limited.inc();
             return Err(LlmError::UserRateLimited { retry_after });
         }
+        // Written once: every attempt sends the same bytes.
+        let body = self.backend.encode(&request);
         let result = crate::shared::retry::retry(
             &self.retry,
             deadline,
@@ -398,7 +398,7 @@ impl Shared {
                     "llm retry"
                 );
             },
-            || self.attempt(&request, deadline),
+            || self.attempt(&request, body.as_ref(), deadline),
         )
         .await;
         if let Err(LlmError::Http { status: 429, .. }) = &result {
@@ -422,14 +422,10 @@ impl Shared {
 
     /// Waits for the request and token budgets, bounded by the deadline. Every attempt,
     /// retries included, waits here: the provider counts each request against the quota.
-    async fn wait_for_capacity(
-        &self,
-        request: &ChatRequest,
-        deadline: Instant,
-    ) -> Result<(), LlmError> {
+    async fn wait_for_capacity(&self, request: &Prompt, deadline: Instant) -> Result<(), LlmError> {
         let started = std::time::Instant::now();
         self.limits
-            .acquire(estimate_tokens(request), deadline)
+            .acquire(request.estimated_tokens(), deadline)
             .await?;
         let waited = started.elapsed();
         self.metrics.rate_limit_wait.observe(waited);
@@ -441,8 +437,10 @@ impl Shared {
 
     /// Charges the difference when the provider used more tokens than estimated (best
     /// effort: governor cannot refund an over-estimate).
-    async fn correct_tokens(&self, request: &ChatRequest, usage: Usage) {
-        let extra = usage.total_tokens.saturating_sub(estimate_tokens(request));
+    async fn correct_tokens(&self, request: &Prompt, usage: Usage) {
+        let extra = usage
+            .total_tokens
+            .saturating_sub(request.estimated_tokens());
         if extra > 0 {
             self.limits.charge(extra).await;
         }
@@ -450,7 +448,8 @@ impl Shared {
 
     async fn attempt(
         &self,
-        request: &ChatRequest,
+        request: &Prompt,
+        body: Option<&bytes::Bytes>,
         deadline: Instant,
     ) -> Result<ChatResponse, LlmError> {
         self.wait_for_capacity(request, deadline).await?;
@@ -461,7 +460,7 @@ impl Shared {
             return Err(LlmError::DeadlineExceeded);
         }
         let started = std::time::Instant::now();
-        let call = self.backend.complete(request);
+        let call = self.backend.complete(request, body);
         let mut response = tokio::time::timeout(timeout, call)
             .await
             .unwrap_or(Err(LlmError::Timeout))?;

@@ -65,14 +65,12 @@ pub fn from_config(
     Ok(Arc::new(limits))
 }
 
-/// Tokens a request may use, estimated before sending: prompt text at four characters a
-/// token (close enough for quota pacing; the provider's `usage` corrects it) plus
-/// `max_tokens`, as Azure itself estimates on arrival.
+/// Tokens a request may use, estimated before sending: prompt text at four bytes a token
+/// (close enough for quota pacing; the provider's `usage` corrects it) plus `max_tokens`,
+/// as Azure itself estimates on arrival ([`crate::shared::tokens`]; the daemon's own
+/// requests use [`super::types::Prompt::estimated_tokens`], the same count).
 pub fn estimate_tokens(request: &ChatRequest) -> u32 {
-    let chars = request.prompt_text_len();
-    u32::try_from(chars / 4)
-        .unwrap_or(u32::MAX)
-        .saturating_add(request.max_tokens.unwrap_or(0))
+    request.estimated_tokens()
 }
 
 impl Limits for crate::daemon::limits::Limits {

@@ -1,34 +1,46 @@
-//! The edge to the LLM providers: Azure OpenAI and OpenAI-compatible endpoints through
-//! async-openai, or the built-in offline model.
+//! The edge to the LLM providers: Azure OpenAI and OpenAI-compatible endpoints over a
+//! direct HTTP POST, or the built-in offline model.
 //!
-//! async-openai's own retry layer is replaced by our HTTP service
-//! (`Client::with_http_service`), which also turns error responses into [`LlmError`]s with
-//! their status and `retry-after` hints, so requests are retried once over, by one policy
-//! (`retry.rs`, driven from `llm/actor.rs`). Memento's chat types (`llm/types.rs`) are the
-//! wire format; async-openai's "bring your own types" calls send them and the wire structs
-//! here receive the answer, so this file is the one edge to the SDK.
+//! - Chat completions: the client, the URL and the headers (`api-key` or `Authorization`,
+//!   `content-type`) are built once, when the provider is; each request body is written
+//!   once from the prompt's pre-serialised parts (`provider/wire.rs`) and the same bytes
+//!   are sent again on a retry. The answer is parsed with serde into the wire structs of
+//!   `provider/wire.rs`. Error statuses become [`LlmError`]s with their status and
+//!   `retry-after` hints, so requests are retried once over, by one policy (`retry.rs`,
+//!   driven from `llm/actor.rs`).
+//! - [`http_service`] and [`openai_error`]: the same HTTP policy for async-openai, which the
+//!   embeddings provider (`memory_server/embeddings/remote.rs`) still goes through.
 
-use std::time::Duration;
-
-use async_openai::config::{AzureConfig, OpenAIConfig};
 use async_openai::error::OpenAIError;
 use async_openai::middleware::HttpRequestFactory;
-use serde::{Deserialize, Serialize};
+use bytes::Bytes;
 
 use super::offline;
-use super::types::{
-    ChatMessage, ChatRequest, ChatResponse, FinishReason, ToolCall, ToolDefinition, Usage,
-};
+use super::types::{ChatResponse, Prompt};
 use super::{LlmConfig, LlmError, Provider};
+
+mod wire;
+
+pub(crate) use wire::{WireResponse, encode_body};
 
 /// One configured provider.
 pub(crate) enum Backend {
     Offline(offline::OfflineModel),
-    Azure(async_openai::Client<AzureConfig>),
-    Openai {
-        client: async_openai::Client<OpenAIConfig>,
-        model: String,
-    },
+    /// Azure OpenAI or an OpenAI-compatible endpoint.
+    Http(Box<HttpChat>),
+}
+
+/// A chat-completions endpoint, with everything that does not change between requests
+/// built once.
+pub(crate) struct HttpChat {
+    client: reqwest::Client,
+    /// `…/openai/deployments/{deployment}/chat/completions?api-version=…` (Azure) or
+    /// `…/chat/completions` (OpenAI-compatible).
+    url: reqwest::Url,
+    /// The key header and `content-type`.
+    headers: http::HeaderMap,
+    /// The `model` of the body (OpenAI-compatible endpoints; Azure's is in the URL).
+    model: Option<String>,
 }
 
 impl Backend {
@@ -41,60 +53,170 @@ impl Backend {
             ),
             Provider::Azure => {
                 let deployment = config.deployment.clone().unwrap_or_default();
-                let azure = AzureConfig::new()
-                    .with_api_base(
-                        config
-                            .endpoint
-                            .clone()
-                            .unwrap_or_default()
-                            .trim_end_matches('/'),
-                    )
-                    .with_api_version(config.api_version.clone())
-                    .with_deployment_id(deployment.clone())
-                    .with_api_key(config.api_key.clone().unwrap_or_default());
-                let client = async_openai::Client::with_config(azure)
-                    .with_http_service(http_service(config)?);
-                (Backend::Azure(client), deployment)
+                let base = config.endpoint.as_deref().unwrap_or_default();
+                let mut url = parse_url(&format!(
+                    "{}/openai/deployments/{deployment}/chat/completions",
+                    base.trim_end_matches('/')
+                ))?;
+                url.query_pairs_mut()
+                    .append_pair("api-version", &config.api_version);
+                let key = key_header(config.api_key.as_deref().unwrap_or_default())?;
+                let chat = HttpChat::new(
+                    config,
+                    url,
+                    http::HeaderName::from_static("api-key"),
+                    key,
+                    None,
+                )?;
+                (Backend::Http(Box::new(chat)), deployment)
             }
             Provider::Openai => {
-                let openai = OpenAIConfig::new()
-                    .with_api_base(
-                        config
-                            .base_url
-                            .clone()
-                            .unwrap_or_default()
-                            .trim_end_matches('/'),
-                    )
-                    .with_api_key(config.api_key.clone().unwrap_or_default());
-                let client = async_openai::Client::with_config(openai)
-                    .with_http_service(http_service(config)?);
+                let base = config.base_url.as_deref().unwrap_or_default();
+                let url = parse_url(&format!("{}/chat/completions", base.trim_end_matches('/')))?;
+                let key = key_header(&format!(
+                    "Bearer {}",
+                    config.api_key.as_deref().unwrap_or_default()
+                ))?;
                 let model = config.model.clone().unwrap_or_default();
-                (
-                    Backend::Openai {
-                        client,
-                        model: model.clone(),
-                    },
-                    model,
-                )
+                let chat = HttpChat::new(
+                    config,
+                    url,
+                    http::header::AUTHORIZATION,
+                    key,
+                    Some(model.clone()),
+                )?;
+                (Backend::Http(Box::new(chat)), model)
             }
         })
     }
 
-    /// One attempt: the request sent once, its answer decoded. No retry, no timeout (the
-    /// caller owns both).
-    pub(crate) async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse, LlmError> {
+    /// The body to send for `prompt`, written once and reused by every attempt (`None`
+    /// for the offline model, which reads the prompt itself).
+    pub(crate) fn encode(&self, prompt: &Prompt) -> Option<Bytes> {
         match self {
-            Backend::Offline(model) => Ok(model.complete(request)),
-            Backend::Azure(client) => {
-                let wire = WireRequest::new(request, None);
-                decode(client.chat().create_byot(&wire).await)
-            }
-            Backend::Openai { client, model } => {
-                let wire = WireRequest::new(request, Some(model));
-                decode(client.chat().create_byot(&wire).await)
+            Backend::Offline(_) => None,
+            Backend::Http(chat) => Some(encode_body(prompt, chat.model.as_deref())),
+        }
+    }
+
+    /// One attempt: the request sent once, its answer decoded. No retry, no timeout (the
+    /// caller owns both). `body` is [`Backend::encode`]'s for `prompt`.
+    pub(crate) async fn complete(
+        &self,
+        prompt: &Prompt,
+        body: Option<&Bytes>,
+    ) -> Result<ChatResponse, LlmError> {
+        match (self, body) {
+            (Backend::Offline(model), _) => Ok(model.complete(&prompt.to_chat_request())),
+            (Backend::Http(chat), Some(body)) => chat.post(body.clone()).await,
+            (Backend::Http(chat), None) => {
+                chat.post(encode_body(prompt, chat.model.as_deref())).await
             }
         }
     }
+}
+
+impl HttpChat {
+    fn new(
+        config: &LlmConfig,
+        url: reqwest::Url,
+        key_name: http::HeaderName,
+        key: http::HeaderValue,
+        model: Option<String>,
+    ) -> Result<HttpChat, LlmError> {
+        let mut headers = http::HeaderMap::with_capacity(2);
+        headers.insert(key_name, key);
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        Ok(HttpChat {
+            client: http_client(config)?,
+            url,
+            headers,
+            model,
+        })
+    }
+
+    /// POSTs `body` and decodes the answer.
+    async fn post(&self, body: Bytes) -> Result<ChatResponse, LlmError> {
+        let mut request = reqwest::Request::new(reqwest::Method::POST, self.url.clone());
+        *request.headers_mut() = self.headers.clone();
+        *request.body_mut() = Some(reqwest::Body::from(body));
+        let response = self
+            .client
+            .execute(request)
+            .await
+            .map_err(transport_error)?;
+        let response = check_status(response).await?;
+        let bytes = response.bytes().await.map_err(transport_error)?;
+        let wire: WireResponse = serde_json::from_slice(&bytes).map_err(|error| {
+            LlmError::InvalidResponse(format!(
+                "{error}: {}",
+                String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
+            ))
+        })?;
+        wire.into_response()
+    }
+}
+
+fn parse_url(url: &str) -> Result<reqwest::Url, LlmError> {
+    reqwest::Url::parse(url).map_err(|e| LlmError::Config(format!("provider URL {url:?}: {e}")))
+}
+
+/// The API key as a header value, marked sensitive (never logged).
+fn key_header(value: &str) -> Result<http::HeaderValue, LlmError> {
+    let mut header = http::HeaderValue::from_str(value).map_err(|_| {
+        LlmError::Config("the API key has characters an HTTP header cannot carry".into())
+    })?;
+    header.set_sensitive(true);
+    Ok(header)
+}
+
+/// The HTTP client of a provider: no redirects, no retries of its own.
+fn http_client(config: &LlmConfig) -> Result<reqwest::Client, LlmError> {
+    reqwest::Client::builder()
+        // No redirects: a redirect would resend the `api-key` header to whatever host the
+        // `Location` names. A 3xx is an error instead (`LlmError::Redirect`).
+        .redirect(reqwest::redirect::Policy::none())
+        .tcp_nodelay(true)
+        .connect_timeout(config.connect_timeout.min(config.request_timeout))
+        .pool_max_idle_per_host(config.max_in_flight.max(1))
+        .build()
+        .map_err(|e| LlmError::Config(format!("HTTP client: {e}")))
+}
+
+fn transport_error(error: reqwest::Error) -> LlmError {
+    if error.is_timeout() {
+        LlmError::Timeout
+    } else {
+        LlmError::Connect(error.to_string())
+    }
+}
+
+/// The response when its status is a success; otherwise the [`LlmError`] it means (a
+/// redirect is never followed).
+async fn check_status(response: reqwest::Response) -> Result<reqwest::Response, LlmError> {
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    let headers = response.headers().clone();
+    if status.is_redirection() {
+        let location = headers
+            .get(http::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .chars()
+            .take(200)
+            .collect();
+        return Err(LlmError::Redirect {
+            status: status.as_u16(),
+            location,
+        });
+    }
+    let body = response.text().await.unwrap_or_default();
+    Err(LlmError::from_http(status.as_u16(), &headers, &body))
 }
 
 /// `gen_ai.provider.name` of `provider` (OTel GenAI conventions).
@@ -146,15 +268,7 @@ pub(crate) fn http_service(
     + 'static,
     LlmError,
 > {
-    let http = reqwest::Client::builder()
-        // No redirects: a redirect would resend the `api-key` header to whatever host the
-        // `Location` names. A 3xx is an error instead (`LlmError::Redirect`).
-        .redirect(reqwest::redirect::Policy::none())
-        .tcp_nodelay(true)
-        .connect_timeout(config.connect_timeout.min(config.request_timeout))
-        .pool_max_idle_per_host(config.max_in_flight.max(1))
-        .build()
-        .map_err(|e| LlmError::Config(format!("HTTP client: {e}")))?;
+    let http = http_client(config)?;
     Ok(tower::service_fn(move |factory: HttpRequestFactory| {
         let http = http.clone();
         async move {
@@ -166,43 +280,12 @@ pub(crate) fn http_service(
             let response = http
                 .execute(request)
                 .await
-                .map_err(|e| -> tower::BoxError {
-                    if e.is_timeout() {
-                        Box::new(LlmError::Timeout)
-                    } else {
-                        Box::new(LlmError::Connect(e.to_string()))
-                    }
-                })?;
-            let status = response.status();
-            if status.is_success() {
-                return Ok(response);
-            }
-            let headers = response.headers().clone();
-            if status.is_redirection() {
-                let location = headers
-                    .get(http::header::LOCATION)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or_default()
-                    .chars()
-                    .take(200)
-                    .collect();
-                return Err(Box::new(LlmError::Redirect {
-                    status: status.as_u16(),
-                    location,
-                }) as tower::BoxError);
-            }
-            let body = response.text().await.unwrap_or_default();
-            Err(Box::new(LlmError::from_http(status.as_u16(), &headers, &body)) as tower::BoxError)
+                .map_err(|e| -> tower::BoxError { Box::new(transport_error(e)) })?;
+            check_status(response)
+                .await
+                .map_err(|e| -> tower::BoxError { Box::new(e) })
         }
     }))
-}
-
-/// Maps async-openai's outcome back to ours.
-fn decode(result: Result<WireResponse, OpenAIError>) -> Result<ChatResponse, LlmError> {
-    match result {
-        Ok(wire) => wire.into_response(),
-        Err(error) => Err(openai_error(error)),
-    }
 }
 
 /// Maps an async-openai error to ours (the embeddings provider uses it too).
@@ -224,114 +307,5 @@ pub(crate) fn openai_error(error: OpenAIError) -> LlmError {
             body.chars().take(200).collect::<String>()
         )),
         other => LlmError::InvalidResponse(other.to_string()),
-    }
-}
-
-/// The request as sent (OpenAI chat-completions wire format).
-#[derive(Serialize)]
-struct WireRequest<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    model: Option<&'a str>,
-    messages: &'a [ChatMessage],
-    #[serde(skip_serializing_if = "<[ToolDefinition]>::is_empty")]
-    tools: &'a [ToolDefinition],
-    #[serde(skip_serializing_if = "Option::is_none")]
-    tool_choice: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    max_tokens: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    temperature: Option<f32>,
-    /// The user's keyed pseudonym (`LlmHandle::complete`), never the id itself.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    user: Option<&'a str>,
-    stream: bool,
-}
-
-impl<'a> WireRequest<'a> {
-    fn new(request: &'a ChatRequest, model: Option<&'a str>) -> WireRequest<'a> {
-        WireRequest {
-            model,
-            messages: &request.messages,
-            tools: &request.tools,
-            tool_choice: (!request.tools.is_empty()).then_some("auto"),
-            max_tokens: request.max_tokens,
-            temperature: request.temperature,
-            user: request.user.as_deref(),
-            stream: false,
-        }
-    }
-}
-
-#[derive(Deserialize)]
-pub(crate) struct WireResponse {
-    #[serde(default)]
-    id: Option<String>,
-    #[serde(default)]
-    model: Option<String>,
-    #[serde(default)]
-    choices: Vec<WireChoice>,
-    #[serde(default)]
-    usage: Option<WireUsage>,
-}
-
-#[derive(Deserialize)]
-struct WireChoice {
-    message: WireMessage,
-    #[serde(default)]
-    finish_reason: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct WireMessage {
-    #[serde(default)]
-    content: Option<String>,
-    #[serde(default)]
-    tool_calls: Option<Vec<ToolCall>>,
-}
-
-#[derive(Deserialize)]
-struct WireUsage {
-    #[serde(default)]
-    prompt_tokens: u32,
-    #[serde(default)]
-    completion_tokens: u32,
-    #[serde(default)]
-    total_tokens: u32,
-}
-
-impl WireResponse {
-    pub(crate) fn into_response(self) -> Result<ChatResponse, LlmError> {
-        let choice = self
-            .choices
-            .into_iter()
-            .next()
-            .ok_or_else(|| LlmError::InvalidResponse("no choices in the response".into()))?;
-        let tool_calls = choice.message.tool_calls.unwrap_or_default();
-        let finish_reason = match choice.finish_reason.as_deref() {
-            Some("tool_calls") | Some("function_call") => FinishReason::ToolCalls,
-            Some("length") => FinishReason::Length,
-            Some("content_filter") => FinishReason::ContentFilter,
-            _ if !tool_calls.is_empty() => FinishReason::ToolCalls,
-            _ => FinishReason::Stop,
-        };
-        Ok(ChatResponse {
-            model: self.model.unwrap_or_default(),
-            message: ChatMessage::Assistant {
-                content: choice.message.content,
-                tool_calls,
-            },
-            finish_reason,
-            usage: self.usage.map(|u| Usage {
-                prompt_tokens: u.prompt_tokens,
-                completion_tokens: u.completion_tokens,
-                total_tokens: if u.total_tokens == 0 {
-                    u.prompt_tokens + u.completion_tokens
-                } else {
-                    u.total_tokens
-                },
-            }),
-            id: self.id,
-            provider_time: Duration::ZERO,
-        })
     }
 }

@@ -399,3 +399,161 @@ async fn stopping_drains_the_requests_in_flight() {
     ));
     assert!(!handle.is_ready());
 }
+
+/// Issue 12 item 4: the body written from pre-serialised parts is the JSON a serialised
+/// request would be (model, messages, tools with `tool_choice`, limits, user, `stream`).
+#[test]
+fn request_bodies_are_written_from_the_serialised_parts() {
+    use super::types::{FunctionCall, FunctionDefinition, Prompt, ToolCall, ToolDefinition};
+    let request = ChatRequest {
+        messages: vec![
+            ChatMessage::System {
+                content: "be \"brief\"".into(),
+            },
+            ChatMessage::User {
+                content: "store thé: ☕ \n tab\t".into(),
+            },
+            ChatMessage::Assistant {
+                content: None,
+                tool_calls: vec![ToolCall {
+                    id: "call_1".into(),
+                    kind: "function".into(),
+                    function: FunctionCall {
+                        name: "store_memory".into(),
+                        arguments: r#"{"content":"thé"}"#.into(),
+                    },
+                }],
+            },
+            ChatMessage::Tool {
+                tool_call_id: "call_1".into(),
+                content: "ok".into(),
+            },
+        ],
+        tools: vec![ToolDefinition {
+            kind: "function".into(),
+            function: FunctionDefinition {
+                name: "store_memory".into(),
+                description: Some("Keeps a note".into()),
+                parameters: serde_json::json!({"type": "object", "properties": {"content": {"type": "string"}}}),
+            },
+        }],
+        max_tokens: Some(256),
+        // Exact in binary: `to_value` widens an f32 to f64, the body writes it as an f32.
+        temperature: Some(0.5),
+        user: Some("opaque-1".into()),
+    };
+    let mut expected = serde_json::to_value(&request).unwrap();
+    expected["model"] = "gpt-x".into();
+    expected["tool_choice"] = "auto".into();
+    expected["stream"] = false.into();
+    let prompt = Prompt::from(request.clone());
+    let body = super::provider::encode_body(&prompt, Some("gpt-x"));
+    let sent: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(sent, expected);
+    assert_eq!(prompt.estimated_tokens(), request.estimated_tokens());
+    assert_eq!(prompt.to_chat_request(), request);
+
+    // No tools, no model (Azure: the deployment is in the URL), no options.
+    let bare = ChatRequest {
+        tools: Vec::new(),
+        max_tokens: None,
+        temperature: None,
+        user: None,
+        ..request
+    };
+    let body = super::provider::encode_body(&Prompt::from(bare.clone()), None);
+    let sent: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let mut expected = serde_json::to_value(&bare).unwrap();
+    expected["stream"] = false.into();
+    assert_eq!(sent, expected);
+    assert!(sent.get("tool_choice").is_none() && sent.get("model").is_none());
+}
+
+/// Issue 12 item 4: Azure chat completions go out as a direct POST to the deployment's URL
+/// with the `api-key` header built once, and a retried request resends the same bytes
+/// after the server's `retry-after-ms`.
+#[tokio::test]
+async fn azure_requests_carry_the_key_and_retries_resend_the_same_body() {
+    use std::sync::{Arc, Mutex};
+    type Seen = (
+        String,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Vec<u8>,
+    );
+    let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+    let record = seen.clone();
+    let app = axum::Router::new().fallback(
+        move |uri: axum::http::Uri, headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+            let record = record.clone();
+            async move {
+                let header = |name: &str| {
+                    headers
+                        .get(name)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned)
+                };
+                let attempt = {
+                    let mut seen = record.lock().unwrap();
+                    seen.push((
+                        uri.path().to_owned(),
+                        uri.query().map(str::to_owned),
+                        header("api-key"),
+                        header("content-type"),
+                        body.to_vec(),
+                    ));
+                    seen.len()
+                };
+                if attempt == 1 {
+                    return axum::response::IntoResponse::into_response((
+                        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                        [("retry-after-ms", "5")],
+                        "busy",
+                    ));
+                }
+                axum::response::IntoResponse::into_response(axum::Json(serde_json::json!({
+                    "id": "x", "object": "chat.completion", "created": 0, "model": "gpt-4o-mini",
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"},
+                                 "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+                })))
+            }
+        },
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}/", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let config = LlmConfig {
+        provider: Provider::Azure,
+        endpoint: Some(endpoint),
+        deployment: Some("gpt-4o-mini".into()),
+        api_key: Some("azure-key".into()),
+        max_retries: 2,
+        retry_initial: Duration::from_millis(1),
+        ..LlmConfig::default()
+    };
+    let api_version = config.api_version.clone();
+    let handle = LlmHandle::spawn(config).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let response = handle.complete(request("alice"), deadline).await.unwrap();
+    assert_eq!(response.usage.map(|u| u.total_tokens), Some(4));
+    assert_eq!(handle.metrics().retries.get(), 1);
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 2);
+    for (path, query, key, content_type, _) in seen.iter() {
+        assert_eq!(path, "/openai/deployments/gpt-4o-mini/chat/completions");
+        assert_eq!(
+            query.as_deref(),
+            Some(format!("api-version={api_version}").as_str())
+        );
+        assert_eq!(key.as_deref(), Some("azure-key"));
+        assert_eq!(content_type.as_deref(), Some("application/json"));
+    }
+    assert_eq!(seen[0].4, seen[1].4, "a retry resends the same body");
+    let body: serde_json::Value = serde_json::from_slice(&seen[0].4).unwrap();
+    assert!(body.get("model").is_none(), "{body}");
+    assert_eq!(body["max_tokens"], 10);
+}

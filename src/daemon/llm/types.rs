@@ -3,6 +3,15 @@
 //! They serialise to the OpenAI / Azure OpenAI chat-completions wire format (the subset
 //! Memento uses), so the offline model, the Azure mock and the async-openai edge all speak
 //! the same shapes. Provider-specific types (async-openai's) never leave `llm.rs`.
+//!
+//! The daemon's own requests are [`Prompt`]s: messages and tools held as [`SharedMessage`]s
+//! and a [`ToolSet`], each serialised to its wire JSON once and shared (by reference count)
+//! by every round of a turn, so a round clones no JSON tree and serialises only what is new.
+//! [`ChatRequest`] is the same request as one plain value (what the Azure mock parses, what
+//! tests and the offline model read).
+
+use std::ops::Deref;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -128,20 +137,220 @@ pub struct ChatRequest {
 
 impl ChatRequest {
     /// Bytes of prompt text: every message's [`ChatMessage::text_len`] plus each offered
-    /// tool's name, description and parameter schema. Azure's on-arrival estimate, and so
-    /// ours, is this over four, plus `max_tokens`.
+    /// tool's [`ToolDefinition::text_len`]. Azure's on-arrival estimate, and so ours, is
+    /// this over four, plus `max_tokens`.
     pub fn prompt_text_len(&self) -> usize {
         let messages: usize = self.messages.iter().map(ChatMessage::text_len).sum();
-        let tools: usize = self
-            .tools
-            .iter()
-            .map(|t| {
-                t.function.name.len()
-                    + t.function.description.as_ref().map_or(0, String::len)
-                    + t.function.parameters.to_string().len()
-            })
-            .sum();
+        let tools: usize = self.tools.iter().map(ToolDefinition::text_len).sum();
         messages + tools
+    }
+
+    /// Tokens this request may use, estimated before sending ([`crate::shared::tokens`]).
+    pub fn estimated_tokens(&self) -> u32 {
+        crate::shared::tokens::of_request(self.prompt_text_len(), self.max_tokens)
+    }
+}
+
+impl ToolDefinition {
+    /// Bytes of text the tool adds to a prompt: its name, description and serialised
+    /// parameter schema.
+    pub fn text_len(&self) -> usize {
+        self.function.name.len()
+            + self.function.description.as_ref().map_or(0, String::len)
+            + self.function.parameters.to_string().len()
+    }
+}
+
+/// A message with its wire JSON, serialised once. Cloning it is a reference count.
+#[derive(Clone)]
+pub struct SharedMessage(Arc<EncodedMessage>);
+
+struct EncodedMessage {
+    message: ChatMessage,
+    json: Box<str>,
+    text_len: usize,
+}
+
+impl SharedMessage {
+    /// `message`, serialised now.
+    pub fn new(message: ChatMessage) -> SharedMessage {
+        let json = to_json(&message);
+        let text_len = message.text_len();
+        SharedMessage(Arc::new(EncodedMessage {
+            message,
+            json,
+            text_len,
+        }))
+    }
+
+    /// The message.
+    pub fn message(&self) -> &ChatMessage {
+        &self.0.message
+    }
+
+    /// Its wire JSON (one object).
+    pub fn json(&self) -> &str {
+        &self.0.json
+    }
+
+    /// [`ChatMessage::text_len`], computed once.
+    pub fn text_len(&self) -> usize {
+        self.0.text_len
+    }
+}
+
+impl Deref for SharedMessage {
+    type Target = ChatMessage;
+
+    fn deref(&self) -> &ChatMessage {
+        &self.0.message
+    }
+}
+
+impl From<ChatMessage> for SharedMessage {
+    fn from(message: ChatMessage) -> SharedMessage {
+        SharedMessage::new(message)
+    }
+}
+
+impl std::fmt::Debug for SharedMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.message.fmt(f)
+    }
+}
+
+impl PartialEq for SharedMessage {
+    fn eq(&self, other: &SharedMessage) -> bool {
+        self.0.message == other.0.message
+    }
+}
+
+/// The tools offered to the model, serialised once (when the MCP tools are listed) with
+/// their prompt size; every LLM round shares it through an `Arc`.
+#[derive(Debug, Default, PartialEq)]
+pub struct ToolSet {
+    definitions: Vec<ToolDefinition>,
+    /// The wire JSON of `definitions` (one array).
+    json: Box<str>,
+    /// Sum of [`ToolDefinition::text_len`].
+    text_len: usize,
+}
+
+impl ToolSet {
+    /// `definitions`, serialised now.
+    pub fn new(definitions: Vec<ToolDefinition>) -> ToolSet {
+        let json = to_json(&definitions);
+        let text_len = definitions.iter().map(ToolDefinition::text_len).sum();
+        ToolSet {
+            definitions,
+            json,
+            text_len,
+        }
+    }
+
+    /// The definitions.
+    pub fn definitions(&self) -> &[ToolDefinition] {
+        &self.definitions
+    }
+
+    /// Their wire JSON (one array).
+    pub fn json(&self) -> &str {
+        &self.json
+    }
+
+    /// Bytes of prompt text the tools add.
+    pub fn text_len(&self) -> usize {
+        self.text_len
+    }
+}
+
+impl Deref for ToolSet {
+    type Target = [ToolDefinition];
+
+    fn deref(&self) -> &[ToolDefinition] {
+        &self.definitions
+    }
+}
+
+/// JSON of a chat type. Serialising these types cannot fail (no map has a non-string key);
+/// an empty object stands in if it ever did, and the provider then rejects the request.
+fn to_json<T: Serialize + ?Sized>(value: &T) -> Box<str> {
+    serde_json::to_string(value)
+        .unwrap_or_else(|_| "{}".to_owned())
+        .into_boxed_str()
+}
+
+/// A chat request as the daemon sends it: the conversation so far (system prompt and
+/// history, shared by every round of a turn), the turn's own messages, and the tools,
+/// each already serialised.
+#[derive(Debug, Clone, Default)]
+pub struct Prompt {
+    /// System prompt and history, oldest first: one allocation shared by every round.
+    pub context: Arc<[SharedMessage]>,
+    /// The turn's messages after the context: the person's message, then each round's
+    /// tool calls and results.
+    pub turn: Vec<SharedMessage>,
+    /// Tools the model may call; `None` (or an empty set) means none.
+    pub tools: Option<Arc<ToolSet>>,
+    /// Upper bound on generated tokens; also used for rate-limit estimates.
+    pub max_tokens: Option<u32>,
+    /// Sampling temperature.
+    pub temperature: Option<f32>,
+    /// The end user (as in [`ChatRequest::user`]).
+    pub user: Option<String>,
+}
+
+impl Prompt {
+    /// Every message, oldest first.
+    pub fn messages(&self) -> impl Iterator<Item = &SharedMessage> {
+        self.context.iter().chain(self.turn.iter())
+    }
+
+    /// The tools offered, if any.
+    pub fn tools(&self) -> Option<&ToolSet> {
+        self.tools.as_deref().filter(|tools| !tools.is_empty())
+    }
+
+    /// As [`ChatRequest::prompt_text_len`], from the sizes computed at serialisation.
+    pub fn prompt_text_len(&self) -> usize {
+        self.messages().map(SharedMessage::text_len).sum::<usize>()
+            + self.tools().map_or(0, ToolSet::text_len)
+    }
+
+    /// Tokens this request may use, estimated before sending ([`crate::shared::tokens`]).
+    pub fn estimated_tokens(&self) -> u32 {
+        crate::shared::tokens::of_request(self.prompt_text_len(), self.max_tokens)
+    }
+
+    /// The same request as one plain value (deep copies: for the offline model and tests).
+    pub fn to_chat_request(&self) -> ChatRequest {
+        ChatRequest {
+            messages: self.messages().map(|m| m.message().clone()).collect(),
+            tools: self
+                .tools()
+                .map(|t| t.definitions().to_vec())
+                .unwrap_or_default(),
+            max_tokens: self.max_tokens,
+            temperature: self.temperature,
+            user: self.user.clone(),
+        }
+    }
+}
+
+impl From<ChatRequest> for Prompt {
+    fn from(request: ChatRequest) -> Prompt {
+        Prompt {
+            context: request
+                .messages
+                .into_iter()
+                .map(SharedMessage::new)
+                .collect(),
+            turn: Vec::new(),
+            tools: (!request.tools.is_empty()).then(|| Arc::new(ToolSet::new(request.tools))),
+            max_tokens: request.max_tokens,
+            temperature: request.temperature,
+            user: request.user,
+        }
     }
 }
 

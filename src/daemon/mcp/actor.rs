@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
 use super::{McpMetrics, Session, convert_tools, direct, sse_client};
+use crate::daemon::llm::types::ToolSet;
 use crate::shared::config::{McpClientConfig, McpTransport};
 
 /// Messages of the MCP actor. None carries a user's work; none needs a reply.
@@ -174,7 +175,7 @@ impl Actor for Mcp {
                             );
                             state.args.session.send_replace(Some(Arc::new(Session {
                                 peer: session.peer.clone(),
-                                tools: Arc::new(definitions),
+                                tools: Arc::new(ToolSet::new(definitions)),
                                 binds_user,
                                 generation,
                                 session_id: session.session_id.clone(),
@@ -288,7 +289,7 @@ async fn connect(myself: &ActorRef<McpMsg>, state: &mut McpState) -> Result<(), 
     state.cancel = Some(running.cancellation_token());
     state.args.session.send_replace(Some(Arc::new(Session {
         peer: running.peer().clone(),
-        tools: Arc::new(definitions),
+        tools: Arc::new(ToolSet::new(definitions)),
         binds_user,
         generation,
         session_id,

@@ -193,9 +193,9 @@ fn normalize_message(mut message: Value) -> Value {
 
 /// Tokens Azure estimates on arrival: the prompt's text at four characters a token plus
 /// `max_tokens` (what the TPM quota counts).
+/// `max_tokens`, as the daemon's limits count ([`ChatRequest::estimated_tokens`]).
 pub(crate) fn estimate_tokens(request: &ChatRequest) -> u64 {
-    u64::try_from(request.prompt_text_len() / 4).unwrap_or(u64::MAX)
-        + u64::from(request.max_tokens.unwrap_or(0))
+    u64::from(request.estimated_tokens())
 }
 
 fn finish_reason(reason: FinishReason) -> &'static str {

@@ -150,9 +150,9 @@ pub(super) fn tool_calls(seed: u64, calls: Vec<(&'static str, Value)>) -> ChatMe
     }
 }
 
-/// About four characters a token, as Azure estimates on arrival.
+/// Tokens of `bytes` bytes of text ([`crate::shared::tokens`], as the daemon counts).
 pub(super) fn tokens(bytes: usize) -> u32 {
-    u32::try_from(bytes / 4 + 1).unwrap_or(u32::MAX)
+    crate::shared::tokens::of_bytes(bytes)
 }
 
 pub(super) fn estimate_prompt(request: &ChatRequest) -> u32 {

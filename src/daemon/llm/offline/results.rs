@@ -12,6 +12,9 @@ pub(super) struct Step<'a> {
     name: &'a str,
     arguments: &'a str,
     result: &'a str,
+    /// The call failed: the frame's flag (`framing::read`) when the result is framed, as
+    /// the daemon frames every result; otherwise what the text itself says.
+    failed: bool,
 }
 
 pub(super) fn after_tools(
@@ -48,10 +51,14 @@ pub(super) fn after_tools(
                     .iter()
                     .find(|c| c.id == *tool_call_id)
                     .or_else(|| calls.get(index));
+                let result = crate::daemon::llm::framing::read(content);
                 let step = Step {
                     name: call.map_or("", |c| c.function.name.as_str()),
                     arguments: call.map_or("", |c| c.function.arguments.as_str()),
-                    result: crate::daemon::llm::framing::unframe(content),
+                    result: result.text,
+                    failed: result
+                        .is_error
+                        .unwrap_or_else(|| reads_as_error(result.text)),
                 };
                 match rounds.last_mut() {
                     Some(round) => round.push(step),
@@ -71,7 +78,7 @@ pub(super) fn after_tools(
     if may_call {
         let retries: Vec<(&'static str, Value)> = last
             .iter()
-            .filter(|s| is_error(s.result) && mentions_bad_arguments(s.result))
+            .filter(|s| s.failed && mentions_bad_arguments(s.result))
             .filter_map(|s| rebuild_call(s.name, &intent, &rounds))
             .collect();
         if !retries.is_empty() && retries.iter().all(|(name, _)| offered(name)) {
@@ -86,7 +93,7 @@ pub(super) fn after_tools(
     } = &intent
         && let Some(search) = last
             .iter()
-            .find(|s| s.name == tool::RETRIEVE_MEMORIES && !is_error(s.result))
+            .find(|s| s.name == tool::RETRIEVE_MEMORIES && !s.failed)
     {
         return match best_match(search.result, query) {
             Some((id, _)) if may_call && offered(tool::DELETE_MEMORY) => {
@@ -135,15 +142,16 @@ pub(super) fn rebuild_call(
             .iter()
             .flatten()
             .rev()
-            .filter(|s| s.name == tool::RETRIEVE_MEMORIES && !is_error(s.result))
+            .filter(|s| s.name == tool::RETRIEVE_MEMORIES && !s.failed)
             .find_map(|s| best_match(s.result, query))?;
         return Some((tool::DELETE_MEMORY, json!({ "id": id })));
     }
     None
 }
 
-/// True when a tool result reports a failure rather than data.
-pub(super) fn is_error(result: &str) -> bool {
+/// True when an unframed tool result (one not from Memento's daemon, which flags failures
+/// in the frame) reads as a failure rather than data.
+pub(super) fn reads_as_error(result: &str) -> bool {
     let trimmed = result.trim_start();
     if trimmed.starts_with('{') || trimmed.starts_with('[') {
         return serde_json::from_str::<Value>(trimmed)
@@ -203,7 +211,7 @@ pub(super) fn best_match(result: &str, query: &str) -> Option<(String, String)> 
 
 /// One sentence (or a short list) about one tool result.
 pub(super) fn describe(step: &Step<'_>) -> String {
-    if is_error(step.result) {
+    if step.failed {
         return describe_error(step);
     }
     match step.name {

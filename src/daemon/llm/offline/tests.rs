@@ -1011,3 +1011,40 @@ fn case_folding_keeps_byte_offsets() {
     }
     assert_eq!(fold_case("Hello WORLD"), "hello world");
 }
+
+/// Issue 13: the daemon's frame carries a call's failure (`is_error`), and the model reads
+/// the flag, not the wording: a failure is reported whatever its text says, and a result
+/// whose text merely starts with "Error" is not taken for one.
+#[test]
+fn framed_results_fail_by_their_flag_not_their_wording() {
+    use crate::daemon::llm::framing::frame;
+    let failed = after_tool(
+        &format!("show memory {ID}"),
+        "get_memory",
+        &format!(r#"{{"id":"{ID}"}}"#),
+        &frame(
+            "get_memory",
+            "no memory with that id",
+            "0123456789abcdef",
+            true,
+        ),
+    );
+    assert_eq!(
+        reply(&failed),
+        "Sorry, I couldn't open that memory: no memory with that id."
+    );
+    let prose = "Errors and warnings: the build log you asked me to keep";
+    let unframed = after_tool("what did I store?", "retrieve_memories", "{}", prose);
+    assert!(
+        reply(&unframed).starts_with("Sorry"),
+        "{}",
+        reply(&unframed)
+    );
+    let framed = after_tool(
+        "what did I store?",
+        "retrieve_memories",
+        "{}",
+        &frame("retrieve_memories", prose, "0123456789abcdef", false),
+    );
+    assert!(!reply(&framed).starts_with("Sorry"), "{}", reply(&framed));
+}
