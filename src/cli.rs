@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+pub(crate) mod chat;
+
 /// Memento: a memory assistant daemon. Tell it in plain language what to remember, ask it
 /// later; memories live in an MCP server, one private store per user.
 #[derive(Debug, Parser)]
@@ -22,7 +24,7 @@ pub(crate) enum Command {
     Serve(ServeArgs),
     /// Talk to a running daemon in the terminal, like the seed's client: /user NAME,
     /// /history, /reset, /quit. Reads lines from a pipe too (prints only the answers).
-    Chat(memento::chat::ChatArgs),
+    Chat(chat::ChatArgs),
     /// Run the memory MCP server alone (Streamable HTTP at /mcp, legacy HTTP+SSE at /sse and
     /// /messages). Default address 127.0.0.1:8000.
     McpServer(McpServerArgs),

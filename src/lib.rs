@@ -12,7 +12,10 @@
 //!   search by meaning) and [`memory_server::transfer`] (`memento export` / `import`).
 //! - [`daemon`]: `memento serve`: the LLM and MCP client actors, the per-user conversation
 //!   actors and their supervisor, histories, rate limits and the HTTP API.
-//! - [`chat`]: `memento chat`, a client of the daemon's API.
+//!
+//! `memento chat`, the terminal client of the daemon's API, is not here: it lives in the
+//! binary (`src/cli/chat.rs`), with the terminal crates (rustyline; indicatif draws the
+//! binary's progress bars), so no user of this library links them.
 //!
 //! Read in that order: the daemon reaches memories only over MCP, never through
 //! `memory_server::storage` (an embedded server is started, not called).
@@ -20,7 +23,6 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
-pub mod chat;
 pub mod daemon;
 pub mod memory_server;
 pub mod shared;

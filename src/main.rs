@@ -443,7 +443,7 @@ async fn run_daemon(
 }
 
 /// `memento chat`: a client; no config file, no telemetry, quiet logs.
-fn run_chat(args: memento::chat::ChatArgs) -> ExitCode {
+fn run_chat(args: cli::chat::ChatArgs) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -455,9 +455,9 @@ fn run_chat(args: memento::chat::ChatArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(memento::chat::run(args)) {
+    match runtime.block_on(cli::chat::run(args)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(error @ memento::chat::ChatError::InvalidUser(_)) => {
+        Err(error @ cli::chat::ChatError::InvalidUser(_)) => {
             eprintln!("memento: {error}");
             ExitCode::from(EXIT_USAGE)
         }

@@ -26,10 +26,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use futures::StreamExt;
 use memento::daemon::llm::Provider;
-use memento::daemon::llm::offline::OfflineModel;
 use memento::daemon::llm::types::{ChatMessage, ChatRequest, FunctionCall, ToolCall};
 use memento::shared::config::Config;
-use memento_loadtest::mock_azure::{MockConfig, MockServer};
+use memento_loadtest::mock_azure::{Action, MockConfig, MockServer, Script};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ErrorData,
     Implementation, InitializeResult, ListToolsResult, PaginatedRequestParams, ServerCapabilities,
@@ -782,98 +781,18 @@ async fn offline_model_injections_never_reach_bobs_memories() {
     .await;
 }
 
-/// What the scripted model does with one request.
-enum Action {
-    /// Answer as the offline model would.
-    Offline,
-    /// Answer with this assistant message.
-    Say(ChatMessage),
-    /// Never answer (until the daemon hangs up).
-    Hold,
-}
-
-type Script = Arc<dyn Fn(&ChatRequest) -> Action + Send + Sync>;
-
-/// What the scripted model saw.
-#[derive(Default)]
-struct Seen {
-    /// Every request body, in arrival order.
-    requests: Mutex<Vec<Value>>,
-    /// Requests being held.
-    held: AtomicUsize,
-    /// Held requests whose client hung up.
-    released: AtomicUsize,
-}
-
-impl Seen {
-    fn requests(&self) -> Vec<Value> {
-        self.requests
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-}
-
-/// Counts a held request's end (the daemon dropped the connection).
-struct Release(Arc<Seen>);
-
-impl Drop for Release {
-    fn drop(&mut self) {
-        self.0.released.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
-/// A minimal OpenAI-compatible chat-completions server (`POST /v1/chat/completions`)
-/// whose answers come from `script`.
-async fn scripted_model(script: Script) -> (String, Arc<Seen>) {
-    async fn complete(State((script, seen)): State<(Script, Arc<Seen>)>, body: Bytes) -> Response {
-        let raw: Value = match serde_json::from_slice(&body) {
-            Ok(raw) => raw,
-            Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
-        };
-        seen.requests
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(raw.clone());
-        let request: ChatRequest = match serde_json::from_value(raw.clone()) {
-            Ok(request) => request,
-            Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
-        };
-        let message = match script(&request) {
-            Action::Offline => OfflineModel::new().complete(&request).message,
-            Action::Say(message) => message,
-            Action::Hold => {
-                seen.held.fetch_add(1, Ordering::SeqCst);
-                let _release = Release(seen.clone());
-                return std::future::pending::<Response>().await;
-            }
-        };
-        let finish = match &message {
-            ChatMessage::Assistant { tool_calls, .. } if !tool_calls.is_empty() => "tool_calls",
-            _ => "stop",
-        };
-        axum::Json(json!({
-            "id": "chatcmpl-scripted",
-            "object": "chat.completion",
-            "created": 0,
-            "model": raw["model"],
-            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-            "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
-        }))
-        .into_response()
-    }
-    let seen = Arc::new(Seen::default());
-    let app = Router::new()
-        .route("/v1/chat/completions", post(complete))
-        .with_state((script, seen.clone()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+/// The mock with `script` as its model, on the OpenAI-compatible path (key
+/// `scripted-key`): returns its base URL and the mock (its requests and hold counts).
+async fn scripted_model(script: Script) -> (String, MockServer) {
+    let config = MockConfig {
+        port: 0,
+        api_key: "scripted-key".into(),
+        ..MockConfig::default()
+    };
+    let mock = MockServer::start_scripted(config, script)
         .await
-        .expect("bind scripted model");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    (format!("http://{addr}/v1"), seen)
+        .expect("start the scripted mock");
+    (mock.openai_base_url(), mock)
 }
 
 fn use_scripted(config: &mut Config, base_url: &str) {
@@ -1136,7 +1055,7 @@ async fn a_client_hanging_up_stops_the_turns_llm_work() {
             Duration::from_secs(20),
             "the follow-up request held",
             || {
-                let held = seen.held.load(Ordering::SeqCst);
+                let held = seen.stats().hung;
                 async move { held == 1 }
             },
         )
@@ -1153,7 +1072,7 @@ async fn a_client_hanging_up_stops_the_turns_llm_work() {
             Duration::from_secs(10),
             "the daemon to drop the held LLM request",
             || {
-                let released = seen.released.load(Ordering::SeqCst);
+                let released = seen.stats().abandoned;
                 async move { released == 1 }
             },
         )
@@ -1182,7 +1101,7 @@ async fn a_client_hanging_up_stops_the_turns_llm_work() {
         // The store finished before the hang-up, so it is kept.
         assert_eq!(listed["count"], 1, "{listed}");
         assert_eq!(seen.requests().len(), 4);
-        assert_eq!(seen.held.load(Ordering::SeqCst), 1);
+        assert_eq!(seen.stats().hung, 1);
     })
     .await;
 }

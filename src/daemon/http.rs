@@ -521,6 +521,13 @@ fn render_metrics(state: &ApiState) -> String {
     );
     render_value(
         &mut out,
+        "memento_turns_in_progress",
+        "gauge",
+        "Turns started and not ended: queued, waiting for the user's lease held by another daemon, or running.",
+        turns.in_progress.get(),
+    );
+    render_value(
+        &mut out,
         "memento_turn_errors_total",
         "counter",
         "Turns that failed.",

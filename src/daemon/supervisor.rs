@@ -65,6 +65,9 @@ pub struct TurnMetrics {
     pub actor_stops: Counter,
     /// Idle conversations told to release their cached history.
     pub history_releases: Counter,
+    /// Turns started and not yet ended: queued behind the user's earlier turn, waiting for
+    /// the user's lease held by another daemon, or running.
+    pub in_progress: Gauge,
 }
 
 /// A live conversation and when it was last used.
@@ -186,6 +189,7 @@ impl SupervisorHandle {
         }
         // Counted when the turn ends, however it ends: a turn whose caller hung up (this
         // future dropped) is a finished, failed turn too.
+        self.metrics.in_progress.inc();
         let mut counted = TurnCounter {
             metrics: &self.metrics,
             started: Instant::now(),
@@ -343,10 +347,8 @@ impl SupervisorHandle {
     /// removes only unmarked entries under the same lock, so a conversation handed out here is
     /// never stopped for idleness.
     async fn conversation(&self, user: &UserId) -> Result<Busy, TurnError> {
-        if let Some(entry) = self.entries.get(user)
-            && entry.actor.get_status() == ActorStatus::Running
-        {
-            return Ok(Busy::mark(entry.value().clone()));
+        if let Some(busy) = mark_live(&self.entries, user) {
+            return Ok(busy);
         }
         match self
             .actor
@@ -365,7 +367,8 @@ impl SupervisorHandle {
     }
 }
 
-/// Counts one turn in the metrics when dropped: finished, failed, or abandoned by its caller.
+/// Counts one turn in the metrics when dropped: finished, failed, or abandoned by its caller
+/// (and no longer in progress).
 struct TurnCounter<'a> {
     metrics: &'a TurnMetrics,
     started: Instant,
@@ -374,6 +377,7 @@ struct TurnCounter<'a> {
 
 impl Drop for TurnCounter<'_> {
     fn drop(&mut self) {
+        self.metrics.in_progress.dec();
         self.metrics.turns.inc();
         self.metrics.latency.observe(self.started.elapsed());
         if self.failed {
@@ -403,6 +407,25 @@ impl Drop for Busy {
     fn drop(&mut self) {
         self.entry.busy.fetch_sub(1, Ordering::AcqRel);
     }
+}
+
+/// The live conversation of `user`, marked busy while the map's shard is still locked (the
+/// `Ref` is held), so [`remove_if_idle`], which checks under the same lock, can never remove
+/// an entry between this lookup and its mark.
+fn mark_live(entries: &DashMap<UserId, Arc<ConversationEntry>>, user: &UserId) -> Option<Busy> {
+    let entry = entries.get(user)?;
+    (entry.actor.get_status() == ActorStatus::Running).then(|| Busy::mark(entry.value().clone()))
+}
+
+/// Removes `user`'s conversation if nothing has it marked busy: the check and the removal
+/// happen under the map's lock, where [`mark_live`] marks.
+fn remove_if_idle(
+    entries: &DashMap<UserId, Arc<ConversationEntry>>,
+    user: &UserId,
+) -> Option<Arc<ConversationEntry>> {
+    entries
+        .remove_if(user, |_, entry| SupervisorState::is_idle(entry))
+        .map(|(_, entry)| entry)
 }
 
 fn millis_since(start: Instant) -> u64 {
@@ -501,10 +524,8 @@ impl SupervisorState {
         myself: &ActorRef<SupervisorMsg>,
         user: &UserId,
     ) -> Result<Busy, TurnError> {
-        if let Some(entry) = self.entries.get(user)
-            && entry.actor.get_status() == ActorStatus::Running
-        {
-            return Ok(Busy::mark(entry.value().clone()));
+        if let Some(busy) = mark_live(&self.entries, user) {
+            return Ok(busy);
         }
         if self.entries.len() >= self.conversation.config.max_actors {
             self.evict_idle();
@@ -598,7 +619,7 @@ impl SupervisorState {
     /// Stops the user's conversation if it is still idle: the check and the removal happen
     /// under the map's lock, where [`Busy::mark`] happens too.
     fn stop_if_idle(&mut self, user: &UserId, reason: &str) {
-        if let Some((_, entry)) = self.entries.remove_if(user, |_, e| Self::is_idle(e)) {
+        if let Some(entry) = remove_if_idle(&self.entries, user) {
             // History is saved after every turn, so stopping loses nothing.
             entry.actor.stop(Some(reason.to_owned()));
             self.metrics.actor_stops.inc();
@@ -606,3 +627,6 @@ impl SupervisorState {
         self.metrics.live_actors.set(self.entries.len() as u64);
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -42,6 +42,15 @@
 //!   (`malformed_rate`, invalid JSON). The n-th request to reach the draw always gets the
 //!   n-th numbers, so the fault counts for N requests are the same on every run.
 //!
+//! # Tests: a gate and a script
+//!
+//! [`MockServer::close_gate`] holds every chat request that arrives (counted in `requests`)
+//! until [`MockServer::open_gate`], so a test knows turns are in flight inside a daemon.
+//! [`MockServer::start_scripted`] puts a [`Script`] in place of the offline model: per
+//! request it answers as the offline model, says a given message, or holds the request
+//! (counted in `hung`; `abandoned` when the client hangs up); a scripted mock keeps every
+//! request body ([`MockServer::requests`]).
+//!
 //! Requests are served concurrently: counters and quota windows sit behind short
 //! `std::sync::Mutex` sections that are never held across an `.await`.
 
@@ -59,7 +68,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use memento::daemon::llm::offline::OfflineModel;
-use memento::daemon::llm::types::{ChatMessage, ChatResponse};
+use memento::daemon::llm::types::{ChatMessage, ChatRequest, ChatResponse, FinishReason, Usage};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -212,6 +221,19 @@ pub struct MockStats {
     pub embedding_inputs: u64,
 }
 
+/// What a scripted mock does with one chat request.
+pub enum Action {
+    /// Answer as the offline model would.
+    Offline,
+    /// Answer with this assistant message.
+    Say(ChatMessage),
+    /// Never answer, until the client hangs up or the mock stops.
+    Hold,
+}
+
+/// Decides each chat request's answer in place of the offline model.
+pub type Script = Arc<dyn Fn(&ChatRequest) -> Action + Send + Sync>;
+
 /// A running mock. Dropping it stops the server too (without waiting).
 pub struct MockServer {
     addr: SocketAddr,
@@ -222,6 +244,15 @@ pub struct MockServer {
 impl MockServer {
     /// Binds `host:port` and serves until [`MockServer::shutdown`] (or drop).
     pub async fn start(config: MockConfig) -> std::io::Result<MockServer> {
+        Self::start_with(config, None).await
+    }
+
+    /// Like [`MockServer::start`], with `script` in place of the offline model.
+    pub async fn start_scripted(config: MockConfig, script: Script) -> std::io::Result<MockServer> {
+        Self::start_with(config, Some(script)).await
+    }
+
+    async fn start_with(config: MockConfig, script: Option<Script>) -> std::io::Result<MockServer> {
         config
             .validate()
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
@@ -240,6 +271,9 @@ impl MockServer {
             answers: AtomicU64::new(0),
             arrivals: AtomicU64::new(0),
             shutdown: CancellationToken::new(),
+            gate: tokio::sync::watch::Sender::new(true),
+            script,
+            requests: Mutex::new(Vec::new()),
             config,
         });
         let app = Router::new()
@@ -300,6 +334,42 @@ impl MockServer {
         self.mock.reset();
     }
 
+    /// Holds every chat request from now on (after counting it) until [`MockServer::open_gate`].
+    pub fn close_gate(&self) {
+        self.mock.gate.send_replace(false);
+    }
+
+    /// Lets held and later chat requests go on.
+    pub fn open_gate(&self) {
+        self.mock.gate.send_replace(true);
+    }
+
+    /// The body of every chat request a scripted mock received, in arrival order (empty for
+    /// a mock without a script).
+    pub fn requests(&self) -> Vec<Value> {
+        self.mock
+            .requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The OpenAI-compatible base URL (`ENDPOINT/v1`).
+    pub fn openai_base_url(&self) -> String {
+        format!("{}/v1", self.endpoint())
+    }
+
+    /// The environment that points a `memento serve` child at this mock as an
+    /// OpenAI-compatible provider (the key is [`MockConfig::api_key`]).
+    pub fn openai_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("MEMENTO_LLM__PROVIDER", "openai".to_owned()),
+            ("MEMENTO_LLM__BASE_URL", self.openai_base_url()),
+            ("MEMENTO_LLM__MODEL", "mock".to_owned()),
+            ("MEMENTO_LLM__API_KEY", self.mock.config.api_key.clone()),
+        ]
+    }
+
     /// Stops accepting, ends hung requests and waits (a few seconds at most) for open
     /// connections to finish.
     pub async fn shutdown(mut self) {
@@ -335,6 +405,12 @@ struct Mock {
     /// Chat requests received (for request ids; never reset).
     arrivals: AtomicU64,
     shutdown: CancellationToken,
+    /// Open (true) unless a test closed it: chat requests wait here while it is closed.
+    gate: tokio::sync::watch::Sender<bool>,
+    /// A test's script in place of the offline model.
+    script: Option<Script>,
+    /// Request bodies, kept for scripted mocks only.
+    requests: Mutex<Vec<Value>>,
 }
 
 struct Counters {
@@ -560,6 +636,21 @@ impl Mock {
         body: Bytes,
         flight: Flight,
     ) -> Response {
+        if !*self.gate.borrow() {
+            let mut gate = self.gate.subscribe();
+            tokio::select! {
+                _ = gate.wait_for(|open| *open) => {}
+                () = self.shutdown.cancelled() => {}
+            }
+        }
+        if self.script.is_some()
+            && let Ok(raw) = serde_json::from_slice::<Value>(&body)
+        {
+            self.requests
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(raw);
+        }
         if !self.key_ok(headers) {
             self.count(|s| s.auth_failures += 1);
             flight.finish();
@@ -679,7 +770,20 @@ impl Mock {
             Fault::None => {}
         }
 
-        let mut answer: ChatResponse = self.model.complete(&parsed.request);
+        let action = match &self.script {
+            Some(script) => script(&parsed.request),
+            None => Action::Offline,
+        };
+        let mut answer: ChatResponse = match action {
+            Action::Offline => self.model.complete(&parsed.request),
+            Action::Say(message) => said(message),
+            Action::Hold => {
+                self.count(|s| s.hung += 1);
+                self.shutdown.cancelled().await;
+                flight.finish();
+                return json_response(StatusCode::SERVICE_UNAVAILABLE, &wire::unavailable(&flavor));
+            }
+        };
         answer.model = model.clone();
         let mut malformed = false;
         if malformed_draw < self.config.malformed_rate
@@ -764,6 +868,28 @@ impl Mock {
             Body::from_stream(body),
         )
             .into_response()
+    }
+}
+
+/// A scripted message as an answer (fixed small usage).
+fn said(message: ChatMessage) -> ChatResponse {
+    let finish_reason = match &message {
+        ChatMessage::Assistant { tool_calls, .. } if !tool_calls.is_empty() => {
+            FinishReason::ToolCalls
+        }
+        _ => FinishReason::Stop,
+    };
+    ChatResponse {
+        model: String::new(),
+        message,
+        finish_reason,
+        usage: Some(Usage {
+            prompt_tokens: 10,
+            completion_tokens: 5,
+            total_tokens: 15,
+        }),
+        id: None,
+        provider_time: Duration::ZERO,
     }
 }
 

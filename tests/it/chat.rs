@@ -1,25 +1,61 @@
-//! `memento chat` against a real daemon, through its script (pipe) mode.
+//! `memento chat` (the binary: chat lives only there) against a real daemon, through its
+//! script (pipe) mode.
 
-use memento::chat::{ChatArgs, run_script};
+use std::process::{Output, Stdio};
+
+use tokio::io::AsyncWriteExt;
 
 use crate::support::DaemonFixture;
 
-fn args(url: &str, user: &str, verbose: bool, no_stream: bool) -> ChatArgs {
-    ChatArgs {
-        user: user.into(),
-        url: url.into(),
-        token: None,
+struct Args<'a> {
+    url: &'a str,
+    user: &'a str,
+    verbose: bool,
+    no_stream: bool,
+}
+
+fn args<'a>(url: &'a str, user: &'a str, verbose: bool, no_stream: bool) -> Args<'a> {
+    Args {
+        url,
+        user,
         verbose,
         no_stream,
     }
 }
 
-async fn run(args: &ChatArgs, input: &str) -> (String, memento::chat::ScriptOutcome) {
-    let mut output = Vec::new();
-    let outcome = run_script(args, input.as_bytes(), &mut output)
+/// How a script run ended, and the turns it saw fail (`error: ` lines).
+struct Outcome {
+    failed: usize,
+    output: Output,
+}
+
+/// Runs `memento chat` with `input` on its stdin (a pipe: script mode); returns its stdout.
+async fn run(args: &Args<'_>, input: &str) -> (String, Outcome) {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_memento"));
+    command
+        .args(["chat", "--user", args.user, "--url", args.url])
+        .env_remove("MEMENTO_TOKEN")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    if args.verbose {
+        command.arg("--verbose");
+    }
+    if args.no_stream {
+        command.arg("--no-stream");
+    }
+    let mut child = command.spawn().expect("spawn memento chat");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin
+        .write_all(input.as_bytes())
         .await
-        .expect("script");
-    (String::from_utf8(output).expect("utf8"), outcome)
+        .expect("write stdin");
+    drop(stdin);
+    let output = child.wait_with_output().await.expect("memento chat");
+    let out = String::from_utf8(output.stdout.clone()).expect("utf8");
+    let failed = out.lines().filter(|l| l.starts_with("error: ")).count();
+    (out, Outcome { failed, output })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -32,12 +68,14 @@ async fn chat_stores_and_retrieves_in_plain_language() {
             "store this recipe: lemon tart with 3 eggs\n\nwhat did I store about lemon tart?\n/history\n/quit\nnot sent\n",
         )
         .await;
-        assert_eq!(outcome.turns, 2, "{out}");
+        assert!(outcome.output.status.success(), "{out}");
         assert_eq!(outcome.failed, 0, "{out}");
         let answers: Vec<&str> = out
             .lines()
             .filter(|l| l.starts_with("🧠 Memento: "))
             .collect();
+        // Two answers, then both again in /history; nothing after /quit.
+        assert_eq!(answers.len(), 4, "{out}");
         assert!(answers[0].contains("stored"), "{out}");
         assert!(answers[1].contains("lemon tart with 3 eggs"), "{out}");
         assert!(
@@ -84,5 +122,11 @@ async fn chat_says_clearly_when_the_daemon_is_down() {
     let (out, outcome) = run(&args(&closed, "tom", false, false), "hello\n").await;
     assert!(out.contains("cannot reach the Memento daemon"), "{out}");
     assert!(out.contains("memento serve"), "{out}");
-    assert!(outcome.all_unreachable);
+    // Every turn failed to reach the daemon: the exit status says so.
+    assert!(!outcome.output.status.success());
+    let stderr = String::from_utf8_lossy(&outcome.output.stderr);
+    assert!(
+        stderr.contains("cannot reach the Memento daemon"),
+        "{stderr}"
+    );
 }

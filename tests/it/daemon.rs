@@ -413,6 +413,10 @@ async fn api_errors_are_json_with_fitting_status() {
         .await
         .expect("text");
     assert!(metrics.contains("memento_turns_total"), "{metrics}");
+    assert!(
+        metrics.contains("memento_turns_in_progress 0"),
+        "no turn in progress after the turns: {metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -530,13 +534,13 @@ async fn idle_conversations_release_their_history_and_reload_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_waits_the_grace_period_once() {
     let grace = Duration::from_secs(3);
-    let llm = crate::support::GatedLlm::start().await;
-    let base_url = llm.base_url.clone();
+    let llm = crate::support::gated_llm().await;
+    let base_url = llm.openai_base_url();
     let fixture = DaemonFixture::start_with(move |config| {
         config.llm.provider = memento::daemon::llm::Provider::Openai;
         config.llm.base_url = Some(base_url);
         config.llm.model = Some("gated-offline".into());
-        config.llm.api_key = Some("test".into());
+        config.llm.api_key = Some("mock-key".into());
         config.server.shutdown_grace = grace;
     })
     .await;
@@ -552,7 +556,7 @@ async fn shutdown_waits_the_grace_period_once() {
         Duration::from_secs(20),
         "the turn reaches the provider",
         || {
-            let arrived = llm.arrived();
+            let arrived = llm.stats().requests;
             async move { arrived >= 1 }
         },
     )

@@ -8,9 +8,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::support::{
-    self, DaemonFixture, GatedLlm, Transport, all_memories, connect, eventually, free_port,
-    session_counts, spawn_daemon, spawn_mcp_server, spawn_mcp_server_on, spawn_mcp_server_with_env,
-    user_messages,
+    self, DaemonFixture, Transport, all_memories, connect, eventually, free_port, session_counts,
+    spawn_daemon, spawn_mcp_server, spawn_mcp_server_on, spawn_mcp_server_with_env, user_messages,
 };
 
 /// The message of a store turn; the offline model stores `note {n} of {user} is kiwi{n}`.
@@ -235,8 +234,8 @@ async fn sigterm_drains_turns_in_flight_and_exits_cleanly() {
     const USERS: usize = 30;
     const GRACE: Duration = Duration::from_secs(30);
     let data = tempfile::tempdir().expect("tempdir");
-    let llm = GatedLlm::start().await;
-    let mut env = llm.daemon_env();
+    let llm = support::gated_llm().await;
+    let mut env = llm.openai_env();
     env.push((
         "MEMENTO_SERVER__SHUTDOWN_GRACE",
         format!("{}s", GRACE.as_secs()),
@@ -271,7 +270,7 @@ async fn sigterm_drains_turns_in_flight_and_exits_cleanly() {
         .collect();
     // Every turn is in the daemon, held at its first model call.
     eventually(Duration::from_secs(30), "30 turns in flight", || async {
-        llm.arrived() >= USERS
+        llm.stats().requests >= USERS as u64
     })
     .await;
 
@@ -292,7 +291,7 @@ async fn sigterm_drains_turns_in_flight_and_exits_cleanly() {
         "the daemon exited with turns in flight"
     );
 
-    llm.open();
+    llm.open_gate();
     for (user, turn) in users.iter().zip(turns) {
         let (status, body) = turn.await.expect("join").unwrap_or_else(|e| panic!("{e}"));
         let body: Value = serde_json::from_slice(&body).expect("a complete JSON reply");

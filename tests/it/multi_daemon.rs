@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::support::{
-    ChildServer, GatedLlm, eventually, spawn_daemon, spawn_mcp_server_with_env, user_messages,
+    ChildServer, eventually, gated_llm, spawn_daemon, spawn_mcp_server_with_env, user_messages,
 };
 
 /// The test PostgreSQL, or `None` (skip) outside tests/run.sh; with
@@ -199,8 +199,8 @@ async fn a_lease_holder_killed_with_kill_9_frees_its_user_within_10_s() {
     let url = schema_url(&base).await;
     let mut cluster = Cluster::start(&url).await;
     // The first daemon's model holds every request: its turn holds the user's lease.
-    let gated = GatedLlm::start().await;
-    let mut holder = cluster.daemon(&gated.daemon_env());
+    let gated = gated_llm().await;
+    let mut holder = cluster.daemon(&gated.openai_env());
     let other = cluster.daemon(&[]);
     let http = reqwest::Client::new();
     let user = "noa";
@@ -219,7 +219,7 @@ async fn a_lease_holder_killed_with_kill_9_frees_its_user_within_10_s() {
     eventually(
         Duration::from_secs(20),
         "the holder's turn waiting at the model",
-        || async { gated.arrived() >= 1 },
+        || async { gated.stats().requests >= 1 },
     )
     .await;
     // While it holds the lease, the other daemon's turn for the user waits (not fails).
@@ -227,7 +227,13 @@ async fn a_lease_holder_killed_with_kill_9_frees_its_user_within_10_s() {
         let (http, url) = (http.clone(), other.url.clone());
         async move { post(&http, &url, user, "after the crash").await }
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The other daemon has the turn and holds it: the lease is the holder's.
+    eventually(
+        Duration::from_secs(20),
+        "the other daemon's turn waiting for the lease (memento_turns_in_progress 1)",
+        || async { turns_in_progress(&http, &other.url).await == Some(1) },
+    )
+    .await;
     assert!(
         !waiting.is_finished(),
         "the other daemon waits for the lease"
@@ -252,4 +258,19 @@ async fn a_lease_holder_killed_with_kill_9_frees_its_user_within_10_s() {
         ["before the crash", "after the crash"],
         "the killed daemon's unanswered turn left nothing"
     );
+}
+
+/// `memento_turns_in_progress` of the daemon at `base` (`None` while unreadable).
+async fn turns_in_progress(http: &reqwest::Client, base: &str) -> Option<u64> {
+    let text = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|line| line.strip_prefix("memento_turns_in_progress "))
+        .and_then(|value| value.trim().parse().ok())
 }

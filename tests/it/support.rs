@@ -17,6 +17,7 @@ use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::{RoleClient, ServiceExt};
 use serde_json::{Value, json};
+use testkit::mock_azure::{MockConfig, MockServer};
 use testkit::process::spawn_ready;
 use tokio_util::sync::CancellationToken;
 
@@ -376,154 +377,18 @@ pub async fn user_messages(http: &reqwest::Client, base: &str, user: &str) -> Ve
         .collect()
 }
 
-/// An OpenAI-compatible chat-completions endpoint (`POST {base_url}/chat/completions`) whose
-/// brain is the offline model, behind a gate: while the gate is closed every request is
-/// counted and held. It lets a test know for certain that turns are in flight inside a
-/// daemon process (they are waiting here) and decide when they may finish.
-pub struct GatedLlm {
-    /// What to set as `llm.base_url`.
-    pub base_url: String,
-    arrived: Arc<std::sync::atomic::AtomicUsize>,
-    gate: tokio::sync::watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-#[derive(Clone)]
-struct GateState {
-    arrived: Arc<std::sync::atomic::AtomicUsize>,
-    gate: tokio::sync::watch::Receiver<bool>,
-}
-
-impl GatedLlm {
-    /// Starts on 127.0.0.1:0 with the gate closed.
-    pub async fn start() -> GatedLlm {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind mock LLM");
-        let addr = listener.local_addr().expect("addr");
-        let arrived = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let (gate, gate_rx) = tokio::sync::watch::channel(false);
-        let state = GateState {
-            arrived: arrived.clone(),
-            gate: gate_rx,
-        };
-        let app = axum::Router::new()
-            .route(
-                "/v1/chat/completions",
-                axum::routing::post(gated_completion),
-            )
-            .with_state(state);
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        GatedLlm {
-            base_url: format!("http://{addr}/v1"),
-            arrived,
-            gate,
-            task,
-        }
-    }
-
-    /// Requests received so far (held or answered).
-    pub fn arrived(&self) -> usize {
-        self.arrived.load(std::sync::atomic::Ordering::SeqCst)
-    }
-
-    /// Opens the gate: held and future requests are answered.
-    pub fn open(&self) {
-        self.gate.send_replace(true);
-    }
-
-    /// The daemon environment that points the LLM at this endpoint.
-    pub fn daemon_env(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("MEMENTO_LLM__PROVIDER", "openai".to_owned()),
-            ("MEMENTO_LLM__BASE_URL", self.base_url.clone()),
-            ("MEMENTO_LLM__MODEL", "gated-offline".to_owned()),
-            ("MEMENTO_LLM__API_KEY", "test".to_owned()),
-        ]
-    }
-}
-
-impl Drop for GatedLlm {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn gated_completion(
-    axum::extract::State(state): axum::extract::State<GateState>,
-    body: bytes::Bytes,
-) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    use memento::daemon::llm::types::{ChatMessage, ChatRequest, ToolDefinition};
-    state
-        .arrived
-        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    let mut gate = state.gate.clone();
-    let _ = gate.wait_for(|open| *open).await;
-    let bad = |message: String| {
-        (
-            axum::http::StatusCode::BAD_REQUEST,
-            axum::Json(json!({"error": {"message": message}})),
-        )
-            .into_response()
-    };
-    let wire: Value = match serde_json::from_slice(&body) {
-        Ok(wire) => wire,
-        Err(e) => return bad(e.to_string()),
-    };
-    let mut messages = Vec::new();
-    for mut message in wire["messages"].as_array().cloned().unwrap_or_default() {
-        // The wire's variants to Memento's shapes: text parts joined, null tool_calls dropped.
-        if let Some(object) = message.as_object_mut() {
-            if let Some(Value::Array(parts)) = object.get("content") {
-                let joined: Vec<&str> = parts.iter().filter_map(|p| p["text"].as_str()).collect();
-                let joined = Value::String(joined.join("\n"));
-                object.insert("content".into(), joined);
-            }
-            if object.get("tool_calls").is_some_and(Value::is_null) {
-                object.remove("tool_calls");
-            }
-        }
-        match serde_json::from_value::<ChatMessage>(message) {
-            Ok(message) => messages.push(message),
-            Err(e) => return bad(format!("message: {e}")),
-        }
-    }
-    let tools: Vec<ToolDefinition> = match wire.get("tools").filter(|t| !t.is_null()) {
-        Some(tools) => match serde_json::from_value(tools.clone()) {
-            Ok(tools) => tools,
-            Err(e) => return bad(format!("tools: {e}")),
-        },
-        None => Vec::new(),
-    };
-    let request = ChatRequest {
-        messages,
-        tools,
-        max_tokens: None,
-        temperature: None,
-        user: None,
-    };
-    let answer = memento::daemon::llm::offline::OfflineModel::new().complete(&request);
-    let mut message = serde_json::to_value(&answer.message).expect("message json");
-    message["role"] = json!("assistant");
-    if message.get("content").is_none() {
-        message["content"] = Value::Null;
-    }
-    message["refusal"] = Value::Null;
-    axum::Json(json!({
-        "id": "chatcmpl-gated",
-        "object": "chat.completion",
-        "created": 0,
-        "model": "gated-offline",
-        "choices": [{
-            "index": 0,
-            "message": message,
-            "finish_reason": answer.finish_reason,
-            "logprobs": null,
-        }],
-        "usage": answer.usage.unwrap_or_default(),
-    }))
-    .into_response()
+/// The one mock (`testkit::mock_azure`, on loopback port 0) as an OpenAI-compatible model
+/// (`openai_env()`, `openai_base_url()`, key `mock-key`) with its gate closed: every request
+/// is counted (`stats().requests`) and held until `open_gate()`. It lets a test know for
+/// certain that turns are in flight inside a daemon (they are waiting there) and decide when
+/// they may finish.
+pub async fn gated_llm() -> MockServer {
+    let mock = MockServer::start(MockConfig {
+        port: 0,
+        ..MockConfig::default()
+    })
+    .await
+    .expect("start the mock");
+    mock.close_gate();
+    mock
 }

@@ -11,8 +11,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-use crate::shared::domain::{UserId, ValidationError};
-use crate::shared::sse::SseParser;
+use memento::shared::domain::{UserId, ValidationError};
+use memento::shared::sse::SseParser;
 
 /// Flags of `memento chat`.
 #[derive(Debug, Clone, clap::Args)]
