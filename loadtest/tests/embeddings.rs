@@ -141,7 +141,11 @@ async fn concurrent_stores_are_embedded_in_batches_and_searched_by_vector() {
     let server = mock(|c| c.latency_ms = 20).await;
     let dir = tempfile::tempdir().unwrap();
     let sqlite = Arc::new(SqliteStore::open(dir.path(), &SqliteOptions::default()).unwrap());
-    let config = azure_config(128);
+    // One embedding per store (no re-embedding of the previous memory with its successor).
+    let config = EmbeddingsConfig {
+        context_next: false,
+        ..azure_config(128)
+    };
     let store =
         memento::memory_server::embeddings::wrap_store(sqlite, &config, &llm(&server, "mock-key"))
             .expect("provider");

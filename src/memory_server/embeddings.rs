@@ -83,6 +83,9 @@ pub struct EmbeddingsConfig {
     /// on Sunday?" then "went hiking"). 0 turns it off.
     #[serde(with = "humantime_serde")]
     pub context_window: Duration,
+    /// Within `context_window`, the previous memory is also embedded again with the start
+    /// of the one stored after it (a question reads together with its answer).
+    pub context_next: bool,
 }
 
 impl Default for EmbeddingsConfig {
@@ -101,6 +104,7 @@ impl Default for EmbeddingsConfig {
             max_tokens: 128,
             semantic_weight: 1.0,
             context_window: Duration::from_secs(600),
+            context_next: true,
         }
     }
 }
@@ -339,6 +343,7 @@ pub struct EmbeddingStore {
     batcher: Batcher,
     semantic_weight: f32,
     context_window: Duration,
+    context_next: bool,
 }
 
 impl EmbeddingStore {
@@ -349,6 +354,7 @@ impl EmbeddingStore {
             batcher,
             semantic_weight,
             context_window: Duration::ZERO,
+            context_next: false,
         }
     }
 
@@ -358,24 +364,33 @@ impl EmbeddingStore {
         self.context_window = window;
         self
     }
+
+    /// Also embeds the previous memory again with the start of the next one (see
+    /// [`EmbeddingsConfig::context_next`]).
+    pub fn with_next_context(mut self, on: bool) -> Self {
+        self.context_next = on;
+        self
+    }
 }
 
-/// The start of the user's newest memory stored at most `window` before `at`, if any.
-async fn previous_context(
+/// The user's two newest memories stored at most `window` before `at`, newest first.
+async fn previous_memories(
     store: &dyn MemoryStore,
     user: &UserId,
     at: chrono::DateTime<chrono::Utc>,
     window: Duration,
-) -> Option<String> {
-    let window = chrono::Duration::from_std(window).ok()?;
-    let previous = store
+) -> Vec<MemorySummary> {
+    let Ok(window) = chrono::Duration::from_std(window) else {
+        return Vec::new();
+    };
+    store
         .search(SearchQuery {
             user: user.clone(),
             terms: None,
             tags: Vec::new(),
             since: Some(at - window),
             until: Some(at + chrono::Duration::microseconds(1)),
-            limit: 1,
+            limit: 2,
             offset: 0,
             text: None,
             mode: SearchMode::Keyword,
@@ -383,11 +398,12 @@ async fn previous_context(
             semantic_weight: 0.0,
         })
         .await
-        .ok()?;
-    previous
-        .into_iter()
-        .next()
-        .map(|m| m.preview.chars().take(CONTEXT_CHARS).collect::<String>())
+        .unwrap_or_default()
+}
+
+/// The first [`CONTEXT_CHARS`] characters of `text`.
+fn context_of(text: &str) -> String {
+    text.chars().take(CONTEXT_CHARS).collect()
 }
 
 /// Characters of the previous memory embedded as context.
@@ -406,7 +422,8 @@ pub fn wrap_store(
                 Batcher::start(embedder, config.max_batch),
                 config.semantic_weight,
             )
-            .with_context_window(config.context_window),
+            .with_context_window(config.context_window)
+            .with_next_context(config.context_next),
         ),
         None => store,
     })
@@ -431,30 +448,68 @@ impl MemoryStore for EmbeddingStore {
         let inner = self.inner.clone();
         let batcher = self.batcher.clone();
         let window = self.context_window;
+        let next_context = self.context_next;
         Box::pin(async move {
-            if memory.embedding.is_none() {
-                let mut text = memory_text(&memory.content, &memory.description, &memory.tags);
-                if !window.is_zero() {
-                    let at = memory.created_at.unwrap_or_else(chrono::Utc::now);
-                    if let Some(context) =
-                        previous_context(inner.as_ref(), &memory.user, at, window).await
-                    {
-                        text = format!("{context}\n{text}");
-                    }
+            if memory.embedding.is_some() {
+                return inner.store(memory).await;
+            }
+            let at = memory.created_at.unwrap_or_else(chrono::Utc::now);
+            let previous = if window.is_zero() {
+                Vec::new()
+            } else {
+                previous_memories(inner.as_ref(), &memory.user, at, window).await
+            };
+            let mut text = memory_text(&memory.content, &memory.description, &memory.tags);
+            if let Some(before) = previous.first() {
+                text = format!("{}\n{text}", context_of(&before.preview));
+            }
+            let start = context_of(&memory.content);
+            let embedded = match batcher.embed(text).await {
+                Ok(vector) => {
+                    memory.embedding = Some(vector);
+                    memory.embedding_model = Some(batcher.model_id().to_owned());
+                    true
                 }
-                match batcher.embed(text).await {
-                    Ok(vector) => {
-                        memory.embedding = Some(vector);
-                        memory.embedding_model = Some(batcher.model_id().to_owned());
-                    }
-                    Err(error) => tracing::warn!(
+                Err(error) => {
+                    tracing::warn!(
                         %error,
                         "cannot embed a memory: stored without a vector (memento reindex \
                          --embeddings adds it later)"
-                    ),
+                    );
+                    false
+                }
+            };
+            let stored = inner.store(memory).await?;
+            // The previous memory read again with this one after it, when its preview is
+            // all of it (a longer one keeps the vector of its whole text).
+            if let (true, true, Some(before)) = (next_context, embedded, previous.first())
+                && !stored.replayed
+                && before.size_bytes <= before.preview.len() as u64
+            {
+                let window =
+                    chrono::Duration::from_std(window).unwrap_or_else(|_| chrono::Duration::zero());
+                let mut text = memory_text(&before.preview, &before.description, &before.tags);
+                if let Some(earlier) = previous.get(1)
+                    && before.created_at - earlier.created_at <= window
+                {
+                    text = format!("{}\n{text}", context_of(&earlier.preview));
+                }
+                text = format!("{text}\n{start}");
+                match batcher.embed(text).await {
+                    Ok(vector) => {
+                        let model = batcher.model_id().to_owned();
+                        if let Err(error) =
+                            inner.put_vectors(model, vec![(before.id, vector)]).await
+                        {
+                            tracing::warn!(%error, "cannot re-embed the previous memory with its successor");
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot re-embed the previous memory with its successor")
+                    }
                 }
             }
-            inner.store(memory).await
+            Ok(stored)
         })
     }
 

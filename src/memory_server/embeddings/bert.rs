@@ -246,16 +246,37 @@ impl Bert {
 
     /// The mean-pooled, L2-normalised embedding of one token sequence.
     pub fn embed(&self, ids: &[u32]) -> Vec<f32> {
+        self.embed_same_length(&[ids]).pop().unwrap_or_default()
+    }
+
+    /// The embeddings of several token sequences of one length, run together: each weight
+    /// matrix is read once for all their tokens (what makes distilling a vocabulary fast).
+    /// All must have the first one's length: any other gets an empty vector.
+    // The indices address several matrices at once.
+    #[allow(clippy::needless_range_loop)]
+    pub fn embed_same_length(&self, seqs: &[&[u32]]) -> Vec<Vec<f32>> {
         let h = self.config.hidden_size;
-        let n = ids.len().min(self.config.max_position_embeddings);
-        let mut x = vec![0.0f32; n * h];
-        for (t, &id) in ids.iter().take(n).enumerate() {
-            let id = (id as usize).min(self.config.vocab_size.saturating_sub(1));
-            let row = &mut x[t * h..(t + 1) * h];
-            let word = &self.word[id * h..(id + 1) * h];
-            let position = &self.position[t * h..(t + 1) * h];
-            for j in 0..h {
-                row[j] = word[j] + position[j] + self.token_type[j];
+        let Some(first) = seqs.first() else {
+            return Vec::new();
+        };
+        let n = first.len().min(self.config.max_position_embeddings);
+        let batch: Vec<&[u32]> = seqs
+            .iter()
+            .filter(|ids| ids.len().min(self.config.max_position_embeddings) == n)
+            .copied()
+            .collect();
+        let b = batch.len();
+        let rows = b * n;
+        let mut x = vec![0.0f32; rows * h];
+        for (s, ids) in batch.iter().enumerate() {
+            for (t, &id) in ids.iter().take(n).enumerate() {
+                let id = (id as usize).min(self.config.vocab_size.saturating_sub(1));
+                let row = &mut x[(s * n + t) * h..(s * n + t + 1) * h];
+                let word = &self.word[id * h..(id + 1) * h];
+                let position = &self.position[t * h..(t + 1) * h];
+                for j in 0..h {
+                    row[j] = word[j] + position[j] + self.token_type[j];
+                }
             }
         }
         layer_norm(&mut x, &self.embeddings_norm, self.config.layer_norm_eps);
@@ -264,53 +285,69 @@ impl Bert {
         let scale = 1.0 / (head as f32).sqrt();
         let mut scores = vec![0.0f32; n];
         for layer in &self.layers {
-            let q = layer.query.apply(&x, n);
-            let k = layer.key.apply(&x, n);
-            let v = layer.value.apply(&x, n);
-            let mut context = vec![0.0f32; n * h];
-            for hd in 0..heads {
-                let off = hd * head;
-                for i in 0..n {
-                    let qi = &q[i * h + off..i * h + off + head];
-                    let mut max = f32::NEG_INFINITY;
-                    for j in 0..n {
-                        let s = dot(qi, &k[j * h + off..j * h + off + head]) * scale;
-                        scores[j] = s;
-                        max = max.max(s);
-                    }
-                    let mut sum = 0.0;
-                    for s in scores.iter_mut().take(n) {
-                        *s = (*s - max).exp();
-                        sum += *s;
-                    }
-                    let out = &mut context[i * h + off..i * h + off + head];
-                    for j in 0..n {
-                        let w = scores[j] / sum;
-                        let vj = &v[j * h + off..j * h + off + head];
-                        for d in 0..head {
-                            out[d] += w * vj[d];
+            let q = layer.query.apply(&x, rows);
+            let k = layer.key.apply(&x, rows);
+            let v = layer.value.apply(&x, rows);
+            let mut context = vec![0.0f32; rows * h];
+            for s in 0..b {
+                let base = s * n;
+                for hd in 0..heads {
+                    let off = hd * head;
+                    for i in 0..n {
+                        let at = (base + i) * h + off;
+                        let qi = &q[at..at + head];
+                        let mut max = f32::NEG_INFINITY;
+                        for j in 0..n {
+                            let kj = (base + j) * h + off;
+                            let score = dot(qi, &k[kj..kj + head]) * scale;
+                            scores[j] = score;
+                            max = max.max(score);
+                        }
+                        let mut sum = 0.0;
+                        for score in scores.iter_mut().take(n) {
+                            *score = (*score - max).exp();
+                            sum += *score;
+                        }
+                        let out = &mut context[at..at + head];
+                        for j in 0..n {
+                            let w = scores[j] / sum;
+                            let vj = (base + j) * h + off;
+                            let vj = &v[vj..vj + head];
+                            for d in 0..head {
+                                out[d] += w * vj[d];
+                            }
                         }
                     }
                 }
             }
-            let attended = layer.attention_out.apply(&context, n);
+            let attended = layer.attention_out.apply(&context, rows);
             add_in_place(&mut x, &attended);
             layer_norm(&mut x, &layer.attention_norm, self.config.layer_norm_eps);
-            let mut inner = layer.intermediate.apply(&x, n);
+            let mut inner = layer.intermediate.apply(&x, rows);
             inner.iter_mut().for_each(|value| *value = gelu(*value));
-            let out = layer.output.apply(&inner, n);
+            let out = layer.output.apply(&inner, rows);
             add_in_place(&mut x, &out);
             layer_norm(&mut x, &layer.output_norm, self.config.layer_norm_eps);
         }
-        let mut pooled = vec![0.0f32; h];
-        for t in 0..n {
-            add_in_place(&mut pooled, &x[t * h..(t + 1) * h]);
+        let mut pooled_all = Vec::with_capacity(seqs.len());
+        let mut done = 0;
+        for ids in seqs {
+            if ids.len().min(self.config.max_position_embeddings) != n {
+                pooled_all.push(Vec::new());
+                continue;
+            }
+            let mut pooled = vec![0.0f32; h];
+            for t in 0..n {
+                add_in_place(&mut pooled, &x[(done * n + t) * h..(done * n + t + 1) * h]);
+            }
+            if n > 0 {
+                pooled.iter_mut().for_each(|p| *p /= n as f32);
+            }
+            super::normalize(&mut pooled);
+            pooled_all.push(pooled);
+            done += 1;
         }
-        if n > 0 {
-            pooled.iter_mut().for_each(|p| *p /= n as f32);
-        }
-        super::normalize(&mut pooled);
-        pooled
+        pooled_all
     }
 }
 

@@ -150,13 +150,19 @@ pub fn distill(
         for (part, slice) in table.chunks_mut(chunk * dims).enumerate() {
             let (bert, vocab, done, progress) = (&bert, &vocab, &done, &progress);
             scope.spawn(move || {
-                for (i, row) in slice.chunks_exact_mut(dims).enumerate() {
-                    let id = (part * chunk + i) as u32;
-                    row.copy_from_slice(&bert.embed(&[vocab.cls, id, vocab.sep]));
-                    let n = done.fetch_add(1, Ordering::Relaxed) + 1;
-                    if n % 512 == 0 || n == rows {
-                        progress(n, rows);
+                // 64 tokens at a time: each weight matrix is read once for all of them.
+                for (block, rows_out) in slice.chunks_mut(64 * dims).enumerate() {
+                    let first = part * chunk + block * 64;
+                    let seqs: Vec<[u32; 3]> = (0..rows_out.len() / dims)
+                        .map(|i| [vocab.cls, (first + i) as u32, vocab.sep])
+                        .collect();
+                    let refs: Vec<&[u32]> = seqs.iter().map(|s| &s[..]).collect();
+                    let vectors = bert.embed_same_length(&refs);
+                    for (row, vector) in rows_out.chunks_exact_mut(dims).zip(&vectors) {
+                        row.copy_from_slice(vector);
                     }
+                    let n = done.fetch_add(seqs.len(), Ordering::Relaxed) + seqs.len();
+                    progress(n, rows);
                 }
             });
         }

@@ -250,3 +250,91 @@ fn a_static_model_without_its_vocabulary_is_a_clear_error() {
         .to_string();
     assert!(error.contains("vocab.txt is missing"), "{error}");
 }
+
+// === Context of neighbouring memories ===
+
+/// A fake provider that records each text and answers one-hot vectors, a new axis per
+/// text embedded.
+struct Recording(std::sync::Mutex<Vec<String>>);
+
+impl Embedder for Recording {
+    fn embed(&self, texts: Vec<String>) -> BoxFuture<'static, Result<Vec<Vec<f32>>, EmbedError>> {
+        let mut seen = self.0.lock().unwrap();
+        let vectors = texts
+            .into_iter()
+            .map(|text| {
+                let mut v = vec![0.0f32; 16];
+                v[seen.len() % 16] = 1.0;
+                seen.push(text);
+                v
+            })
+            .collect();
+        Box::pin(async move { Ok(vectors) })
+    }
+    fn model_id(&self) -> &str {
+        "recording"
+    }
+}
+
+#[tokio::test]
+async fn a_memory_is_embedded_with_its_neighbours() {
+    use crate::memory_server::storage::{SqliteOptions, SqliteStore};
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = Arc::new(SqliteStore::open(dir.path(), &SqliteOptions::default()).unwrap());
+    let recording = Arc::new(Recording(Default::default()));
+    let store = EmbeddingStore::new(sqlite, Batcher::start(recording.clone(), 4), 1.0)
+        .with_context_window(Duration::from_secs(600))
+        .with_next_context(true);
+    let user = UserId::parse("nia").unwrap();
+    let new = |content: &str| NewMemory {
+        user: user.clone(),
+        content: content.into(),
+        filename: "t.txt".into(),
+        description: String::new(),
+        tags: Vec::new(),
+        idempotency_key: None,
+        created_at: None,
+        embedding: None,
+        embedding_model: None,
+    };
+    let question = store
+        .store(new("what did you do on sunday?"))
+        .await
+        .unwrap();
+    store.store(new("went hiking with the kids")).await.unwrap();
+    store.store(new("nice")).await.unwrap();
+    let texts = recording.0.lock().unwrap().clone();
+    assert_eq!(
+        texts,
+        vec![
+            "what did you do on sunday?",
+            // The answer, read after its question.
+            "what did you do on sunday?\nwent hiking with the kids",
+            // The question again, now followed by its answer.
+            "what did you do on sunday?\nwent hiking with the kids",
+            "went hiking with the kids\nnice",
+            // The answer between its neighbours.
+            "what did you do on sunday?\nwent hiking with the kids\nnice",
+        ]
+    );
+    // The question's stored vector is the one made with its answer (axis 2).
+    let mut axis = vec![0.0f32; 16];
+    axis[2] = 1.0;
+    let hits = store
+        .search(SearchQuery {
+            user: user.clone(),
+            terms: None,
+            tags: Vec::new(),
+            since: None,
+            until: None,
+            limit: 1,
+            offset: 0,
+            text: Some("sunday".into()),
+            mode: SearchMode::Semantic,
+            vector: Some(axis),
+            semantic_weight: 1.0,
+        })
+        .await
+        .unwrap();
+    assert_eq!(hits[0].id, question.id);
+}
