@@ -44,6 +44,8 @@ use error::ApiError;
 /// What the handlers share.
 #[derive(Clone)]
 pub struct ApiState {
+    /// The root supervisor: false health once a shared actor ended.
+    pub root: crate::daemon::supervisor::root::RootHandle,
     /// Conversations.
     pub supervisor: SupervisorHandle,
     /// For readiness and metrics.
@@ -456,15 +458,20 @@ async fn delete_history(
 async fn readyz(State(state): State<ApiState>) -> Response {
     let mcp = state.mcp.is_connected();
     let llm = state.llm.is_ready();
+    // A shared actor (LLM, MCP, conversation supervisor) that ended while the daemon runs.
+    let actors = state.root.is_healthy() && state.supervisor.is_running();
+    let ready = mcp && llm && actors;
     let body = json!({
-        "ready": mcp && llm,
+        "ready": ready,
         "mcp": if mcp { "connected" } else { "disconnected" },
         "llm": if llm { "ready" } else { "unavailable" },
         // `fallback`: Redis is unreachable and this daemon spends only its share of the
         // quota; still ready (turns are answered), but worth an alert.
         "limits": state.llm.limits_mode().as_str(),
+        "actors": if actors { "running" } else { "failed" },
+        "failed_actors": state.root.failures().into_iter().map(|(name, _)| name).collect::<Vec<_>>(),
     });
-    let status = if mcp && llm {
+    let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
