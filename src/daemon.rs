@@ -1,7 +1,8 @@
 //! `memento serve`: wires the actors and the HTTP API together and owns the shutdown order.
 //!
 //! Start-up: history store -> memory MCP server (embedded unless `mcp.url` is set) -> LLM
-//! actor -> MCP actor -> supervisor -> HTTP. Shutdown (SIGTERM/SIGINT, or
+//! actor -> MCP actor -> supervisor -> HTTP; the LLM, MCP and conversation supervisor
+//! actors are linked under a root supervisor ([`supervisor::root`]) that reports a death. Shutdown (SIGTERM/SIGINT, or
 //! [`Daemon::shutdown`]): stop accepting HTTP, let in-flight turns finish within
 //! `server.shutdown_grace`, stop the conversations (each turn's history is committed before
 //! its answer), join the history threads, then the MCP and LLM actors, then the embedded
@@ -39,6 +40,7 @@ use crate::daemon::history::{HistoryError, HistoryStore};
 use crate::daemon::http::{ApiState, auth::Auth};
 use crate::daemon::llm::{LlmError, LlmHandle};
 use crate::daemon::mcp::{McpError, McpHandle};
+use crate::daemon::supervisor::root::RootHandle;
 use crate::daemon::supervisor::{SupervisorArgs, SupervisorHandle};
 use crate::memory_server::{self, EmbeddedError, RunningMemoryServer};
 use crate::shared::config::{Config, McpServerConfig, McpTransport};
@@ -77,6 +79,7 @@ pub struct Daemon {
     mcp_url: String,
     http_shutdown: CancellationToken,
     http_task: JoinHandle<()>,
+    root: RootHandle,
     supervisor: SupervisorHandle,
     llm: LlmHandle,
     mcp: McpHandle,
@@ -97,6 +100,8 @@ impl Daemon {
         export_stats: Option<Arc<crate::shared::telemetry::ExportStats>>,
     ) -> Result<Daemon, DaemonError> {
         let history = HistoryStore::open_config(&config.storage).await?;
+        // The root supervisor first: the shared actors are linked to it as they start.
+        let root = RootHandle::spawn().await?;
         let mut mcp_config = config.mcp.clone();
         let (mcp_url, embedded) = match &config.mcp.url {
             Some(url) => (url.clone(), None),
@@ -132,7 +137,9 @@ impl Daemon {
         let llm = LlmHandle::spawn_with_limits(config.llm.clone(), &config.limits)
             .await?
             .with_pseudonyms(Arc::new(pseudonyms));
+        root.link("llm", llm.actor_cell());
         let mcp = McpHandle::spawn(mcp_config.clone(), mcp_url.clone()).await?;
+        root.link("mcp", mcp.actor_cell());
         if !mcp.wait_connected(mcp_config.connect_timeout).await {
             tracing::warn!(url = %mcp_url, "memory MCP server not reachable yet; turns will report the memory tools unavailable until it is");
         }
@@ -144,6 +151,7 @@ impl Daemon {
             max_concurrent_turns: config.server.max_concurrent_turns,
         })
         .await?;
+        root.link("conversations", supervisor.actor_cell());
 
         let auth = Auth::new(&config.auth);
         if auth.is_open() {
@@ -156,6 +164,7 @@ impl Daemon {
             auth.is_open(),
         );
         let state = ApiState {
+            root: root.clone(),
             supervisor: supervisor.clone(),
             llm: llm.clone(),
             mcp: mcp.clone(),
@@ -186,6 +195,7 @@ impl Daemon {
             mcp_url,
             http_shutdown,
             http_task,
+            root,
             supervisor,
             llm,
             mcp,
@@ -215,6 +225,11 @@ impl Daemon {
         &self.supervisor
     }
 
+    /// The root supervisor (tests and readiness).
+    pub fn root(&self) -> &RootHandle {
+        &self.root
+    }
+
     /// The MCP actor's handle.
     pub fn mcp(&self) -> &McpHandle {
         &self.mcp
@@ -228,6 +243,8 @@ impl Daemon {
         let started = tokio::time::Instant::now();
         let deadline = started + self.grace;
         let time_left = || crate::daemon::supervisor::time_left(deadline);
+        // The shared actors' stops from here on are planned, not failures.
+        self.root.begin_shutdown();
         // Stop accepting first; in-flight requests keep running.
         self.http_shutdown.cancel();
         self.supervisor.shutdown(deadline).await;
@@ -237,6 +254,8 @@ impl Daemon {
         let _ = tokio::time::timeout(time_left(), self.history.close()).await;
         self.mcp.stop(time_left()).await;
         self.llm.stop(time_left()).await;
+        // Nothing should be left linked; the root stops whatever is, then itself.
+        self.root.stop(time_left()).await;
         if let Some(server) = self.embedded
             && tokio::time::timeout(time_left(), server.shutdown())
                 .await

@@ -288,6 +288,8 @@ pub struct RunningMemoryServer {
     /// The legacy SSE sessions' tasks.
     sse_tasks: tokio_util::task::TaskTracker,
     streamable: Arc<LocalSessionManager>,
+    /// Closed (its threads joined) once the server has stopped.
+    store: Arc<dyn MemoryStore>,
 }
 
 impl RunningMemoryServer {
@@ -311,13 +313,15 @@ impl RunningMemoryServer {
         self.streamable.sessions.read().await.len()
     }
 
-    /// Stops accepting, ends every session and waits for the server task and the legacy
-    /// SSE sessions' tasks (each ends when the shutdown token is cancelled).
+    /// Stops accepting, ends every session, waits for the server task and the legacy
+    /// SSE sessions' tasks (each ends when the shutdown token is cancelled), then closes the
+    /// store: its queued work finishes and its threads are joined.
     pub async fn shutdown(self) {
         self.shutdown.cancel();
         let _ = self.task.await;
         self.sse_tasks.close();
         self.sse_tasks.wait().await;
+        self.store.close().await;
     }
 
     /// Resolves when the server stops (after `shutdown` or when its token is cancelled).
@@ -460,6 +464,7 @@ pub async fn start_with_telemetry(
         sse: sse_sessions,
         sse_tasks,
         streamable: session_manager,
+        store,
     })
 }
 

@@ -14,6 +14,7 @@
 //!   directory's 0600 secrets: `mcp-token`, `trace-key`).
 //! - [`ready_file`]: the `--ready-file` object servers write once they listen.
 
+pub mod api;
 pub mod config;
 pub mod domain;
 pub mod edge;

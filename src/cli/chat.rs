@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use futures::StreamExt;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use memento::shared::domain::{UserId, ValidationError};
 use memento::shared::sse::SseParser;
@@ -70,7 +70,7 @@ pub struct TurnReply {
     /// The answer.
     pub reply: String,
     /// Tool calls (`name`, `arguments`, `result`, `is_error`).
-    pub tool_calls: Vec<Value>,
+    pub tool_calls: Vec<memento::shared::api::ToolCall>,
     /// Trace id for Jaeger.
     pub trace_id: String,
 }
@@ -143,14 +143,16 @@ impl ApiClient {
         let response = self
             .send(
                 self.request(reqwest::Method::POST, &format!("/v1/users/{user}/messages"))
-                    .json(&json!({ "message": message })),
+                    .json(&memento::shared::api::MessageRequest {
+                        message: message.to_owned(),
+                    }),
             )
             .await?;
         let body: Value = response
             .json()
             .await
             .map_err(|e| ChatError::Protocol(e.to_string()))?;
-        Ok(reply_from(&body))
+        reply_from(body)
     }
 
     /// One turn, streamed: `on_event` sees tool calls and results as they happen.
@@ -164,7 +166,9 @@ impl ApiClient {
             .send(
                 self.request(reqwest::Method::POST, &format!("/v1/users/{user}/messages"))
                     .header(reqwest::header::ACCEPT, "text/event-stream")
-                    .json(&json!({ "message": message })),
+                    .json(&memento::shared::api::MessageRequest {
+                        message: message.to_owned(),
+                    }),
             )
             .await?;
         let mut parser = SseParser::new(16 * 1024 * 1024);
@@ -179,7 +183,7 @@ impl ApiClient {
                 match event.event.as_str() {
                     "tool_call" => on_event(StreamEvent::ToolCall(data)),
                     "tool_result" => on_event(StreamEvent::ToolResult(data)),
-                    "done" => return Ok(reply_from(&data)),
+                    "done" => return reply_from(data),
                     "error" => {
                         return Err(ChatError::Api {
                             status: 0,
@@ -222,12 +226,15 @@ impl ApiClient {
     }
 }
 
-fn reply_from(body: &Value) -> TurnReply {
-    TurnReply {
-        reply: body["reply"].as_str().unwrap_or_default().to_owned(),
-        tool_calls: body["tool_calls"].as_array().cloned().unwrap_or_default(),
-        trace_id: body["trace_id"].as_str().unwrap_or_default().to_owned(),
-    }
+/// The turn's answer, typed by the API's shared body ([`memento::shared::api`]).
+fn reply_from(body: Value) -> Result<TurnReply, ChatError> {
+    let body: memento::shared::api::MessageResponse = serde_json::from_value(body)
+        .map_err(|e| ChatError::Protocol(format!("unexpected answer: {e}")))?;
+    Ok(TurnReply {
+        reply: body.reply,
+        tool_calls: body.tool_calls,
+        trace_id: body.trace_id,
+    })
 }
 
 /// A line the person typed.
@@ -291,19 +298,18 @@ pub fn render_reply(reply: &TurnReply, verbose: bool, streamed_tools: bool) -> S
     out
 }
 
-fn render_tool_call(call: &Value) -> String {
-    let marker = if call["is_error"].as_bool() == Some(true) {
-        "✗"
-    } else {
-        "↳"
-    };
-    let result = call["result"].as_str().unwrap_or_default();
-    let result: String = result.chars().take(300).collect();
-    format!(
-        "   {marker} {}({}) → {result}",
-        call["name"].as_str().unwrap_or("?"),
-        call["arguments"]
-    )
+fn render_tool_call(call: &memento::shared::api::ToolCall) -> String {
+    let marker = if call.is_error { "✗" } else { "↳" };
+    let result: String = call.result.chars().take(300).collect();
+    format!("   {marker} {}({}) → {result}", call.name, call.arguments)
+}
+
+/// A streamed `tool_result` event's data, rendered like a tool call of the answer.
+fn render_streamed_tool_call(data: &Value) -> String {
+    match serde_json::from_value::<memento::shared::api::ToolCall>(data.clone()) {
+        Ok(call) => render_tool_call(&call),
+        Err(_) => format!("   ↳ {data}"),
+    }
 }
 
 /// Renders the conversation history.
@@ -411,7 +417,7 @@ pub async fn run_script(
                     let result = client
                         .stream_turn(&user, &message, |event| {
                             if let (true, StreamEvent::ToolResult(call)) = (verbose, &event) {
-                                lines.push(render_tool_call(call));
+                                lines.push(render_streamed_tool_call(call));
                             }
                         })
                         .await;
@@ -500,7 +506,7 @@ fn interactive(
                 } else {
                     runtime.block_on(client.stream_turn(&user, &message, |event| {
                         if let (true, StreamEvent::ToolResult(call)) = (verbose, &event) {
-                            spinner.println(render_tool_call(call));
+                            spinner.println(render_streamed_tool_call(call));
                         }
                     }))
                 };

@@ -17,7 +17,6 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures::{Stream, StreamExt};
-use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -44,6 +43,8 @@ use error::ApiError;
 /// What the handlers share.
 #[derive(Clone)]
 pub struct ApiState {
+    /// The root supervisor: false health once a shared actor ended.
+    pub root: crate::daemon::supervisor::root::RootHandle,
     /// Conversations.
     pub supervisor: SupervisorHandle,
     /// For readiness and metrics.
@@ -225,10 +226,7 @@ fn admit(
     Ok(user)
 }
 
-#[derive(Debug, Deserialize)]
-struct MessageBody {
-    message: String,
-}
+use crate::shared::api::{MessageRequest, MessageResponse};
 
 fn parse_message(
     state: &ApiState,
@@ -250,7 +248,7 @@ fn parse_message(
     })?;
     let text = std::str::from_utf8(&body)
         .map_err(|_| ApiError::bad_request("invalid_utf8", "request body is not valid UTF-8"))?;
-    let parsed: MessageBody = serde_json::from_str(text).map_err(|e| {
+    let parsed: MessageRequest = serde_json::from_str(text).map_err(|e| {
         ApiError::bad_request(
             "invalid_json",
             format!("expected a JSON object like {{\"message\": \"...\"}}: {e}"),
@@ -302,13 +300,26 @@ fn new_trace_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
 
-fn outcome_json(outcome: &TurnOutcome, trace_id: &str) -> Value {
-    json!({
-        "reply": outcome.reply,
-        "tool_calls": outcome.tool_calls,
-        "trace_id": trace_id,
-        "timings": outcome.timings,
-    })
+fn outcome_json(outcome: &TurnOutcome, trace_id: &str) -> MessageResponse {
+    MessageResponse {
+        reply: outcome.reply.clone(),
+        tool_calls: outcome
+            .tool_calls
+            .iter()
+            .map(|call| crate::shared::api::ToolCall {
+                name: call.name.clone(),
+                arguments: call.arguments.clone(),
+                result: call.result.clone(),
+                is_error: call.is_error,
+            })
+            .collect(),
+        trace_id: trace_id.to_owned(),
+        timings: crate::shared::api::Timings {
+            turn_ms: outcome.timings.turn_ms,
+            llm_ms: outcome.timings.llm_ms,
+            tools_ms: outcome.timings.tools_ms,
+        },
+    }
 }
 
 async fn post_message(
@@ -380,9 +391,9 @@ fn stream_turn(
         )
         .await;
         let event = match result {
-            Ok(outcome) => Event::default()
-                .event("done")
-                .data(outcome_json(&outcome, &task_trace).to_string()),
+            Ok(outcome) => Event::default().event("done").data(
+                serde_json::to_string(&outcome_json(&outcome, &task_trace)).unwrap_or_default(),
+            ),
             Err(error) => Event::default()
                 .event("error")
                 .data(ApiError::from(error).body().to_string()),
@@ -456,15 +467,20 @@ async fn delete_history(
 async fn readyz(State(state): State<ApiState>) -> Response {
     let mcp = state.mcp.is_connected();
     let llm = state.llm.is_ready();
+    // A shared actor (LLM, MCP, conversation supervisor) that ended while the daemon runs.
+    let actors = state.root.is_healthy() && state.supervisor.is_running();
+    let ready = mcp && llm && actors;
     let body = json!({
-        "ready": mcp && llm,
+        "ready": ready,
         "mcp": if mcp { "connected" } else { "disconnected" },
         "llm": if llm { "ready" } else { "unavailable" },
         // `fallback`: Redis is unreachable and this daemon spends only its share of the
         // quota; still ready (turns are answered), but worth an alert.
         "limits": state.llm.limits_mode().as_str(),
+        "actors": if actors { "running" } else { "failed" },
+        "failed_actors": state.root.failures().into_iter().map(|(name, _)| name).collect::<Vec<_>>(),
     });
-    let status = if mcp && llm {
+    let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

@@ -157,6 +157,11 @@ impl McpHandle {
             .is_ok_and(|r| r.is_ok())
     }
 
+    /// The actor's cell, to link it under the root supervisor.
+    pub(crate) fn actor_cell(&self) -> ractor::ActorCell {
+        self.actor.get_cell()
+    }
+
     /// True while a session is up.
     pub fn is_connected(&self) -> bool {
         self.session.borrow().is_some()

@@ -8,6 +8,8 @@
 //! - A periodic sweep stops conversations idle longer than `conversation.idle_timeout`;
 //!   at `conversation.max_actors`, spawning evicts the least recently used idle ones.
 
+pub mod root;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -312,6 +314,16 @@ impl SupervisorHandle {
             .actor
             .cast(ConversationMsg::Crash)
             .map_err(|_| TurnError::ActorFailed)
+    }
+
+    /// The supervisor actor's cell, to link it under the root supervisor.
+    pub(crate) fn actor_cell(&self) -> ractor::ActorCell {
+        self.actor.get_cell()
+    }
+
+    /// True while the conversation supervisor runs (readiness).
+    pub fn is_running(&self) -> bool {
+        self.actor.get_status() == ActorStatus::Running
     }
 
     /// Stops taking turns, lets running ones finish until `deadline`, then stops every actor

@@ -583,6 +583,10 @@ impl MemoryStore for EmbeddingStore {
         self.inner.stats()
     }
 
+    fn close(&self) -> BoxFuture<'static, ()> {
+        self.inner.close()
+    }
+
     fn vector_tasks(
         &self,
         model: String,

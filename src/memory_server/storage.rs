@@ -412,6 +412,12 @@ pub trait MemoryStore: Send + Sync + 'static {
         let _ = (model, vectors);
         Box::pin(async { Err(no_vectors()) })
     }
+    /// Closes the store at shutdown: refuses new work, lets queued work finish and joins the
+    /// engine's threads (off the async runtime). Calls after it fail with `Closed`. Engines
+    /// without threads of their own need nothing.
+    fn close(&self) -> BoxFuture<'static, ()> {
+        Box::pin(async {})
+    }
 }
 
 /// The error of a store that keeps no vectors.

@@ -575,3 +575,43 @@ async fn shutdown_waits_the_grace_period_once() {
     );
     turn.abort();
 }
+
+/// Issue 13, item 4: the LLM, MCP and conversation supervisor actors are linked under a root
+/// supervisor. A shared actor that ends while the daemon runs is seen (`/readyz` says 503 and
+/// names it); shutdown stops every one of them, and the root.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_root_sees_a_shared_actor_end_and_shutdown_stops_them_all() {
+    let fixture = DaemonFixture::start().await;
+    let root = fixture.daemon().root().clone();
+    assert_eq!(root.live_children(), 3, "llm, mcp and conversations");
+    let readyz = format!("{}/readyz", fixture.url);
+    let ready = fixture.http.get(&readyz).send().await.expect("readyz");
+    assert_eq!(ready.status().as_u16(), 200);
+
+    // The MCP actor ends outside a shutdown: the root sees it.
+    fixture.daemon().mcp().stop(Duration::from_secs(5)).await;
+    eventually(
+        Duration::from_secs(10),
+        "the root sees the MCP actor end",
+        || {
+            let healthy = root.is_healthy();
+            async move { !healthy }
+        },
+    )
+    .await;
+    let response = fixture.http.get(&readyz).send().await.expect("readyz");
+    assert_eq!(response.status().as_u16(), 503);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["actors"], "failed", "{body}");
+    assert_eq!(body["failed_actors"], json!(["mcp"]), "{body}");
+
+    fixture.stop().await;
+    assert_eq!(root.live_children(), 0, "every shared actor stopped");
+    assert!(!root.is_running(), "and the root itself");
+    assert_eq!(
+        root.failures().len(),
+        1,
+        "planned stops are not failures: {:?}",
+        root.failures()
+    );
+}

@@ -473,7 +473,9 @@ async fn turn(
     let mut request = ctx
         .http
         .post(format!("{}/v1/users/{user}/messages", ctx.base))
-        .json(&json!({"message": message}));
+        .json(&memento::shared::api::MessageRequest {
+            message: message.clone(),
+        });
     if let Some(token) = &ctx.token {
         request = request.bearer_auth(token);
     }

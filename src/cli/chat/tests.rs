@@ -33,9 +33,12 @@ fn commands_parse() {
 fn replies_render_like_the_seed() {
     let reply = TurnReply {
         reply: "I've stored it.".into(),
-        tool_calls: vec![
-            json!({"name": "store_memory", "arguments": {"content": "x"}, "result": "Successfully stored", "is_error": false}),
-        ],
+        tool_calls: vec![memento::shared::api::ToolCall {
+            name: "store_memory".into(),
+            arguments: json!({"content": "x"}),
+            result: "Successfully stored".into(),
+            is_error: false,
+        }],
         trace_id: "abc".into(),
     };
     assert_eq!(

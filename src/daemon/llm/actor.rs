@@ -162,6 +162,11 @@ impl LlmHandle {
         self.info.limits.metrics()
     }
 
+    /// The actor's cell, to link it under the root supervisor.
+    pub(crate) fn actor_cell(&self) -> ractor::ActorCell {
+        self.actor.get_cell()
+    }
+
     /// True while the actor runs and admits requests (readiness): false once it stops, or
     /// if it failed.
     pub fn is_ready(&self) -> bool {

@@ -12,7 +12,8 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, RwLock};
 use std::thread;
 
 use futures::future::BoxFuture;
@@ -104,15 +105,21 @@ where
     }
 }
 
-/// The SQLite engine. Cheap to clone; the threads stop when the last clone is dropped.
+/// The SQLite engine. Cheap to clone; the threads stop when the last clone is dropped, or
+/// at [`MemoryStore::close`], which also joins them.
 #[derive(Clone)]
 pub struct SqliteStore {
     inner: Arc<Inner>,
 }
 
 struct Inner {
-    writer: crossbeam_channel::Sender<Box<dyn WriteJob>>,
-    readers: crossbeam_channel::Sender<ReadJob>,
+    /// `None` once closed: the threads see their queue disconnected, finish it and exit.
+    writer: RwLock<Option<crossbeam_channel::Sender<Box<dyn WriteJob>>>>,
+    readers: RwLock<Option<crossbeam_channel::Sender<ReadJob>>>,
+    /// The writer's and readers' threads, joined by `close`.
+    threads: Mutex<Vec<thread::JoinHandle<()>>>,
+    /// Storage threads still running (each lowers it as it exits).
+    live_threads: Arc<AtomicUsize>,
     counters: Arc<Counters>,
     path: PathBuf,
     idempotency_window: std::time::Duration,
@@ -154,9 +161,13 @@ impl SqliteStore {
         let writer_counters = counters.clone();
         let max_batch = options.max_batch.max(1);
         let options_window = options.idempotency_window;
-        thread::Builder::new()
+        let live_threads = Arc::new(AtomicUsize::new(0));
+        let mut threads = Vec::new();
+        let live = LiveThread::enter(&live_threads);
+        let writer = thread::Builder::new()
             .name("memento-sqlite-writer".into())
             .spawn(move || {
+                let _live = live;
                 writer_loop(
                     writer_conn,
                     writer_rx,
@@ -169,6 +180,7 @@ impl SqliteStore {
                 path: data_dir.to_owned(),
                 source,
             })?;
+        threads.push(writer);
 
         let (reader_tx, reader_rx) = crossbeam_channel::bounded::<ReadJob>(capacity.max(1));
         for n in 0..options.readers.max(1) {
@@ -178,9 +190,11 @@ impl SqliteStore {
             )?;
             configure_reader(&conn)?;
             let rx = reader_rx.clone();
-            thread::Builder::new()
+            let live = LiveThread::enter(&live_threads);
+            let reader = thread::Builder::new()
                 .name(format!("memento-sqlite-reader-{n}"))
                 .spawn(move || {
+                    let _live = live;
                     while let Ok(job) = rx.recv() {
                         job(&conn);
                     }
@@ -189,11 +203,14 @@ impl SqliteStore {
                     path: data_dir.to_owned(),
                     source,
                 })?;
+            threads.push(reader);
         }
         Ok(SqliteStore {
             inner: Arc::new(Inner {
-                writer: writer_tx,
-                readers: reader_tx,
+                writer: RwLock::new(Some(writer_tx)),
+                readers: RwLock::new(Some(reader_tx)),
+                threads: Mutex::new(threads),
+                live_threads,
                 counters,
                 path,
                 idempotency_window: options.idempotency_window,
@@ -205,6 +222,45 @@ impl SqliteStore {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// Storage threads (writer and readers) still running.
+    pub fn live_threads(&self) -> usize {
+        self.inner.live_threads.load(Ordering::Acquire)
+    }
+
+    /// Refuses new work, lets the queued work finish and joins the threads, off the async
+    /// runtime. A second call finds nothing left to join.
+    fn close_and_join(&self) -> BoxFuture<'static, ()> {
+        // Dropping the only senders disconnects the queues: each thread drains its queue
+        // and exits.
+        if let Ok(mut writer) = self.inner.writer.write() {
+            writer.take();
+        }
+        if let Ok(mut readers) = self.inner.readers.write() {
+            readers.take();
+        }
+        let threads = self
+            .inner
+            .threads
+            .lock()
+            .map(|mut threads| std::mem::take(&mut *threads))
+            .unwrap_or_default();
+        Box::pin(async move {
+            let joined = tokio::task::spawn_blocking(move || {
+                threads
+                    .into_iter()
+                    .map(thread::JoinHandle::join)
+                    .filter(Result::is_err)
+                    .count()
+            })
+            .await;
+            match joined {
+                Ok(0) => {}
+                Ok(panicked) => tracing::error!(panicked, "storage threads panicked"),
+                Err(error) => tracing::error!(%error, "cannot join the storage threads"),
+            }
+        })
     }
 
     /// Runs `f` on a reader thread.
@@ -221,7 +277,10 @@ impl SqliteStore {
             let _ = tx.send(f(conn));
         });
         // Never `send`: it would block an async worker thread while the queue is full.
-        let sent = self.inner.readers.try_send(job).map_err(queue_error);
+        let sent = match self.inner.readers.read().as_deref() {
+            Ok(Some(readers)) => readers.try_send(job).map_err(queue_error),
+            _ => Err(StorageError::Closed),
+        };
         Box::pin(async move {
             sent?;
             rx.await.map_err(|_| StorageError::Closed)?
@@ -249,7 +308,10 @@ impl SqliteStore {
             after,
         });
         // Never `send`: it would block an async worker thread while the queue is full.
-        let sent = self.inner.writer.try_send(job).map_err(queue_error);
+        let sent = match self.inner.writer.read().as_deref() {
+            Ok(Some(writer)) => writer.try_send(job).map_err(queue_error),
+            _ => Err(StorageError::Closed),
+        };
         Box::pin(async move {
             sent?;
             rx.await.map_err(|_| StorageError::Closed)?
@@ -258,6 +320,22 @@ impl SqliteStore {
 }
 
 /// A full queue is [`StorageError::Busy`]; a queue with no thread behind it is `Closed`.
+/// Counts a storage thread as live until it exits (dropped on its thread).
+struct LiveThread(Arc<AtomicUsize>);
+
+impl LiveThread {
+    fn enter(live: &Arc<AtomicUsize>) -> LiveThread {
+        live.fetch_add(1, Ordering::AcqRel);
+        LiveThread(live.clone())
+    }
+}
+
+impl Drop for LiveThread {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 fn queue_error<T>(error: crossbeam_channel::TrySendError<T>) -> StorageError {
     match error {
         crossbeam_channel::TrySendError::Full(_) => StorageError::Busy,
@@ -539,6 +617,10 @@ impl MemoryStore for SqliteStore {
         };
         let written = self.write_then(move |conn| put_vectors(conn, &model, &vectors), Some(after));
         Box::pin(async move { Ok(written.await?.len() as u64) })
+    }
+
+    fn close(&self) -> BoxFuture<'static, ()> {
+        self.close_and_join()
     }
 
     fn stats(&self) -> StorageStats {

@@ -408,3 +408,50 @@ async fn postgres_vector_caches_follow_other_writers() {
     assert_eq!(search(a.clone(), 1).await, vec![first.id]);
     backend.cleanup().await;
 }
+
+/// Issue 13, item 4: closing the store finishes the queued work, then joins the writer and
+/// reader threads; later calls fail with `Closed` instead of waiting forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_finishes_queued_work_and_joins_the_storage_threads() {
+    let (_dir, store) = open();
+    let readers = SqliteOptions::default().readers.max(1);
+    assert_eq!(
+        store.live_threads(),
+        1 + readers,
+        "a writer and the readers"
+    );
+    let stored = store.store(new_memory("u", "kept before close", "a.md", &[]));
+    store.close().await;
+    assert!(
+        stored.await.is_ok(),
+        "work queued before close is committed"
+    );
+    assert_eq!(store.live_threads(), 0, "every storage thread has exited");
+    assert!(matches!(
+        store.store(new_memory("u", "too late", "b.md", &[])).await,
+        Err(StorageError::Closed)
+    ));
+    // A second close has nothing left to join.
+    store.close().await;
+}
+
+/// `RunningMemoryServer::shutdown` closes the store it served: its threads are joined.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_memory_servers_shutdown_joins_the_storage_threads() {
+    let (_dir, store) = open();
+    let config = crate::shared::config::McpServerConfig {
+        port: 0,
+        token: Some("t".into()),
+        ..Default::default()
+    };
+    let server = crate::memory_server::start(
+        &config,
+        Arc::new(store.clone()),
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .expect("start");
+    assert!(store.live_threads() > 0);
+    server.shutdown().await;
+    assert_eq!(store.live_threads(), 0);
+}
