@@ -22,7 +22,6 @@
 
 use memento::shared::domain::tool as tools;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -467,7 +466,6 @@ fn spawn_server(args: &RecallArgs, data_dir: &Path) -> anyhow::Result<(Child, St
         .arg(data_dir)
         .env("RUST_LOG", "warn")
         .env_remove("MEMENTO_MCP_TOKEN")
-        .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     match &args.model_dir {
         Some(dir) => {
@@ -485,26 +483,10 @@ fn spawn_server(args: &RecallArgs, data_dir: &Path) -> anyhow::Result<(Child, St
             .with_context(|| format!("--server-env {pair:?}: expected KEY=VALUE"))?;
         command.env(key, value);
     }
-    let mut child = command
-        .spawn()
-        .with_context(|| format!("start {} mcp-server", bin.display()))?;
-    let stdout = child.stdout.take().context("child stdout")?;
-    let mut lines = BufReader::new(stdout).lines();
-    let first = lines.next().transpose()?.unwrap_or_default();
-    std::thread::spawn(move || for _ in lines {});
-    let url = first
-        .rsplit(' ')
-        .next()
-        .filter(|u| u.starts_with("http://"))
-        .map(str::to_owned);
-    match url {
-        Some(url) => Ok((child, url)),
-        None => {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("memento mcp-server did not start: {first:?}")
-        }
-    }
+    // The server writes its address to a ready file once it listens (`--ready-file`).
+    let (child, ready) =
+        testkit::process::spawn_ready(command, &format!("{} mcp-server", bin.display()))?;
+    Ok((child, ready.url))
 }
 
 fn db_size(dir: &Path) -> u64 {
