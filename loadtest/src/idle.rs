@@ -35,6 +35,11 @@ pub struct IdleArgs {
     /// The `memento` binary (default: next to this one).
     #[arg(long, env = "MEMENTO_BIN")]
     pub memento_bin: Option<PathBuf>,
+    /// Then wait until every conversation has released its cached history (after
+    /// `conversation.history_cache_idle`, 1 min by default, and the next idle sweep; at most
+    /// 5 min) and measure again: what an actor idle for longer costs.
+    #[arg(long)]
+    pub after_release: bool,
 }
 
 /// The measurement (`idle.json`).
@@ -52,6 +57,13 @@ pub struct IdleReport {
     pub bytes_per_idle_actor: f64,
     /// Seconds spent creating the users.
     pub create_s: f64,
+    /// With `--after-release`: daemon RSS once every history cache was released, MiB.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rss_released_mib: Option<f64>,
+    /// With `--after-release`: (released - before) / (actors added), bytes. The warm-up
+    /// users' caches are released too, so this is a slight underestimate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_per_released_actor: Option<f64>,
 }
 
 /// Runs the measurement and writes `idle.json`.
@@ -103,13 +115,22 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<IdleReport> {
     if added == 0 {
         bail!("no conversation actor was added (is the daemon's max_actors too low?)");
     }
+    let rss_released_mib = if args.after_release {
+        wait_for_releases(&http, &base, actors_after).await?;
+        Some(slowly_settled_rss(pid).await)
+    } else {
+        None
+    };
+    let per_actor = |rss: f64| (rss - rss_before_mib) * 1024.0 * 1024.0 / added as f64;
     let report = IdleReport {
         actors_before,
         actors_after,
         rss_before_mib,
         rss_after_mib,
-        bytes_per_idle_actor: (rss_after_mib - rss_before_mib) * 1024.0 * 1024.0 / added as f64,
+        bytes_per_idle_actor: per_actor(rss_after_mib),
         create_s,
+        rss_released_mib,
+        bytes_per_released_actor: rss_released_mib.map(per_actor),
     };
     std::fs::create_dir_all(&args.out).with_context(|| format!("create {}", args.out.display()))?;
     std::fs::write(
@@ -163,6 +184,46 @@ async fn live_actors(http: &reqwest::Client, base: &str) -> anyhow::Result<u64> 
         .text()
         .await?;
     metric(&text, "memento_live_conversations").context("no memento_live_conversations metric")
+}
+
+/// Polls `/metrics` until `memento_history_cache_releases_total` reaches `actors`.
+async fn wait_for_releases(http: &reqwest::Client, base: &str, actors: u64) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let text = http
+            .get(format!("{base}/metrics"))
+            .send()
+            .await?
+            .text()
+            .await?;
+        let released = metric(&text, "memento_history_cache_releases_total").unwrap_or(0);
+        if released >= actors {
+            eprintln!("{released} history caches released");
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("only {released} of {actors} history caches released within 5 min");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// RSS once freed memory has gone back to the system (jemalloc returns dirty pages over
+/// about ten seconds): the last of five samples 1 s apart within 0.1 MiB, at most 60 s.
+async fn slowly_settled_rss(pid: u32) -> f64 {
+    let mut samples = vec![rss_mib(pid)];
+    for _ in 0..60 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        samples.push(rss_mib(pid));
+        let tail = &samples[samples.len().saturating_sub(5)..];
+        let (low, high) = tail
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(l, h), &x| (l.min(x), h.max(x)));
+        if tail.len() == 5 && high - low < 0.1 {
+            break;
+        }
+    }
+    samples.last().copied().unwrap_or(0.0)
 }
 
 /// RSS once it stops moving (background work such as history writes has finished): the
