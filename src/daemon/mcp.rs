@@ -37,6 +37,18 @@ pub mod direct;
 mod schema;
 pub mod sse_client;
 
+/// A tool result's text blocks, one per line (both call paths answer the model with this).
+fn joined_text<'a>(blocks: impl Iterator<Item = &'a str>) -> String {
+    let mut text = String::new();
+    for (index, block) in blocks.enumerate() {
+        if index > 0 {
+            text.push('\n');
+        }
+        text.push_str(block);
+    }
+    text
+}
+
 #[cfg(test)]
 use actor::reconnect_delay;
 pub use actor::{Mcp, McpArgs, McpMsg, McpState};
@@ -288,12 +300,12 @@ impl McpHandle {
                 match outcome {
                     Err(_) => Err(McpError::Timeout(self.call_timeout)),
                     Ok(Ok(result)) => Ok(ToolOutput {
-                        text: result
-                            .content
-                            .iter()
-                            .filter_map(|c| c.as_text().map(|t| t.text.as_str()))
-                            .collect::<Vec<_>>()
-                            .join("\n"),
+                        text: joined_text(
+                            result
+                                .content
+                                .iter()
+                                .filter_map(|c| c.as_text().map(|t| t.text.as_str())),
+                        ),
                         is_error: result.is_error == Some(true),
                         structured: result.structured_content,
                     }),

@@ -158,15 +158,7 @@ impl DirectCaller {
         let (result, format) = self
             .post::<CallResult>("tools/call", headers, &params)
             .await?;
-        let mut text = String::new();
-        for block in result.content {
-            if let Some(block_text) = block.text {
-                if !text.is_empty() {
-                    text.push('\n');
-                }
-                text.push_str(&block_text);
-            }
-        }
+        let text = super::joined_text(result.content.iter().filter_map(|b| b.text.as_deref()));
         Ok((
             ToolOutput {
                 text,
