@@ -76,6 +76,9 @@ async fn post(
     (status, content_type, response.text().await.expect("body"))
 }
 
+/// Extra request headers of a case.
+type Headers<'a> = Vec<(&'a str, &'a str)>;
+
 async fn direct_calls(server: &Server) -> u64 {
     let stats: Value = reqwest::get(format!("{}/stats", server.running.url()))
         .await
@@ -188,7 +191,7 @@ async fn anything_unusual_is_left_to_rmcp_unchanged() {
     let mut other_version = tags.clone();
     other_version["params"]["_meta"]["io.modelcontextprotocol/protocolVersion"] =
         json!("2025-06-18");
-    let cases: Vec<(&str, Vec<(&str, &str)>, Value)> = vec![
+    let cases: Vec<(&str, Headers, Value)> = vec![
         (
             "Mcp-Name disagrees",
             vec![("mcp-name", "store_memory")],
