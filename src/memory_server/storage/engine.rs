@@ -484,12 +484,9 @@ impl MemoryStore for SqliteStore {
 
     fn complete(
         &self,
-        field: CompletionField,
-        user: Option<UserId>,
-        prefix: String,
-        limit: u32,
+        query: CompletionQuery,
     ) -> BoxFuture<'static, Result<Vec<String>, StorageError>> {
-        self.read(move |conn| complete(conn, field, user.as_ref(), &prefix, limit))
+        self.read(move |conn| complete(conn, &query))
     }
 
     fn vector_tasks(
