@@ -199,13 +199,9 @@ impl ServerHandler for MemoryServer {
             tools::StoreMeta::from_layers(request.meta.as_ref().map(|m| &m.0.0), &context.meta.0.0);
         // The MCP server span continues the caller's trace from `_meta` (MCP semantic
         // conventions), or starts one.
-        let span = tracing::info_span!(
-            "tools/call",
-            otel.name = %format!("tools/call {name}"),
-            otel.kind = "server",
-            mcp.method.name = "tools/call",
-            gen_ai.operation.name = "execute_tool",
-            gen_ai.tool.name = %name,
+        let span = crate::shared::telemetry::tools_call_span!(
+            name,
+            "server",
             jsonrpc.request.id = %context.id,
             error.type = tracing::field::Empty,
         );
