@@ -219,19 +219,19 @@ async fn run_reindex(config: Config, args: cli::ReindexArgs) -> anyhow::Result<(
         );
     };
     let store = open_store(&config).await?;
-    let bar = Bar::new("embedding");
-    let summary = memento::memory_server::embeddings::reindex(
-        store.as_ref(),
-        embedder.as_ref(),
-        args.batch,
-        |done, total| {
-            bar.0.set_length(total);
-            bar.0.set_position(done);
-        },
-    )
-    .await;
-    bar.0.finish_and_clear();
-    let summary = summary?;
+    let summary = Bar::around("embedding", async |bar: &Bar| {
+        memento::memory_server::embeddings::reindex(
+            store.as_ref(),
+            embedder.as_ref(),
+            args.batch,
+            |done, total| {
+                bar.0.set_length(total);
+                bar.0.set_position(done);
+            },
+        )
+        .await
+    })
+    .await?;
     println!(
         "embedded {} memories with {}; every memory now has a vector of this model",
         summary.embedded,
@@ -248,23 +248,23 @@ async fn run_embeddings(args: cli::EmbeddingsArgs) -> anyhow::Result<()> {
                     .map(usize::from)
                     .unwrap_or(1)
             });
-            let bar = Bar::new("distilling");
-            let progress = bar.0.clone();
             let (from_dir, out_dir) = (from.clone(), out.clone());
-            let summary = tokio::task::spawn_blocking(move || {
-                memento::memory_server::embeddings::static_model::distill(
-                    &from_dir,
-                    &out_dir,
-                    threads,
-                    |done, total| {
-                        progress.set_length(total as u64);
-                        progress.set_position(done as u64);
-                    },
-                )
+            let summary = Bar::around("distilling", async |bar: &Bar| {
+                let progress = bar.0.clone();
+                tokio::task::spawn_blocking(move || {
+                    memento::memory_server::embeddings::static_model::distill(
+                        &from_dir,
+                        &out_dir,
+                        threads,
+                        |done, total| {
+                            progress.set_length(total as u64);
+                            progress.set_position(done as u64);
+                        },
+                    )
+                })
+                .await
             })
-            .await?;
-            bar.0.finish_and_clear();
-            let summary = summary?;
+            .await??;
             println!(
                 "wrote a static model of {} tokens x {} dimensions to {}; set [embeddings] \
                  provider = \"local\" and model_dir = {:?}",
@@ -290,6 +290,14 @@ impl Bar {
         }
         Bar(bar)
     }
+
+    /// Runs `work` with a bar named `what` on screen, then clears the bar.
+    async fn around<T>(what: &str, work: impl AsyncFnOnce(&Bar) -> T) -> T {
+        let bar = Bar::new(what);
+        let result = work(&bar).await;
+        bar.0.finish_and_clear();
+        result
+    }
 }
 
 impl memento::memory_server::transfer::Progress for Bar {
@@ -312,17 +320,17 @@ fn parse_user(raw: Option<&str>) -> anyhow::Result<Option<memento::shared::domai
 async fn run_export(config: Config, args: cli::ExportArgs) -> anyhow::Result<()> {
     let user = parse_user(args.user.as_deref())?;
     let store = open_store(&config).await?;
-    let bar = Bar::new("exporting");
-    let summary = memento::memory_server::transfer::export(
-        store.as_ref(),
-        user.as_ref(),
-        args.format,
-        &args.to,
-        &bar,
-    )
-    .await;
-    bar.0.finish_and_clear();
-    let summary = summary?;
+    let summary = Bar::around("exporting", async |bar: &Bar| {
+        memento::memory_server::transfer::export(
+            store.as_ref(),
+            user.as_ref(),
+            args.format,
+            &args.to,
+            bar,
+        )
+        .await
+    })
+    .await?;
     println!(
         "exported {} memories of {} users to {}",
         summary.memories,
@@ -335,17 +343,17 @@ async fn run_export(config: Config, args: cli::ExportArgs) -> anyhow::Result<()>
 async fn run_import(config: Config, args: cli::ImportArgs) -> anyhow::Result<()> {
     let user = parse_user(args.user.as_deref())?;
     let store = open_store(&config).await?;
-    let bar = Bar::new("importing");
-    let summary = memento::memory_server::transfer::import(
-        store.as_ref(),
-        config.mcp_server.max_content_bytes,
-        &args.from,
-        user.as_ref(),
-        &bar,
-    )
-    .await;
-    bar.0.finish_and_clear();
-    let summary = summary?;
+    let summary = Bar::around("importing", async |bar: &Bar| {
+        memento::memory_server::transfer::import(
+            store.as_ref(),
+            config.mcp_server.max_content_bytes,
+            &args.from,
+            user.as_ref(),
+            bar,
+        )
+        .await
+    })
+    .await?;
     println!(
         "imported {}, already present {}, skipped {}",
         summary.imported,
