@@ -17,12 +17,12 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures::{Stream, StreamExt};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
-use crate::daemon::conversation::{TurnEvent, TurnOutcome};
+use crate::daemon::conversation::{ToolCallRecord, TurnEvent, TurnOutcome};
 use crate::daemon::llm::LlmHandle;
 use crate::daemon::llm::types::ChatMessage;
 use crate::daemon::mcp::McpHandle;
@@ -95,7 +95,11 @@ pub fn router(state: ApiState) -> Router {
         .route("/assets/{name}", get(page::asset))
         .route(
             "/healthz",
-            get(|| async { axum::Json(json!({"status": "ok"})) }),
+            get(|| async {
+                axum::Json(Health {
+                    status: "ok".into(),
+                })
+            }),
         )
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -226,7 +230,10 @@ fn admit(
     Ok(user)
 }
 
-use crate::shared::api::{MessageRequest, MessageResponse};
+use crate::shared::api::{
+    Deleted, ErrorBody, Health, History, MessageRequest, MessageResponse, Readiness, StreamEvent,
+    TextEvent, ToolCallEvent, ToolResultEvent,
+};
 
 fn parse_message(
     state: &ApiState,
@@ -303,22 +310,23 @@ fn new_trace_id() -> String {
 fn outcome_json(outcome: &TurnOutcome, trace_id: &str) -> MessageResponse {
     MessageResponse {
         reply: outcome.reply.clone(),
-        tool_calls: outcome
-            .tool_calls
-            .iter()
-            .map(|call| crate::shared::api::ToolCall {
-                name: call.name.clone(),
-                arguments: call.arguments.clone(),
-                result: call.result.clone(),
-                is_error: call.is_error,
-            })
-            .collect(),
+        tool_calls: outcome.tool_calls.iter().map(api_tool_call).collect(),
         trace_id: trace_id.to_owned(),
         timings: crate::shared::api::Timings {
             turn_ms: outcome.timings.turn_ms,
             llm_ms: outcome.timings.llm_ms,
             tools_ms: outcome.timings.tools_ms,
         },
+    }
+}
+
+/// A finished tool call as the API shows it.
+fn api_tool_call(call: &ToolCallRecord) -> crate::shared::api::ToolCall {
+    crate::shared::api::ToolCall {
+        name: call.name.clone(),
+        arguments: call.arguments.clone(),
+        result: call.result.clone(),
+        is_error: call.is_error,
     }
 }
 
@@ -380,7 +388,7 @@ fn stream_turn(
     span: tracing::Span,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let (events_tx, events_rx) = mpsc::unbounded_channel::<TurnEvent>();
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<Event>();
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<StreamEvent>();
     let task_trace = trace_id.clone();
     let task = tokio::spawn(async move {
         let result = tracing::Instrument::instrument(
@@ -391,12 +399,8 @@ fn stream_turn(
         )
         .await;
         let event = match result {
-            Ok(outcome) => Event::default().event("done").data(
-                serde_json::to_string(&outcome_json(&outcome, &task_trace)).unwrap_or_default(),
-            ),
-            Err(error) => Event::default()
-                .event("error")
-                .data(ApiError::from(error).body().to_string()),
+            Ok(outcome) => StreamEvent::Done(outcome_json(&outcome, &task_trace)),
+            Err(error) => StreamEvent::Error(ApiError::from(error).body()),
         };
         let _ = done_tx.send(event);
     });
@@ -406,40 +410,37 @@ fn stream_turn(
             id,
             name,
             arguments,
-        } => Event::default()
-            .event("tool_call")
-            .data(json!({"id": id, "name": name, "arguments": arguments}).to_string()),
-        TurnEvent::ToolResult(record) => Event::default().event("tool_result").data(
-            json!({
-                "id": record.id,
-                "name": record.name,
-                "arguments": record.arguments,
-                "result": record.result,
-                "is_error": record.is_error,
-            })
-            .to_string(),
-        ),
-        TurnEvent::Text(text) => Event::default()
-            .event("text")
-            .data(json!({"text": text}).to_string()),
+        } => StreamEvent::ToolCall(ToolCallEvent {
+            id,
+            name,
+            arguments,
+        }),
+        TurnEvent::ToolResult(record) => StreamEvent::ToolResult(ToolResultEvent {
+            id: record.id.clone(),
+            call: api_tool_call(&record),
+        }),
+        TurnEvent::Text(text) => StreamEvent::Text(TextEvent { text }),
     });
     let done = futures::stream::once(async move {
         done_rx.await.unwrap_or_else(|_| {
-            Event::default().event("error").data(
-                json!({"error": {"code": "conversation_failed", "message": "the turn ended without an answer"}})
-                    .to_string(),
-            )
+            StreamEvent::Error(ErrorBody::new(
+                "conversation_failed",
+                "the turn ended without an answer",
+            ))
         })
     });
     let stream = progress.chain(done).map(move |event| {
         let _keep = &guard;
-        Ok(event)
+        Ok(Event::default().event(event.name()).data(event.data()))
     });
     Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }
 
-fn history_json(user: &UserId, messages: &[ChatMessage]) -> Value {
-    json!({ "user_id": user, "messages": messages })
+fn history_json(user: &UserId, messages: Vec<ChatMessage>) -> History<ChatMessage> {
+    History {
+        user_id: user.to_string(),
+        messages,
+    }
 }
 
 async fn get_history(
@@ -447,10 +448,10 @@ async fn get_history(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(raw_user): Path<String>,
     headers: HeaderMap,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<History<ChatMessage>>, ApiError> {
     let user = admit(&state, peer, &headers, &raw_user)?;
     let messages = state.supervisor.history(&user).await?;
-    Ok(axum::Json(history_json(&user, &messages)))
+    Ok(axum::Json(history_json(&user, messages)))
 }
 
 async fn delete_history(
@@ -458,10 +459,10 @@ async fn delete_history(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(raw_user): Path<String>,
     headers: HeaderMap,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<Deleted>, ApiError> {
     let user = admit(&state, peer, &headers, &raw_user)?;
     state.supervisor.reset(&user).await?;
-    Ok(axum::Json(json!({ "deleted": true })))
+    Ok(axum::Json(Deleted { deleted: true }))
 }
 
 async fn readyz(State(state): State<ApiState>) -> Response {
@@ -470,16 +471,21 @@ async fn readyz(State(state): State<ApiState>) -> Response {
     // A shared actor (LLM, MCP, conversation supervisor) that ended while the daemon runs.
     let actors = state.root.is_healthy() && state.supervisor.is_running();
     let ready = mcp && llm && actors;
-    let body = json!({
-        "ready": ready,
-        "mcp": if mcp { "connected" } else { "disconnected" },
-        "llm": if llm { "ready" } else { "unavailable" },
+    let body = Readiness {
+        ready,
+        mcp: if mcp { "connected" } else { "disconnected" }.into(),
+        llm: if llm { "ready" } else { "unavailable" }.into(),
         // `fallback`: Redis is unreachable and this daemon spends only its share of the
         // quota; still ready (turns are answered), but worth an alert.
-        "limits": state.llm.limits_mode().as_str(),
-        "actors": if actors { "running" } else { "failed" },
-        "failed_actors": state.root.failures().into_iter().map(|(name, _)| name).collect::<Vec<_>>(),
-    });
+        limits: state.llm.limits_mode().as_str().into(),
+        actors: if actors { "running" } else { "failed" }.into(),
+        failed_actors: state
+            .root
+            .failures()
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect(),
+    };
     let status = if ready {
         StatusCode::OK
     } else {

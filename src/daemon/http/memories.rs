@@ -17,11 +17,13 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::HeaderMap;
 use rmcp::model::JsonObject;
-use serde_json::{Value, json};
+use serde::de::DeserializeOwned;
+use serde_json::json;
 
 use super::error::ApiError;
 use super::{ApiState, admit};
 use crate::daemon::mcp::ToolOutput;
+use crate::shared::api::memories::{DeletedMemory, MemoryDetail, MemoryList, MemoryQuery, TagList};
 use crate::shared::domain::tool;
 use crate::shared::domain::{self, MemoryId, SearchTerms, UserId};
 
@@ -34,7 +36,7 @@ pub const MAX_OFFSET: u32 = 100_000;
 
 /// The query parameters `GET .../memories` accepts; anything else is a 400, so a typo
 /// (`?q=`) is reported instead of silently listing everything.
-const LIST_PARAMS: [&str; 6] = ["query", "tags", "since", "until", "limit", "offset"];
+const LIST_PARAMS: [&str; 6] = MemoryQuery::PARAMS;
 
 /// `GET /v1/users/{user_id}/memories`: the tool's `{"memories": [...], "count": n}`, best
 /// match first with a `query`, newest first without.
@@ -44,7 +46,7 @@ pub async fn list(
     Path(raw_user): Path<String>,
     headers: HeaderMap,
     params: Result<Query<HashMap<String, String>>, QueryRejection>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<MemoryList>, ApiError> {
     let user = admit(&state, peer, &headers, &raw_user)?;
     let Query(params) = params
         .map_err(|rejection| ApiError::bad_request("invalid_query", rejection.body_text()))?;
@@ -60,7 +62,7 @@ pub async fn get_one(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path((raw_user, raw_id)): Path<(String, String)>,
     headers: HeaderMap,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<MemoryDetail>, ApiError> {
     by_id(&state, peer, &headers, &raw_user, &raw_id, tool::GET_MEMORY).await
 }
 
@@ -71,7 +73,7 @@ pub async fn delete_one(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path((raw_user, raw_id)): Path<(String, String)>,
     headers: HeaderMap,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<DeletedMemory>, ApiError> {
     by_id(
         &state,
         peer,
@@ -84,14 +86,14 @@ pub async fn delete_one(
 }
 
 /// One memory tool on one memory id of the admitted user.
-async fn by_id(
+async fn by_id<T: DeserializeOwned>(
     state: &ApiState,
     peer: SocketAddr,
     headers: &HeaderMap,
     raw_user: &str,
     raw_id: &str,
     tool: &str,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<T>, ApiError> {
     let user = admit(state, peer, headers, raw_user)?;
     let id = parse_id(raw_id)?;
     let output = call(state, &user, tool, id_arguments(id)).await?;
@@ -104,7 +106,7 @@ pub async fn tags(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(raw_user): Path<String>,
     headers: HeaderMap,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<TagList>, ApiError> {
     let user = admit(&state, peer, &headers, &raw_user)?;
     let output = call(&state, &user, tool::LIST_TAGS, JsonObject::new()).await?;
     Ok(axum::Json(output))
@@ -178,13 +180,13 @@ fn id_arguments(id: MemoryId) -> JsonObject {
     arguments
 }
 
-/// Calls one memory tool for `user` and returns its structured content.
-async fn call(
+/// Calls one memory tool for `user` and returns its structured content, read as `T`.
+async fn call<T: DeserializeOwned>(
     state: &ApiState,
     user: &UserId,
     tool: &str,
     arguments: JsonObject,
-) -> Result<Value, ApiError> {
+) -> Result<T, ApiError> {
     let output = state
         .mcp
         .call_tool(user, tool, arguments, JsonObject::new())
@@ -193,8 +195,9 @@ async fn call(
     tool_output(tool, output)
 }
 
-/// A tool's answer as the endpoint's body, or its error as an [`ApiError`].
-fn tool_output(tool: &str, output: ToolOutput) -> Result<Value, ApiError> {
+/// A tool's answer as the endpoint's body (its structured content, read as `T`), or its
+/// error as an [`ApiError`].
+fn tool_output<T: DeserializeOwned>(tool: &str, output: ToolOutput) -> Result<T, ApiError> {
     if output.is_error {
         let code = output
             .structured
@@ -203,11 +206,20 @@ fn tool_output(tool: &str, output: ToolOutput) -> Result<Value, ApiError> {
         let message = output.text.strip_prefix("Error: ").unwrap_or(&output.text);
         return Err(ApiError::from_tool_error(tool, code, message));
     }
-    output.structured.ok_or_else(|| {
+    let structured = output.structured.ok_or_else(|| {
         ApiError::from_tool_error(
             tool,
             None,
             "no structured content in the answer; is the memory server Memento's?",
+        )
+    })?;
+    serde_json::from_value(structured).map_err(|error| {
+        ApiError::from_tool_error(
+            tool,
+            None,
+            &format!(
+                "its answer has an unexpected shape ({error}); is the memory server Memento's?"
+            ),
         )
     })
 }

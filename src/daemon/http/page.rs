@@ -15,11 +15,11 @@ use std::net::SocketAddr;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
 
 use super::ApiState;
 use super::auth::Caller;
 use super::error::ApiError;
+use crate::shared::api::{AuthMode, WhoAmI};
 
 /// The page's Content-Security-Policy.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
@@ -104,13 +104,13 @@ fn serve(asset: &Asset) -> Response {
 /// `GET /v1/auth/mode`: `{"mode": "token"}` when API tokens are configured (sign in with
 /// one), `{"mode": "loopback"}` when none are (local clients only; they name the user).
 /// It reveals no token and no user, so it needs no authentication.
-pub async fn auth_mode(State(state): State<ApiState>) -> axum::Json<Value> {
+pub async fn auth_mode(State(state): State<ApiState>) -> axum::Json<AuthMode> {
     let mode = if state.auth.is_open() {
         "loopback"
     } else {
         "token"
     };
-    axum::Json(json!({ "mode": mode }))
+    axum::Json(AuthMode { mode: mode.into() })
 }
 
 /// `GET /v1/auth/whoami`: who the caller's credentials make it. `{"caller": "user",
@@ -121,11 +121,14 @@ pub async fn whoami(
     State(state): State<ApiState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-) -> Result<axum::Json<Value>, ApiError> {
-    let body = match state.auth.caller(peer, &headers)? {
-        Caller::User(user) => json!({ "caller": "user", "user_id": user }),
-        Caller::Service => json!({ "caller": "service" }),
-        Caller::Local => json!({ "caller": "local" }),
+) -> Result<axum::Json<WhoAmI>, ApiError> {
+    let (caller, user_id) = match state.auth.caller(peer, &headers)? {
+        Caller::User(user) => ("user", Some(user.to_string())),
+        Caller::Service => ("service", None),
+        Caller::Local => ("local", None),
     };
-    Ok(axum::Json(body))
+    Ok(axum::Json(WhoAmI {
+        caller: caller.into(),
+        user_id,
+    }))
 }
