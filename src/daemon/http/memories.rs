@@ -11,17 +11,15 @@
 //! server disagreed: its `error.code` (`not_found`, `invalid_argument`) picks the status.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{ConnectInfo, Path, Query, State};
-use axum::http::HeaderMap;
+use axum::extract::{Path, Query, State};
 use rmcp::model::JsonObject;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use super::error::ApiError;
-use super::{ApiState, admit};
+use super::{Admitted, ApiState};
 use crate::daemon::mcp::ToolOutput;
 use crate::shared::api::memories::{DeletedMemory, MemoryDetail, MemoryList, MemoryQuery, TagList};
 use crate::shared::domain::tool;
@@ -42,12 +40,9 @@ const LIST_PARAMS: [&str; 6] = MemoryQuery::PARAMS;
 /// match first with a `query`, newest first without.
 pub async fn list(
     State(state): State<ApiState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path(raw_user): Path<String>,
-    headers: HeaderMap,
+    Admitted(user): Admitted,
     params: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<axum::Json<MemoryList>, ApiError> {
-    let user = admit(&state, peer, &headers, &raw_user)?;
     let Query(params) = params
         .map_err(|rejection| ApiError::bad_request("invalid_query", rejection.body_text()))?;
     let arguments = list_arguments(&params)?;
@@ -59,55 +54,39 @@ pub async fn list(
 /// with that id.
 pub async fn get_one(
     State(state): State<ApiState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path((raw_user, raw_id)): Path<(String, String)>,
-    headers: HeaderMap,
+    Admitted(user): Admitted,
+    Path((_, raw_id)): Path<(String, String)>,
 ) -> Result<axum::Json<MemoryDetail>, ApiError> {
-    by_id(&state, peer, &headers, &raw_user, &raw_id, tool::GET_MEMORY).await
+    by_id(&state, &user, &raw_id, tool::GET_MEMORY).await
 }
 
 /// `DELETE /v1/users/{user_id}/memories/{id}`: `{"deleted": true, "id", "filename"}`; 404
 /// when the user has none with that id.
 pub async fn delete_one(
     State(state): State<ApiState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path((raw_user, raw_id)): Path<(String, String)>,
-    headers: HeaderMap,
+    Admitted(user): Admitted,
+    Path((_, raw_id)): Path<(String, String)>,
 ) -> Result<axum::Json<DeletedMemory>, ApiError> {
-    by_id(
-        &state,
-        peer,
-        &headers,
-        &raw_user,
-        &raw_id,
-        tool::DELETE_MEMORY,
-    )
-    .await
+    by_id(&state, &user, &raw_id, tool::DELETE_MEMORY).await
 }
 
 /// One memory tool on one memory id of the admitted user.
 async fn by_id<T: DeserializeOwned>(
     state: &ApiState,
-    peer: SocketAddr,
-    headers: &HeaderMap,
-    raw_user: &str,
+    user: &UserId,
     raw_id: &str,
     tool: &str,
 ) -> Result<axum::Json<T>, ApiError> {
-    let user = admit(state, peer, headers, raw_user)?;
     let id = parse_id(raw_id)?;
-    let output = call(state, &user, tool, id_arguments(id)).await?;
+    let output = call(state, user, tool, id_arguments(id)).await?;
     Ok(axum::Json(output))
 }
 
 /// `GET /v1/users/{user_id}/tags`: `{"tags": [{"tag", "count"}, ...]}`.
 pub async fn tags(
     State(state): State<ApiState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path(raw_user): Path<String>,
-    headers: HeaderMap,
+    Admitted(user): Admitted,
 ) -> Result<axum::Json<TagList>, ApiError> {
-    let user = admit(&state, peer, &headers, &raw_user)?;
     let output = call(&state, &user, tool::LIST_TAGS, JsonObject::new()).await?;
     Ok(axum::Json(output))
 }

@@ -76,6 +76,16 @@ pub async fn asset(Path(name): Path<String>) -> Response {
     }
 }
 
+/// The headers every page response carries (see the module's invariant).
+const PAGE_HEADERS: [(header::HeaderName, &str); 5] = [
+    (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
+    (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+    (header::X_FRAME_OPTIONS, "DENY"),
+    (header::REFERRER_POLICY, "no-referrer"),
+    // The files change with the binary only; revalidating keeps an upgrade visible at once.
+    (header::CACHE_CONTROL, "no-cache"),
+];
+
 fn serve(asset: &Asset) -> Response {
     let mut response = asset.body.into_response();
     let headers = response.headers_mut();
@@ -83,21 +93,9 @@ fn serve(asset: &Asset) -> Response {
         header::CONTENT_TYPE,
         HeaderValue::from_static(asset.content_type),
     );
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
-    );
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    headers.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    // The files change with the binary only; revalidating keeps an upgrade visible at once.
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    for (name, value) in PAGE_HEADERS {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
     response
 }
 

@@ -10,12 +10,10 @@
 //! The seed layout is a directory tree, so over HTTP only `format=jsonl` is served;
 //! `format=seed` is a 400 that points at `memento export --format seed`.
 
-use std::net::SocketAddr;
-
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{ConnectInfo, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use serde::Deserialize;
@@ -24,7 +22,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::error::ApiError;
-use super::{ApiState, admit};
+use super::{Admitted, ApiState};
 use crate::daemon::mcp::{McpError, McpHandle};
 use crate::memory_server::transfer::record::Record;
 use crate::shared::api::memories::{ImportReport, MemoryDetail, MemoryList, SkippedLine};
@@ -72,12 +70,9 @@ pub(crate) struct ExportQuery {
 /// `GET /v1/users/{user_id}/memories/export?format=jsonl`: a JSONL stream, newest first.
 pub(crate) async fn export(
     State(state): State<ApiState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path(raw_user): Path<String>,
+    Admitted(user): Admitted,
     Query(query): Query<ExportQuery>,
-    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let user = admit(&state, peer, &headers, &raw_user)?;
     match query.format.as_deref().unwrap_or("jsonl") {
         "jsonl" => {}
         "seed" => {
@@ -218,12 +213,9 @@ async fn export_line(mcp: &McpHandle, user: &UserId, id: &str) -> Result<Option<
 /// answers `{"imported", "already_present", "skipped": [{"line", "reason"}]}`.
 pub(crate) async fn import(
     State(state): State<ApiState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path(raw_user): Path<String>,
-    headers: HeaderMap,
+    Admitted(user): Admitted,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<axum::Json<ImportReport>, ApiError> {
-    let user = admit(&state, peer, &headers, &raw_user)?;
     let body = body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
