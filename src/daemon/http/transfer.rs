@@ -174,7 +174,7 @@ async fn list_ids(mcp: &McpHandle, user: &UserId, offset: u64) -> Result<Vec<Str
     Ok(list
         .memories
         .into_iter()
-        .map(|memory| memory.id.to_string())
+        .map(|memory| memory.meta.id.to_string())
         .collect())
 }
 
@@ -193,15 +193,16 @@ async fn export_line(mcp: &McpHandle, user: &UserId, id: &str) -> Result<Option<
         .structured
         .and_then(|structured| serde_json::from_value(structured).ok())
         .ok_or_else(|| bad_answer(tool::GET_MEMORY))?;
+    let meta = memory.meta;
     let record = Record {
         user_id: user.as_str().to_owned(),
-        id: Some(memory.id.to_string()),
-        filename: memory.filename,
-        stored_as: Some(memory.stored_as),
-        description: memory.description,
-        tags: memory.tags,
-        created_at: memory.created_at,
-        size_bytes: Some(memory.size_bytes),
+        id: Some(meta.id.to_string()),
+        filename: meta.filename,
+        stored_as: Some(meta.stored_as),
+        description: meta.description,
+        tags: meta.tags,
+        created_at: meta.created_at,
+        size_bytes: Some(meta.size_bytes),
         content: memory.content,
     };
     let mut line = serde_json::to_string(&record).map_err(|_| bad_answer(tool::GET_MEMORY))?;

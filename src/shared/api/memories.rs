@@ -49,9 +49,9 @@ pub struct MemoryList {
     pub count: usize,
 }
 
-/// A listed memory: its metadata and the start of its content.
+/// What every memory body says about a memory, besides its text.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct MemorySummary {
+pub struct MemoryMeta {
     /// Its id.
     pub id: MemoryId,
     /// Its sanitised filename.
@@ -66,6 +66,14 @@ pub struct MemorySummary {
     pub created_at: DateTime<Utc>,
     /// Size of the whole content in bytes.
     pub size_bytes: u64,
+}
+
+/// A listed memory: its metadata and the start of its content.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemorySummary {
+    /// The memory.
+    #[serde(flatten)]
+    pub meta: MemoryMeta,
     /// The first 300 characters of the content.
     pub preview: String,
 }
@@ -73,20 +81,9 @@ pub struct MemorySummary {
 /// `GET .../memories/{id}` answer: one memory, whole.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MemoryDetail {
-    /// Its id.
-    pub id: MemoryId,
-    /// Its sanitised filename.
-    pub filename: String,
-    /// The seed's `YYYYmmdd_HHMMSS_filename` name.
-    pub stored_as: String,
-    /// Description ("" when none).
-    pub description: String,
-    /// Tags.
-    pub tags: Vec<String>,
-    /// When it was stored (UTC).
-    pub created_at: DateTime<Utc>,
-    /// Size of `content` in bytes.
-    pub size_bytes: u64,
+    /// The memory.
+    #[serde(flatten)]
+    pub meta: MemoryMeta,
     /// The content.
     pub content: String,
 }

@@ -126,7 +126,7 @@ fn memory_bodies_read_the_tools_structured_content() {
         }],
     }))
     .expect("parse");
-    assert_eq!(list.memories[0].tags, ["work"]);
+    assert_eq!(list.memories[0].meta.tags, ["work"]);
     let again = serde_json::to_value(&list).expect("json");
     assert_eq!(
         again["memories"][0]["created_at"],
