@@ -1,18 +1,6 @@
 use super::sqlite::SqliteHistory;
 use super::*;
-
-fn user(text: &str) -> ChatMessage {
-    ChatMessage::User {
-        content: text.into(),
-    }
-}
-
-fn answer(text: &str) -> ChatMessage {
-    ChatMessage::Assistant {
-        content: Some(text.into()),
-        tool_calls: Vec::new(),
-    }
-}
+use crate::daemon::testing::{answer, user};
 
 fn alice() -> UserId {
     UserId::parse("alice").unwrap()
@@ -465,6 +453,54 @@ async fn bench_history_saves() {
         );
     }
 
+    // Each worker saves turns of its own users' conversations, one after another (paced in
+    // open loop); with `leased`, each save takes the user's lease first and releases it with
+    // a fenced append (a PostgreSQL turn). The saves' latencies.
+    let saves = move |store: Arc<dyn HistoryBackend>, leased: bool| {
+        let tasks: Vec<_> = (0..workers)
+            .map(|w| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let mut histories = vec![CachedHistory::default(); users / workers];
+                    let ids: Vec<UserId> = (0..histories.len())
+                        .map(|slot| UserId::parse(&format!("u{w}x{slot}")).unwrap())
+                        .collect();
+                    let mut latencies = Vec::new();
+                    let mut pace = pace(w);
+                    for i in 0..turns_total / workers {
+                        if let Some(pace) = &mut pace {
+                            pace.tick().await;
+                        }
+                        let slot = i % histories.len();
+                        let t = Instant::now();
+                        let (mut append, next) =
+                            histories[slot].with_turn(turn_messages(i), budget, &ids[slot]);
+                        if leased {
+                            let lease = store
+                                .try_lease(&ids[slot], LEASE_TTL)
+                                .await
+                                .unwrap()
+                                .expect("free");
+                            append.fence = Some(lease.token);
+                            append.release = true;
+                        }
+                        store.append(append).await.unwrap();
+                        latencies.push(t.elapsed());
+                        histories[slot] = next;
+                    }
+                    latencies
+                })
+            })
+            .collect();
+        async move {
+            let mut latencies = Vec::new();
+            for task in futures::future::join_all(tasks).await {
+                latencies.extend(task.unwrap());
+            }
+            latencies
+        }
+    };
+
     // (a) Before: whole-row rewrite, one transaction per save, autocheckpoint in the saves.
     if std::env::var("BENCH_SKIP_BEFORE").is_err() {
         let dir = tempfile::tempdir().unwrap();
@@ -529,34 +565,7 @@ async fn bench_history_saves() {
         let dir = tempfile::tempdir().unwrap();
         let store = HistoryStore::open(dir.path()).unwrap();
         let started = Instant::now();
-        let tasks = (0..workers).map(|w| {
-            let store = store.clone();
-            tokio::spawn(async move {
-                let mut histories = vec![CachedHistory::default(); users / workers];
-                let ids: Vec<UserId> = (0..histories.len())
-                    .map(|slot| UserId::parse(&format!("u{w}x{slot}")).unwrap())
-                    .collect();
-                let mut latencies = Vec::new();
-                let mut pace = pace(w);
-                for i in 0..turns_total / workers {
-                    if let Some(pace) = &mut pace {
-                        pace.tick().await;
-                    }
-                    let slot = i % histories.len();
-                    let t = Instant::now();
-                    let (append, next) =
-                        histories[slot].with_turn(turn_messages(i), budget, &ids[slot]);
-                    store.backend().append(append).await.unwrap();
-                    latencies.push(t.elapsed());
-                    histories[slot] = next;
-                }
-                latencies
-            })
-        });
-        let mut latencies = Vec::new();
-        for task in futures::future::join_all(tasks).await {
-            latencies.extend(task.unwrap());
-        }
+        let latencies = saves(store.backend().clone(), false).await;
         let elapsed = started.elapsed();
         let stats = store.stats();
         // Every save answered Ok was committed, and saves shared transactions or not, but
@@ -585,41 +594,7 @@ async fn bench_history_saves() {
         let store: Arc<dyn HistoryBackend> =
             Arc::new(postgres::PgHistory::open(&url, &options).await.unwrap());
         let started = Instant::now();
-        let tasks = (0..workers).map(|w| {
-            let store = store.clone();
-            tokio::spawn(async move {
-                let mut histories = vec![CachedHistory::default(); users / workers];
-                let ids: Vec<UserId> = (0..histories.len())
-                    .map(|slot| UserId::parse(&format!("u{w}x{slot}")).unwrap())
-                    .collect();
-                let mut latencies = Vec::new();
-                let mut pace = pace(w);
-                for i in 0..turns_total / workers {
-                    if let Some(pace) = &mut pace {
-                        pace.tick().await;
-                    }
-                    let slot = i % histories.len();
-                    let t = Instant::now();
-                    let lease = store
-                        .try_lease(&ids[slot], LEASE_TTL)
-                        .await
-                        .unwrap()
-                        .expect("free");
-                    let (mut append, next) =
-                        histories[slot].with_turn(turn_messages(i), budget, &ids[slot]);
-                    append.fence = Some(lease.token);
-                    append.release = true;
-                    store.append(append).await.unwrap();
-                    latencies.push(t.elapsed());
-                    histories[slot] = next;
-                }
-                latencies
-            })
-        });
-        let mut latencies = Vec::new();
-        for task in futures::future::join_all(tasks).await {
-            latencies.extend(task.unwrap());
-        }
+        let latencies = saves(store.clone(), true).await;
         report(
             "PostgreSQL (lease + fenced append)",
             latencies,
