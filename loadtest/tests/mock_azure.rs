@@ -861,23 +861,9 @@ async fn the_official_python_azure_client_uses_the_mock_unchanged() {
     let endpoint = server.endpoint();
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/py/azure_openai_client.py");
     let python = python();
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new(&python)
-            .arg(script)
-            .arg(endpoint)
-            .arg(KEY)
-            .arg(DEPLOYMENT)
-            .output()
-    })
-    .await
-    .expect("join")
-    .expect("run python");
-    assert!(
-        output.status.success(),
-        "python AzureOpenAI client failed:\n{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let mut command = Command::new(&python);
+    command.arg(script).arg(endpoint).arg(KEY).arg(DEPLOYMENT);
+    testkit::process::run_ok_async(command, "the python AzureOpenAI client").await;
     let stats = server.stats();
     assert_eq!(stats.streamed, 2, "{stats:?}");
     assert_eq!(stats.auth_failures, 1, "{stats:?}");

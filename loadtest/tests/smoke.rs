@@ -4,15 +4,12 @@
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
+use testkit::process::assert_success;
+
 #[test]
 fn a_spawned_smoke_run_reports_and_passes_integrity() {
     let (output, report, out) = run_harness(&["--users", "10", "--turns", "150"]);
-    assert!(
-        output.status.success(),
-        "harness failed:\n{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_success(&output, "the harness");
     assert_eq!(report["turns"], 150);
     assert!(report["turns_per_s"].as_f64().is_some_and(|t| t > 0.0));
     for key in ["p50", "p90", "p99", "p999", "max"] {
@@ -72,12 +69,7 @@ fn a_spawned_smoke_run_reports_and_passes_integrity() {
 #[test]
 fn an_open_loop_run_reports_offered_and_achieved_rates() {
     let (output, report, out) = run_harness(&["--users", "10", "--rate", "50", "--turns", "100"]);
-    assert!(
-        output.status.success(),
-        "harness failed:\n{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_success(&output, "the harness");
     assert_eq!(report["mode"], "open");
     assert_eq!(report["offered_rate"], 50.0);
     assert_eq!(report["scheduled_turns"], 100);
@@ -162,13 +154,8 @@ fn assert_cpu_figures(report: &serde_json::Value) {
 fn a_rate_limited_run_keeps_the_quota_and_users_see_no_429() {
     let (output, report, _out) =
         run_harness(&["--users", "10", "--turns", "60", "--mock-rpm", "600"]);
-    assert!(
-        output.status.success(),
-        "harness failed:\n{}\n{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr),
-        report["rate_limit"]
-    );
+    let what = format!("the harness (rate limit check: {})", report["rate_limit"]);
+    assert_success(&output, &what);
     let check = &report["rate_limit"];
     assert_eq!(check["ok"], true, "{check}");
     assert_eq!(check["window_quota"], 100);

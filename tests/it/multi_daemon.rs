@@ -7,6 +7,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use testkit::http::{post_message as post, send_json};
 
 use crate::support::{
     ChildServer, eventually, gated_llm, spawn_daemon, spawn_mcp_server_with_env, user_messages,
@@ -92,17 +93,6 @@ impl Cluster {
     }
 }
 
-async fn post(http: &reqwest::Client, base: &str, user: &str, message: &str) -> (u16, Value) {
-    let response = http
-        .post(format!("{base}/v1/users/{user}/messages"))
-        .json(&json!({ "message": message }))
-        .send()
-        .await
-        .expect("send");
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
 async fn turn(http: &reqwest::Client, base: &str, user: &str, message: &str) {
     let (status, body) = post(http, base, user, message).await;
     assert_eq!(status, 200, "turn {message:?} of {user} at {base}: {body}");
@@ -111,14 +101,7 @@ async fn turn(http: &reqwest::Client, base: &str, user: &str, message: &str) {
 
 /// The whole history as (role, content) pairs.
 async fn history(http: &reqwest::Client, base: &str, user: &str) -> Vec<(String, String)> {
-    let body: Value = http
-        .get(format!("{base}/v1/users/{user}/history"))
-        .send()
-        .await
-        .expect("GET history")
-        .json()
-        .await
-        .expect("history json");
+    let body: Value = send_json(http.get(format!("{base}/v1/users/{user}/history"))).await;
     body["messages"]
         .as_array()
         .into_iter()

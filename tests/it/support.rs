@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::Duration;
+use testkit::http::send_json;
 
 use memento::memory_server::storage::{SqliteOptions, SqliteStore};
 use memento::memory_server::{self, RunningMemoryServer};
@@ -320,14 +321,7 @@ pub fn rss_kib(pid: u32) -> u64 {
 
 /// `GET /stats` of a memory server: `(sse_sessions, streamable_sessions)`.
 pub async fn session_counts(http: &reqwest::Client, base: &str) -> (u64, u64) {
-    let stats: Value = http
-        .get(format!("{base}/stats"))
-        .send()
-        .await
-        .expect("GET /stats")
-        .json()
-        .await
-        .expect("stats json");
+    let stats: Value = send_json(http.get(format!("{base}/stats"))).await;
     (
         stats["sse_sessions"].as_u64().expect("sse_sessions"),
         stats["streamable_sessions"]

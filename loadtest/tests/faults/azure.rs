@@ -352,13 +352,7 @@ async fn a_redirecting_provider_fails_the_turn_and_the_key_stays_home() {
                 )
             }
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let endpoint = format!("http://{}", testkit::http::serve(app).await);
         let daemon = TestDaemon::start_with(|c| use_azure_at(c, &endpoint)).await;
         let started = Instant::now();
         let (status, body) = daemon.post("alice", "store this: the vault code").await;

@@ -48,17 +48,7 @@ async fn a_client_hanging_up_stops_the_turns_llm_work() {
         })
         .await;
 
-        let client = {
-            let http = daemon.http.clone();
-            let url = daemon.messages_url("alice");
-            tokio::spawn(async move {
-                let _ = http
-                    .post(url)
-                    .json(&json!({"message": "SLOW remember the cancellation note"}))
-                    .send()
-                    .await;
-            })
-        };
+        let client = daemon.spawn_turn("alice", "SLOW remember the cancellation note");
         eventually(
             Duration::from_secs(20),
             "the follow-up request held",
@@ -143,17 +133,7 @@ async fn a_running_tool_call_is_cancelled_on_hang_up_and_at_the_deadline() {
 
         // 1. The client hangs up; the turn's deadline is far away.
         let daemon = TestDaemon::start_with(with(120)).await;
-        let client = {
-            let http = daemon.http.clone();
-            let url = daemon.messages_url("alice");
-            tokio::spawn(async move {
-                let _ = http
-                    .post(url)
-                    .json(&json!({"message": "note this slowly"}))
-                    .send()
-                    .await;
-            })
-        };
+        let client = daemon.spawn_turn("alice", "note this slowly");
         eventually(Duration::from_secs(20), "the tool call running", || {
             let started = tools.started.load(Ordering::SeqCst);
             async move { started == 1 }

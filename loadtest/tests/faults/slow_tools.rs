@@ -95,12 +95,5 @@ pub async fn slow_tools_server(tools: SlowTools) -> String {
         StreamableHttpServerConfig::default().disable_allowed_hosts(),
     );
     let app = Router::new().nest_service("/mcp", service);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind MCP server");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    format!("http://{addr}/mcp")
+    format!("http://{}/mcp", testkit::http::serve(app).await)
 }

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
+use testkit::http::send_json;
 
 use super::support::*;
 use axum::Router;
@@ -194,14 +195,7 @@ async fn cutting_proxy(upstream: String, keep_fragments: usize) -> SocketAddr {
     let app = Router::new()
         .route("/{*path}", post(forward))
         .with_state(proxy);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind proxy");
-    let addr = listener.local_addr().expect("proxy addr");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    addr
+    testkit::http::serve(app).await
 }
 
 async fn stream_through(http: &reqwest::Client, base: &str, body: &Value) -> Reassembler {
@@ -245,19 +239,15 @@ async fn a_stream_cut_mid_way_is_detected_when_reassembling_by_index() {
             }],
             "tools": [store],
         });
-        let whole: Value = http
-            .post(format!(
+        let whole: Value = send_json(
+            http.post(format!(
                 "{}/openai/deployments/{DEPLOYMENT}/chat/completions?api-version=2024-10-21",
                 server.endpoint()
             ))
             .header("api-key", "mock-key")
-            .json(&request)
-            .send()
-            .await
-            .expect("send")
-            .json()
-            .await
-            .expect("json");
+            .json(&request),
+        )
+        .await;
         let expected = &whole["choices"][0]["message"]["tool_calls"][0];
         request["stream"] = json!(true);
 
