@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use testkit::process::assert_success;
+use testkit::services::{postgres_url, redis_url};
 
 #[test]
 fn a_spawned_smoke_run_reports_and_passes_integrity() {
@@ -213,31 +214,12 @@ fn run_harness(args: &[&str]) -> (Output, serde_json::Value, tempfile::TempDir) 
     (output, report, out)
 }
 
-/// A service URL from tests/run.sh (tests/services/*.sh), or `None` to skip; under
-/// `MEMENTO_REQUIRE_SERVICES=1` a missing one fails the test.
-fn service(var: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            assert!(
-                std::env::var("MEMENTO_REQUIRE_SERVICES").as_deref() != Ok("1"),
-                "{var} is not set but MEMENTO_REQUIRE_SERVICES=1 (tests/run.sh sets both)"
-            );
-            eprintln!("skipped: {var} is not set (see tests/services/)");
-            None
-        }
-    }
-}
-
 /// Issue 14: three daemons behind nginx on one PostgreSQL and one Redis keep the mock's
 /// 600 RPM between them, and killing one under load loses and leaks no memory; its users are
 /// answered again.
 #[test]
 fn three_daemons_share_the_quota_and_survive_a_kill() {
-    let (Some(postgres), Some(redis)) = (
-        service("MEMENTO_TEST_POSTGRES_URL"),
-        service("MEMENTO_TEST_REDIS_URL"),
-    ) else {
+    let (Some(postgres), Some(redis)) = (postgres_url(), redis_url()) else {
         return;
     };
     let (output, report, _out) = run_harness(&[

@@ -47,6 +47,18 @@ async fn answer(fixture: &DaemonFixture, token: Option<&str>, body: Value) -> St
         .to_owned()
 }
 
+/// `POST /v1/chat/completions` with `body` and `"stream": true`: the response, unread.
+async fn post_streamed(fixture: &DaemonFixture, mut body: Value) -> reqwest::Response {
+    body["stream"] = json!(true);
+    fixture
+        .http
+        .post(format!("{}/v1/chat/completions", fixture.url))
+        .json(&body)
+        .send()
+        .await
+        .expect("send")
+}
+
 fn ask(user: &str, text: &str) -> Value {
     json!({"model": "memento", "user": user, "messages": [{"role": "user", "content": text}]})
 }
@@ -162,15 +174,7 @@ async fn a_turn_past_its_deadline_is_a_504_streamed_or_not() {
     assert_eq!(body["error"]["type"], "server_error");
     assert_eq!(body["error"]["code"], "deadline_exceeded");
 
-    let mut request = ask("late", "hello");
-    request["stream"] = json!(true);
-    let response = fixture
-        .http
-        .post(format!("{}/v1/chat/completions", fixture.url))
-        .json(&request)
-        .send()
-        .await
-        .expect("send");
+    let response = post_streamed(&fixture, ask("late", "hello")).await;
     assert_eq!(response.status(), 200);
     let data = sse_data(response).await;
     assert_eq!(data.len(), 2, "a role delta, then the error: {data:?}");
@@ -203,15 +207,8 @@ async fn stream_gives_a_role_delta_text_stop_usage_then_done() {
     )
     .await;
     let mut request = ask("cleo", "what did I store about the spare key?");
-    request["stream"] = json!(true);
     request["stream_options"] = json!({"include_usage": true});
-    let response = fixture
-        .http
-        .post(format!("{}/v1/chat/completions", fixture.url))
-        .json(&request)
-        .send()
-        .await
-        .expect("send");
+    let response = post_streamed(&fixture, request).await;
     assert_eq!(response.status(), 200);
     assert!(
         response.headers()["content-type"]
@@ -248,15 +245,7 @@ async fn stream_gives_a_role_delta_text_stop_usage_then_done() {
     }
 
     // Without include_usage: no usage anywhere.
-    let mut request = ask("cleo", "hello");
-    request["stream"] = json!(true);
-    let response = fixture
-        .http
-        .post(format!("{}/v1/chat/completions", fixture.url))
-        .json(&request)
-        .send()
-        .await
-        .expect("send");
+    let response = post_streamed(&fixture, ask("cleo", "hello")).await;
     let data = sse_data(response).await;
     assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
     for chunk in &data[..data.len() - 1] {

@@ -386,3 +386,31 @@ pub async fn gated_llm() -> MockServer {
     mock.close_gate();
     mock
 }
+
+// === The test PostgreSQL (postgres.rs, multi_daemon.rs) ===
+
+/// A connection to the PostgreSQL at `url` (its connection task runs in the background).
+pub async fn pg_client(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to the test PostgreSQL");
+    tokio::spawn(connection);
+    client
+}
+
+/// Creates a fresh schema `{prefix}_{uuid}` on the PostgreSQL at `base`; returns its name.
+pub async fn create_schema(base: &str, prefix: &str) -> String {
+    let schema = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
+    pg_client(base)
+        .await
+        .batch_execute(&format!("CREATE SCHEMA {schema}"))
+        .await
+        .expect("create schema");
+    schema
+}
+
+/// `url` with `options=-c search_path={schema}`: its connections use that schema.
+pub fn with_search_path(url: &str, schema: &str) -> String {
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}options=-c%20search_path%3D{schema}")
+}
