@@ -37,15 +37,9 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime(None) {
         Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("memento: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let service = match &cli.command {
         Command::Serve(_) | Command::Chat(_) => "memento",
@@ -198,9 +192,21 @@ async fn run(
     export_stats: Option<Arc<memento::shared::telemetry::ExportStats>>,
 ) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve(args) => run_daemon(config, export_stats, args.ready_file).await,
+        Command::Serve(args) => {
+            let serving = Serving {
+                export_stats,
+                ready_file: args.ready_file,
+            };
+            run_daemon(config, serving).await
+        }
         Command::Chat(_) => Ok(()),
-        Command::McpServer(args) => run_mcp_server(config, export_stats, args.ready_file).await,
+        Command::McpServer(args) => {
+            let serving = Serving {
+                export_stats,
+                ready_file: args.ready_file,
+            };
+            run_mcp_server(config, serving).await
+        }
         Command::Export(args) => run_export(config, args).await,
         Command::Import(args) => run_import(config, args).await,
         Command::Reindex(args) => run_reindex(config, args).await,
@@ -366,11 +372,18 @@ async fn run_import(config: Config, args: cli::ImportArgs) -> anyhow::Result<()>
     Ok(())
 }
 
-async fn run_mcp_server(
-    config: Config,
+/// What a server subcommand gets besides the config: where its spans' export is counted,
+/// and its `--ready-file`.
+struct Serving {
     export_stats: Option<Arc<memento::shared::telemetry::ExportStats>>,
     ready_file: Option<PathBuf>,
-) -> anyhow::Result<()> {
+}
+
+async fn run_mcp_server(config: Config, serving: Serving) -> anyhow::Result<()> {
+    let Serving {
+        export_stats,
+        ready_file,
+    } = serving;
     let store = memento::memory_server::embeddings::wrap_configured(
         open_store(&config).await?,
         &config.storage,
@@ -421,11 +434,11 @@ async fn run_mcp_server(
     Ok(())
 }
 
-async fn run_daemon(
-    config: Config,
-    export_stats: Option<Arc<memento::shared::telemetry::ExportStats>>,
-    ready_file: Option<PathBuf>,
-) -> anyhow::Result<()> {
+async fn run_daemon(config: Config, serving: Serving) -> anyhow::Result<()> {
+    let Serving {
+        export_stats,
+        ready_file,
+    } = serving;
     if config.llm.provider == memento::daemon::llm::Provider::Offline {
         tracing::warn!(
             "=== no Azure OpenAI endpoint and key configured: using the built-in OFFLINE model \
@@ -450,18 +463,24 @@ async fn run_daemon(
     Ok(())
 }
 
+/// A multi-threaded runtime with `workers` threads (default: one per core); on failure the
+/// error is printed and the exit code to return comes back.
+fn runtime(workers: Option<usize>) -> Result<tokio::runtime::Runtime, ExitCode> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(workers) = workers {
+        builder.worker_threads(workers);
+    }
+    builder.enable_all().build().map_err(|error| {
+        eprintln!("memento: cannot start the async runtime: {error}");
+        ExitCode::FAILURE
+    })
+}
+
 /// `memento chat`: a client; no config file, no telemetry, quiet logs.
 fn run_chat(args: cli::chat::ChatArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime(Some(2)) {
         Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("memento: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(cli::chat::run(args)) {
         Ok(()) => ExitCode::SUCCESS,

@@ -201,9 +201,13 @@ impl SupervisorHandle {
             started: Instant::now(),
             failed: true,
         };
-        let result = self
-            .turn_inner(user, message, context, deadline, events, cancel)
-            .await;
+        let call = TurnCall {
+            message,
+            context,
+            deadline,
+            events,
+        };
+        let result = self.turn_inner(user, call, cancel).await;
         counted.failed = result.is_err();
         if matches!(result, Err(TurnError::Overloaded)) {
             self.metrics.overloaded.inc();
@@ -214,12 +218,15 @@ impl SupervisorHandle {
     async fn turn_inner(
         &self,
         user: &UserId,
-        message: String,
-        context: TurnContext,
-        deadline: Instant,
-        events: Option<mpsc::UnboundedSender<TurnEvent>>,
+        call: TurnCall,
         cancel: tokio_util::sync::CancellationToken,
     ) -> Result<TurnOutcome, TurnError> {
+        let TurnCall {
+            message,
+            context,
+            deadline,
+            events,
+        } = call;
         let turn_id = uuid::Uuid::now_v7().simple().to_string();
         // The entry comes back already marked busy (under the map's lock), so the idle sweep
         // cannot stop it between the lookup and the send. A conversation that failed before
@@ -380,6 +387,14 @@ impl SupervisorHandle {
             _ => Err(TurnError::ShuttingDown),
         }
     }
+}
+
+/// One turn's request, as `run_turn` passes it on.
+struct TurnCall {
+    message: String,
+    context: TurnContext,
+    deadline: Instant,
+    events: Option<mpsc::UnboundedSender<TurnEvent>>,
 }
 
 /// Counts one turn in the metrics when dropped: finished, failed, or abandoned by its caller
