@@ -26,6 +26,7 @@ use rusqlite::{Connection, OptionalExtension, params_from_iter, types::Value};
 use serde::Serialize;
 
 use crate::shared::domain::{MemoryId, SearchTerms, UserId};
+pub use crate::shared::domain::{MemoryMeta, MemorySummary};
 
 mod engine;
 pub mod fts;
@@ -159,27 +160,6 @@ pub struct NewMemory {
     pub embedding_model: Option<String>,
 }
 
-/// What every view of a stored memory carries: its id and metadata. The views below
-/// ([`StoredMemory`], [`Memory`], [`MemorySummary`]) hold it flattened (the same JSON
-/// fields) and read its fields as their own (`Deref`).
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
-pub struct MemoryMeta {
-    /// Its id.
-    pub id: MemoryId,
-    /// Its sanitised filename.
-    pub filename: String,
-    /// The seed's `YYYYmmdd_HHMMSS_filename` name.
-    pub stored_as: String,
-    /// Description ("" when none).
-    pub description: String,
-    /// Tags.
-    pub tags: Vec<String>,
-    /// When it was stored (UTC).
-    pub created_at: DateTime<Utc>,
-    /// Size of the full content in bytes.
-    pub size_bytes: u64,
-}
-
 /// What a store returns: the memory's metadata (not its content).
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct StoredMemory {
@@ -199,16 +179,6 @@ pub struct Memory {
     pub meta: MemoryMeta,
     /// The content.
     pub content: String,
-}
-
-/// A search hit: a memory without its full content.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct MemorySummary {
-    /// Id and metadata.
-    #[serde(flatten)]
-    pub meta: MemoryMeta,
-    /// The first [`PREVIEW_CHARS`] characters of the content.
-    pub preview: String,
 }
 
 macro_rules! reads_meta {

@@ -11,8 +11,10 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 mod fts;
+mod memory;
 pub mod tool;
 pub use fts::{FTS_TOKENIZER, fts_words, is_token_char};
+pub use memory::{MemoryMeta, MemorySummary};
 
 /// Longest accepted user id, in bytes (all accepted characters are ASCII).
 pub const MAX_USER_ID_LEN: usize = 64;

@@ -6,10 +6,10 @@
 //! `get_memory`, `delete_memory`, `list_tags`), read into these types on the way, so an
 //! answer of another shape is the daemon's 502, never a client's surprise.
 
-use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::shared::domain::MemoryId;
+pub use crate::shared::domain::{MemoryMeta, MemorySummary};
 
 /// The query parameters of `GET .../memories` (all optional; see [`MemoryQuery::PARAMS`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,35 +47,6 @@ pub struct MemoryList {
     pub memories: Vec<MemorySummary>,
     /// How many are on this page.
     pub count: usize,
-}
-
-/// What every memory body says about a memory, besides its text.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct MemoryMeta {
-    /// Its id.
-    pub id: MemoryId,
-    /// Its sanitised filename.
-    pub filename: String,
-    /// The seed's `YYYYmmdd_HHMMSS_filename` name.
-    pub stored_as: String,
-    /// Description ("" when none).
-    pub description: String,
-    /// Tags.
-    pub tags: Vec<String>,
-    /// When it was stored (UTC).
-    pub created_at: DateTime<Utc>,
-    /// Size of the whole content in bytes.
-    pub size_bytes: u64,
-}
-
-/// A listed memory: its metadata and the start of its content.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct MemorySummary {
-    /// The memory.
-    #[serde(flatten)]
-    pub meta: MemoryMeta,
-    /// The first 300 characters of the content.
-    pub preview: String,
 }
 
 /// `GET .../memories/{id}` answer: one memory, whole.
