@@ -1,4 +1,4 @@
-//! 1. Azure mock faults through the daemon: a 429 storm, 500s, hangs, cut tool-call
+//! Azure mock faults through the daemon: a 429 storm, 500s, hangs, cut tool-call
 //! arguments, and a redirecting provider.
 
 use std::sync::Arc;

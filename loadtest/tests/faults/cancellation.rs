@@ -1,4 +1,4 @@
-//! 3. Cancellation: a client that hangs up mid-turn, and a running tool call cancelled on
+//! Cancellation: a client that hangs up mid-turn, and a running tool call cancelled on
 //! hang-up and at the deadline.
 
 use std::sync::Arc;

@@ -1,4 +1,4 @@
-//! 2. Prompt injection: the offline model, an obedient scripted model, model-chosen user ids
+//! Prompt injection: the offline model, an obedient scripted model, model-chosen user ids
 //! and call ids, and stored text that reads as an order.
 
 use std::sync::Arc;
