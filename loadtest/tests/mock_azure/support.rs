@@ -88,6 +88,16 @@ pub async fn send(
 }
 
 /// [`send`] with the right `api-key`.
+/// [`send`] to the dated Azure path with one `header` (name, value) for the key.
+pub async fn send_with(
+    http: &reqwest::Client,
+    server: &MockServer,
+    header: (&str, &str),
+    body: &str,
+) -> Reply {
+    send(http, server, &azure_path(), Some(header), body).await
+}
+
 pub async fn keyed(http: &reqwest::Client, server: &MockServer, path: &str, body: &str) -> Reply {
     send(http, server, path, Some(("api-key", KEY)), body).await
 }

@@ -24,23 +24,9 @@ async fn keys_versions_deployments_and_paths_are_checked_as_azure_does() {
             .as_str()
             .is_some_and(|m| m.starts_with("Access denied due to invalid subscription key"))
     );
-    let wrong = send(
-        &http,
-        &server,
-        &azure_path(),
-        Some(("api-key", "nope")),
-        &body,
-    )
-    .await;
+    let wrong = send_with(&http, &server, ("api-key", "nope"), &body).await;
     assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
-    let bearer = send(
-        &http,
-        &server,
-        &azure_path(),
-        Some(("authorization", "Bearer mock-key")),
-        &body,
-    )
-    .await;
+    let bearer = send_with(&http, &server, ("authorization", "Bearer mock-key"), &body).await;
     assert_eq!(bearer.status, StatusCode::OK, "{}", bearer.text);
 
     let base = format!("/openai/deployments/{DEPLOYMENT}/chat/completions");

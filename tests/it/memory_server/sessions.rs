@@ -120,16 +120,7 @@ async fn bad_messages_do_not_close_the_sse_session() {
             .expect("post");
         assert_eq!(response.status(), 400, "{garbage:?}");
     }
-    let initialize = json!({
-        "jsonrpc": "2.0", "id": 7, "method": "initialize",
-        "params": {"protocolVersion": "2024-11-05", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}
-    });
-    let response = http
-        .post(&post_url)
-        .json(&initialize)
-        .send()
-        .await
-        .expect("post");
+    let response = post_initialize(&http, &post_url, 7, "raw").await;
     assert_eq!(response.status(), 202);
     let answer = next_event().await;
     assert_eq!(answer.event, "message");
@@ -283,16 +274,7 @@ async fn idle_initialised_sse_sessions_expire_and_active_ones_stay() {
         events.extend(parser.push(&chunk).expect("parse"));
     }
     let post_url = format!("{}{}", fixture.url(), events[0].data);
-    let initialize = json!({
-        "jsonrpc": "2.0", "id": 1, "method": "initialize",
-        "params": {"protocolVersion": "2024-11-05", "capabilities": {}, "clientInfo": {"name": "idle", "version": "0"}}
-    });
-    let posted = http
-        .post(&post_url)
-        .json(&initialize)
-        .send()
-        .await
-        .expect("post");
+    let posted = post_initialize(&http, &post_url, 1, "idle").await;
     assert_eq!(posted.status(), 202);
     let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
     // The session's last activity is at or after this instant (the POST below).
@@ -354,4 +336,23 @@ async fn idle_initialised_sse_sessions_expire_and_active_ones_stay() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(fixture.server.sse_sessions(), 1);
+}
+
+/// POSTs a legacy-SSE `initialize` request (JSON-RPC id `id`, client `name`) to a session's
+/// `post_url`; the response (202 when accepted).
+async fn post_initialize(
+    http: &reqwest::Client,
+    post_url: &str,
+    id: u64,
+    name: &str,
+) -> reqwest::Response {
+    let initialize = json!({
+        "jsonrpc": "2.0", "id": id, "method": "initialize",
+        "params": {"protocolVersion": "2024-11-05", "capabilities": {}, "clientInfo": {"name": name, "version": "0"}}
+    });
+    http.post(post_url)
+        .json(&initialize)
+        .send()
+        .await
+        .expect("post initialize")
 }
