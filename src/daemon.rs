@@ -28,6 +28,8 @@ pub use llm::limits::keepers as limits;
 pub mod llm;
 pub mod mcp;
 pub mod supervisor;
+#[cfg(test)]
+pub(crate) mod testing;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -15,7 +15,9 @@
 //!
 //! `memento chat`, the terminal client of the daemon's API, is not here: it lives in the
 //! binary (`src/cli/chat.rs`), with the terminal crates (rustyline; indicatif draws the
-//! binary's progress bars), so no user of this library links them.
+//! binary's progress bars). Both are optional dependencies behind the default feature `cli`,
+//! which the binary requires: a user of this library with `default-features = false`
+//! compiles neither.
 //!
 //! Read in that order: the daemon reaches memories only over MCP, never through
 //! `memory_server::storage` (an embedded server is started, not called).

@@ -36,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 use crate::memory_server::storage::MemoryStore;
 use crate::shared::config::McpServerConfig;
 
+mod direct_calls;
 pub mod embeddings;
 pub mod guard;
 pub mod resources;
@@ -93,6 +94,62 @@ impl MemoryServer {
             log_level: resources::LogLevel::default(),
             ..self.clone()
         }
+    }
+
+    /// Runs one `tools/call` under its MCP server span (continuing the caller's trace from
+    /// `_meta`): the request's own `_meta` first, then `context_meta` (what a transport put
+    /// in the request context). `None` for an unknown tool; an error only when `cancel`
+    /// fires first. Shared by rmcp's handler and the direct path ([`direct_calls`]).
+    pub(crate) async fn run_tool_call(
+        &self,
+        name: &str,
+        arguments: rmcp::model::JsonObject,
+        request_meta: Option<&rmcp::model::JsonObject>,
+        context_meta: &rmcp::model::JsonObject,
+        request_id: &rmcp::model::RequestId,
+        cancel: &CancellationToken,
+    ) -> Result<Option<rmcp::model::CallToolResult>, ErrorData> {
+        let store_meta = tools::StoreMeta::from_layers(request_meta, context_meta);
+        // The MCP server span continues the caller's trace from `_meta` (MCP semantic
+        // conventions), or starts one.
+        let span = crate::shared::telemetry::tools_call_span!(
+            name,
+            "server",
+            jsonrpc.request.id = %request_id,
+            error.type = tracing::field::Empty,
+        );
+        let trace_meta = if context_meta.contains_key("traceparent") {
+            Some(context_meta)
+        } else {
+            request_meta
+        };
+        if let Some(meta) = trace_meta {
+            crate::shared::telemetry::extract_from_meta(&span, meta);
+        }
+        let call = tools::call(
+            self.store.as_ref(),
+            self.limits,
+            name,
+            arguments,
+            &store_meta,
+        );
+        // A cancelled request (client gone, `notifications/cancelled`) stops its work.
+        let call = tracing::Instrument::instrument(call, span.clone());
+        let result = tokio::select! {
+            result = call => result,
+            () = cancel.cancelled() => {
+                return Err(ErrorData::internal_error("request cancelled", None));
+            }
+        };
+        if result.as_ref().is_some_and(|r| r.is_error == Some(true)) {
+            span.record("error.type", "tool_error");
+        }
+        Ok(result)
+    }
+
+    /// True when `name` is one of the server's tools.
+    pub(crate) fn has_tool(&self, name: &str) -> bool {
+        self.tools.iter().any(|tool| tool.name == name)
     }
 
     /// Sends a `notifications/message` to the session when it asked for this level.
@@ -194,48 +251,16 @@ impl ServerHandler for MemoryServer {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let name = request.name.clone();
-        // The request's own `_meta` first, then what the transport put in the context.
-        let store_meta =
-            tools::StoreMeta::from_layers(request.meta.as_ref().map(|m| &m.0.0), &context.meta.0.0);
-        // The MCP server span continues the caller's trace from `_meta` (MCP semantic
-        // conventions), or starts one.
-        let span = tracing::info_span!(
-            "tools/call",
-            otel.name = %format!("tools/call {name}"),
-            otel.kind = "server",
-            mcp.method.name = "tools/call",
-            gen_ai.operation.name = "execute_tool",
-            gen_ai.tool.name = %name,
-            jsonrpc.request.id = %context.id,
-            error.type = tracing::field::Empty,
-        );
-        let trace_meta = if context.meta.contains_key("traceparent") {
-            Some(&context.meta.0.0)
-        } else {
-            request.meta.as_ref().map(|m| &m.0.0)
-        };
-        if let Some(meta) = trace_meta {
-            crate::shared::telemetry::extract_from_meta(&span, meta);
-        }
-        let arguments = request.arguments.unwrap_or_default();
-        let call = tools::call(
-            self.store.as_ref(),
-            self.limits,
-            &name,
-            arguments,
-            &store_meta,
-        );
-        // A cancelled request (client gone, `notifications/cancelled`) stops its work.
-        let call = tracing::Instrument::instrument(call, span.clone());
-        let result = tokio::select! {
-            result = call => result,
-            () = context.ct.cancelled() => {
-                return Err(ErrorData::internal_error("request cancelled", None));
-            }
-        };
-        if result.as_ref().is_some_and(|r| r.is_error == Some(true)) {
-            span.record("error.type", "tool_error");
-        }
+        let result = self
+            .run_tool_call(
+                &name,
+                request.arguments.unwrap_or_default(),
+                request.meta.as_ref().map(|m| &m.0.0),
+                &context.meta.0.0,
+                &context.id,
+                &context.ct,
+            )
+            .await?;
         #[allow(deprecated)]
         if let Some(result) = &result
             && self
@@ -382,6 +407,19 @@ pub async fn start_with_telemetry(
         http_config,
     );
 
+    let direct = direct_calls::DirectCalls::new(server.clone(), shutdown.child_token());
+    let direct_answered = direct.answered();
+    let mcp = Router::new().nest_service("/mcp", streamable);
+    // In front of rmcp: well-formed stateless tools/calls are answered directly.
+    let mcp = if config.json_response && config.direct_tool_calls {
+        mcp.layer(axum::middleware::from_fn_with_state(
+            direct,
+            direct_calls::answer,
+        ))
+    } else {
+        mcp
+    };
+
     let sse_sessions = sse::SseSessions::default();
     let sse_state = sse::SseState {
         server: server.clone(),
@@ -402,8 +440,7 @@ pub async fn start_with_telemetry(
         timeout: config.request_timeout,
         key: "mcp_server.max_request_bytes",
     };
-    let app = Router::new()
-        .nest_service("/mcp", streamable)
+    let app = mcp
         .merge(sse::router(sse_state, config.max_request_bytes))
         .route(
             "/stats",
@@ -413,11 +450,13 @@ pub async fn start_with_telemetry(
                 let streamable = stats_streamable.clone();
                 let connections = stats_connections.clone();
                 let export = export_stats.clone();
+                let direct = direct_answered.clone();
                 async move {
                     use std::sync::atomic::Ordering::Relaxed;
                     let mut stats = json!({
                         "sse_sessions": sse.len(),
                         "streamable_sessions": streamable.sessions.read().await.len(),
+                        "direct_tool_calls": direct.load(Relaxed),
                         "storage": store.stats(),
                         "connections": {
                             "open": connections.open.load(Relaxed),

@@ -13,11 +13,13 @@
 //! - [`metrics`], [`sse`], [`secret_file`]: small pieces (the last keeps the data
 //!   directory's 0600 secrets: `mcp-token`, `trace-key`).
 //! - [`ready_file`]: the `--ready-file` object servers write once they listen.
+//! - [`group_commit`]: the batching SQLite writer thread (memory store and history).
 
 pub mod api;
 pub mod config;
 pub mod domain;
 pub mod edge;
+pub mod group_commit;
 pub mod metrics;
 pub mod pg;
 pub mod ready_file;

@@ -7,3 +7,4 @@ pub use testkit::mock_azure;
 pub mod otlp;
 pub mod recall;
 pub mod run;
+mod servers;

@@ -26,10 +26,6 @@ use memento::memory_server::storage::{
 use memento::shared::config::McpServerConfig;
 use memento::shared::domain::UserId;
 use rmcp::model::{CallToolRequestParams, JsonObject};
-use rmcp::service::RunningService;
-use rmcp::transport::StreamableHttpClientTransport;
-use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
-use rmcp::{RoleClient, ServiceExt};
 use serde::Serialize;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -145,7 +141,7 @@ pub struct BenchReport {
     pub calls: CallPath,
 }
 
-type Client = RunningService<RoleClient, ()>;
+use crate::servers::{McpClient as Client, connect_mcp as connect};
 
 /// Runs the benchmark and prints a table.
 pub async fn run(args: McpBenchArgs) -> anyhow::Result<BenchReport> {
@@ -274,15 +270,6 @@ pub async fn run(args: McpBenchArgs) -> anyhow::Result<BenchReport> {
     }
     shutdown.cancel();
     Ok(report)
-}
-
-async fn connect(base: &str, token: Option<&str>) -> anyhow::Result<Client> {
-    let mut config = StreamableHttpClientTransportConfig::with_uri(format!("{base}/mcp"));
-    if let Some(token) = token {
-        config = config.auth_header(token);
-    }
-    let transport = StreamableHttpClientTransport::with_client(reqwest::Client::new(), config);
-    Ok(().serve(transport).await?)
 }
 
 /// One benchmark client: a session, or a direct JSON caller.

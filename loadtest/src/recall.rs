@@ -23,20 +23,22 @@
 use memento::shared::domain::tool as tools;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use chrono::{DateTime, NaiveDateTime, Utc};
 use hdrhistogram::Histogram;
 use rmcp::model::CallToolRequestParams;
-use rmcp::service::RunningService;
-use rmcp::transport::StreamableHttpClientTransport;
-use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
-use rmcp::{RoleClient, ServiceExt};
 use serde::Serialize;
 use serde_json::{Value, json};
+
+use crate::servers::{
+    McpClient as Client, connect_mcp as connect, mcp_server_command, memento_bin, spawn_mcp_server,
+};
+use dataset::{Conversation, Turn, load_dataset};
+
+mod dataset;
 
 /// Flags of `recall`.
 #[derive(Debug, Clone, clap::Args)]
@@ -91,14 +93,9 @@ pub struct Scores {
 /// One mode's results.
 #[derive(Debug, Clone, Serialize)]
 pub struct ModeReport {
-    /// Questions asked.
-    pub questions: u64,
-    /// Share with an evidence turn in the top 5.
-    pub hit_at_5: f64,
-    /// Share with an evidence turn in the top 10.
-    pub hit_at_10: f64,
-    /// Mean share of evidence turns in the top 10.
-    pub recall_at_10: f64,
+    /// The scores over all questions (their fields stand at the top level of the JSON).
+    #[serde(flatten)]
+    pub all: Scores,
     /// The same by category ("1" multi-hop, "2" temporal, "3" open-domain, "4" single-hop).
     pub by_category: BTreeMap<String, Scores>,
     /// Latency of the retrieve_memories calls, milliseconds (`p50`, `p99`, `max`).
@@ -143,26 +140,6 @@ pub struct RunInfo {
     /// Whether the spawned server had embeddings.
     pub embeddings: bool,
 }
-
-struct Turn {
-    dia_id: String,
-    content: String,
-    created_at: DateTime<Utc>,
-}
-
-struct Question {
-    text: String,
-    category: u64,
-    evidence: Vec<String>,
-}
-
-struct Conversation {
-    user: String,
-    turns: Vec<Turn>,
-    questions: Vec<Question>,
-}
-
-type Client = RunningService<RoleClient, ()>;
 
 /// Runs the benchmark and writes `recall.json`.
 pub async fn run(args: RecallArgs) -> anyhow::Result<RecallReport> {
@@ -272,10 +249,10 @@ async fn measure(
         let result = ask_all(&client, conversations, &ids, mode).await?;
         eprintln!(
             "{mode:<8} questions={} hit@5={:.3} hit@10={:.3} recall@10={:.3} p50={:.2} ms p99={:.2} ms errors={}",
-            result.questions,
-            result.hit_at_5,
-            result.hit_at_10,
-            result.recall_at_10,
+            result.all.questions,
+            result.all.hit_at_5,
+            result.all.hit_at_10,
+            result.all.recall_at_10,
             result.retrieve_ms["p50"],
             result.retrieve_ms["p99"],
             result.errors
@@ -351,12 +328,8 @@ async fn ask_all(
             }
         }
     }
-    let scores = all.scores();
     Ok(ModeReport {
-        questions: scores.questions,
-        hit_at_5: scores.hit_at_5,
-        hit_at_10: scores.hit_at_10,
-        recall_at_10: scores.recall_at_10,
+        all: all.scores(),
         by_category: by_category
             .into_iter()
             .map(|(c, t)| (c.to_string(), t.scores()))
@@ -426,47 +399,12 @@ async fn retrieve(
         .unwrap_or_default())
 }
 
-async fn connect(base: &str, token: Option<&str>) -> anyhow::Result<Client> {
-    let mut config = StreamableHttpClientTransportConfig::with_uri(format!("{base}/mcp"));
-    if let Some(token) = token {
-        config = config.auth_header(token);
-    }
-    let transport = StreamableHttpClientTransport::with_client(reqwest::Client::new(), config);
-    Ok(().serve(transport).await?)
-}
-
-fn memento_bin(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
-    if let Some(path) = explicit {
-        return Ok(path.to_owned());
-    }
-    let exe = std::env::current_exe()?;
-    for dir in exe.ancestors().skip(1).take(3) {
-        let candidate = dir.join("memento");
-        if candidate.is_file() {
-            return Ok(candidate);
-        }
-    }
-    bail!(
-        "cannot find the `memento` binary next to {}; build it or pass --memento-bin",
-        exe.display()
-    )
-}
-
 fn spawn_server(args: &RecallArgs, data_dir: &Path) -> anyhow::Result<(Child, String)> {
     let bin = memento_bin(args.memento_bin.as_deref())?;
-    let mut command = Command::new(&bin);
+    let mut command = mcp_server_command(&bin, data_dir);
     command
-        .args([
-            "mcp-server",
-            "--port",
-            "0",
-            "--insecure-no-token",
-            "--data-dir",
-        ])
-        .arg(data_dir)
-        .env("RUST_LOG", "warn")
-        .env_remove("MEMENTO_MCP_TOKEN")
-        .stderr(Stdio::inherit());
+        .arg("--insecure-no-token")
+        .env_remove("MEMENTO_MCP_TOKEN");
     match &args.model_dir {
         Some(dir) => {
             command
@@ -484,9 +422,7 @@ fn spawn_server(args: &RecallArgs, data_dir: &Path) -> anyhow::Result<(Child, St
         command.env(key, value);
     }
     // The server writes its address to a ready file once it listens (`--ready-file`).
-    let (child, ready) =
-        testkit::process::spawn_ready(command, &format!("{} mcp-server", bin.display()))?;
-    Ok((child, ready.url))
+    spawn_mcp_server(command, &bin)
 }
 
 fn db_size(dir: &Path) -> u64 {
@@ -545,162 +481,4 @@ async fn pad(dir: &Path, user: &str, count: u64) -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
-}
-
-fn load_dataset(dir: &Path) -> anyhow::Result<Vec<Conversation>> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("read {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .collect();
-    files.sort();
-    files
-        .iter()
-        .map(|path| {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("read {}", path.display()))?;
-            let value: Value = serde_json::from_str(&text)
-                .with_context(|| format!("{} is not JSON", path.display()))?;
-            let stem = path
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            parse_conversation(&stem, &value)
-                .with_context(|| format!("{} is not a LoCoMo conversation", path.display()))
-        })
-        .collect()
-}
-
-/// A user id from a file name: `locomo-` and its letters, digits, `.`, `_` and `-`.
-fn user_for(stem: &str) -> String {
-    let clean: String = stem
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-        .take(50)
-        .collect();
-    format!("locomo-{clean}")
-}
-
-fn parse_conversation(stem: &str, value: &Value) -> anyhow::Result<Conversation> {
-    let conversation = value.get("conversation").unwrap_or(value);
-    let object = conversation.as_object().context("no conversation object")?;
-    let mut sessions: Vec<(u64, DateTime<Utc>, &Vec<Value>)> = Vec::new();
-    for (key, turns) in object {
-        let Some(n) = key
-            .strip_prefix("session_")
-            .and_then(|n| n.parse::<u64>().ok())
-        else {
-            continue;
-        };
-        let Some(turns) = turns.as_array() else {
-            continue;
-        };
-        let date = object
-            .get(&format!("session_{n}_date_time"))
-            .and_then(Value::as_str)
-            .with_context(|| format!("session_{n} has no date"))?;
-        sessions.push((n, parse_date(date)?, turns));
-    }
-    sessions.sort_by_key(|s| s.0);
-    let mut turns = Vec::new();
-    for (_, date, list) in sessions {
-        for turn in list {
-            let text = turn["text"].as_str().unwrap_or_default().trim();
-            let speaker = turn["speaker"].as_str().unwrap_or_default();
-            let dia_id = turn["dia_id"].as_str().unwrap_or_default();
-            if dia_id.is_empty() || (text.is_empty() && turn.get("blip_caption").is_none()) {
-                continue;
-            }
-            let mut content = format!("{speaker}: {text}");
-            if let Some(caption) = turn["blip_caption"].as_str() {
-                content.push_str(&format!(" [image: {caption}]"));
-            }
-            turns.push(Turn {
-                dia_id: dia_id.to_owned(),
-                content,
-                created_at: date,
-            });
-        }
-    }
-    let qa = value
-        .get("qa")
-        .or_else(|| conversation.get("qa"))
-        .and_then(Value::as_array)
-        .context("no qa list")?;
-    let questions = qa
-        .iter()
-        .filter_map(|q| {
-            let category = q["category"].as_u64()?;
-            if !(1..=4).contains(&category) {
-                return None;
-            }
-            let evidence: Vec<String> = q["evidence"]
-                .as_array()?
-                .iter()
-                .filter_map(Value::as_str)
-                .flat_map(|e| e.split([';', ',', ' ']))
-                .map(str::trim)
-                .filter(|e| !e.is_empty())
-                .map(str::to_owned)
-                .collect();
-            (!evidence.is_empty()).then(|| Question {
-                text: q["question"].as_str().unwrap_or_default().to_owned(),
-                category,
-                evidence,
-            })
-        })
-        .collect();
-    Ok(Conversation {
-        user: user_for(stem),
-        turns,
-        questions,
-    })
-}
-
-/// LoCoMo's session dates: `1:56 pm on 8 May, 2023`.
-fn parse_date(raw: &str) -> anyhow::Result<DateTime<Utc>> {
-    let normalized = raw.trim().to_uppercase().replace("  ", " ");
-    for format in ["%I:%M %p ON %d %B, %Y", "%I:%M %p ON %d %b, %Y"] {
-        if let Ok(date) = NaiveDateTime::parse_from_str(&normalized, format) {
-            return Ok(date.and_utc());
-        }
-    }
-    bail!("cannot read the session date {raw:?}")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_a_locomo_conversation() {
-        let value = json!({
-            "conversation": {
-                "speaker_a": "Ann", "speaker_b": "Bo",
-                "session_2_date_time": "9:00 am on 9 May, 2023",
-                "session_2": [{"speaker": "Bo", "dia_id": "D2:1", "text": "Later."}],
-                "session_1_date_time": "1:56 pm on 8 May, 2023",
-                "session_1": [
-                    {"speaker": "Ann", "dia_id": "D1:1", "text": "Hi!"},
-                    {"speaker": "Bo", "dia_id": "D1:2", "text": "Look", "blip_caption": "a dog"}
-                ]
-            },
-            "qa": [
-                {"question": "Q1", "evidence": ["D1:2"], "category": 4},
-                {"question": "Q2", "evidence": ["D1:1; D2:1"], "category": 1},
-                {"question": "Q5", "evidence": [], "category": 5}
-            ]
-        });
-        let c = parse_conversation("conv-26", &value).unwrap();
-        assert_eq!(c.user, "locomo-conv-26");
-        let ids: Vec<&str> = c.turns.iter().map(|t| t.dia_id.as_str()).collect();
-        assert_eq!(ids, ["D1:1", "D1:2", "D2:1"]);
-        assert_eq!(c.turns[1].content, "Bo: Look [image: a dog]");
-        assert_eq!(
-            c.turns[0].created_at.to_rfc3339(),
-            "2023-05-08T13:56:00+00:00"
-        );
-        assert_eq!(c.questions.len(), 2);
-        assert_eq!(c.questions[1].evidence, ["D1:1", "D2:1"]);
-    }
 }

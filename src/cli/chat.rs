@@ -9,8 +9,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use futures::StreamExt;
-use serde_json::Value;
 
+use memento::shared::api::{
+    ErrorBody, History, HistoryMessage, MessageRequest, MessageResponse, StreamEvent, ToolCall,
+};
 use memento::shared::domain::{UserId, ValidationError};
 use memento::shared::sse::SseParser;
 
@@ -70,18 +72,9 @@ pub struct TurnReply {
     /// The answer.
     pub reply: String,
     /// Tool calls (`name`, `arguments`, `result`, `is_error`).
-    pub tool_calls: Vec<memento::shared::api::ToolCall>,
+    pub tool_calls: Vec<ToolCall>,
     /// Trace id for Jaeger.
     pub trace_id: String,
-}
-
-/// Progress of a streamed turn.
-#[derive(Debug, Clone, PartialEq)]
-pub enum StreamEvent {
-    /// The model called a tool.
-    ToolCall(Value),
-    /// A tool answered.
-    ToolResult(Value),
 }
 
 /// A small client of the daemon's API.
@@ -122,12 +115,10 @@ impl ApiClient {
         if response.status().is_success() {
             return Ok(response);
         }
-        let body: Value = response.json().await.unwrap_or(Value::Null);
-        let code = body["error"]["code"].as_str().unwrap_or("error").to_owned();
-        let message = body["error"]["message"]
-            .as_str()
-            .map(str::to_owned)
-            .unwrap_or_else(|| format!("HTTP {status}"));
+        let (code, message) = match response.json::<ErrorBody>().await {
+            Ok(body) => (body.error.code, body.error.message),
+            Err(_) => ("error".to_owned(), format!("HTTP {status}")),
+        };
         if status == 401 || (status == 403 && code != "loopback_only") {
             return Err(ChatError::Auth(message));
         }
@@ -143,19 +134,20 @@ impl ApiClient {
         let response = self
             .send(
                 self.request(reqwest::Method::POST, &format!("/v1/users/{user}/messages"))
-                    .json(&memento::shared::api::MessageRequest {
+                    .json(&MessageRequest {
                         message: message.to_owned(),
                     }),
             )
             .await?;
-        let body: Value = response
+        let body: MessageResponse = response
             .json()
             .await
-            .map_err(|e| ChatError::Protocol(e.to_string()))?;
-        reply_from(body)
+            .map_err(|e| ChatError::Protocol(format!("unexpected answer: {e}")))?;
+        Ok(TurnReply::from(body))
     }
 
-    /// One turn, streamed: `on_event` sees tool calls and results as they happen.
+    /// One turn, streamed: `on_event` sees the progress events (`tool_call`, `tool_result`,
+    /// `text`) as they happen.
     pub async fn stream_turn(
         &self,
         user: &UserId,
@@ -166,7 +158,7 @@ impl ApiClient {
             .send(
                 self.request(reqwest::Method::POST, &format!("/v1/users/{user}/messages"))
                     .header(reqwest::header::ACCEPT, "text/event-stream")
-                    .json(&memento::shared::api::MessageRequest {
+                    .json(&MessageRequest {
                         message: message.to_owned(),
                     }),
             )
@@ -179,22 +171,20 @@ impl ApiClient {
                 .push(&chunk)
                 .map_err(|e| ChatError::Protocol(e.to_string()))?;
             for event in events {
-                let data: Value = serde_json::from_str(&event.data).unwrap_or(Value::Null);
-                match event.event.as_str() {
-                    "tool_call" => on_event(StreamEvent::ToolCall(data)),
-                    "tool_result" => on_event(StreamEvent::ToolResult(data)),
-                    "done" => return reply_from(data),
-                    "error" => {
+                let parsed = StreamEvent::parse(&event.event, &event.data).map_err(|e| {
+                    ChatError::Protocol(format!("unexpected {} event: {e}", event.event))
+                })?;
+                match parsed {
+                    Some(StreamEvent::Done(answer)) => return Ok(TurnReply::from(answer)),
+                    Some(StreamEvent::Error(body)) => {
                         return Err(ChatError::Api {
                             status: 0,
-                            code: data["error"]["code"].as_str().unwrap_or("error").to_owned(),
-                            message: data["error"]["message"]
-                                .as_str()
-                                .unwrap_or("the turn failed")
-                                .to_owned(),
+                            code: body.error.code,
+                            message: body.error.message,
                         });
                     }
-                    _ => {}
+                    Some(progress) => on_event(progress),
+                    None => {}
                 }
             }
         }
@@ -204,15 +194,15 @@ impl ApiClient {
     }
 
     /// The conversation so far, oldest first.
-    pub async fn history(&self, user: &UserId) -> Result<Vec<Value>, ChatError> {
+    pub async fn history(&self, user: &UserId) -> Result<Vec<HistoryMessage>, ChatError> {
         let response = self
             .send(self.request(reqwest::Method::GET, &format!("/v1/users/{user}/history")))
             .await?;
-        let body: Value = response
+        let body: History = response
             .json()
             .await
-            .map_err(|e| ChatError::Protocol(e.to_string()))?;
-        Ok(body["messages"].as_array().cloned().unwrap_or_default())
+            .map_err(|e| ChatError::Protocol(format!("unexpected answer: {e}")))?;
+        Ok(body.messages)
     }
 
     /// Forgets the conversation (not the memories).
@@ -226,15 +216,15 @@ impl ApiClient {
     }
 }
 
-/// The turn's answer, typed by the API's shared body ([`memento::shared::api`]).
-fn reply_from(body: Value) -> Result<TurnReply, ChatError> {
-    let body: memento::shared::api::MessageResponse = serde_json::from_value(body)
-        .map_err(|e| ChatError::Protocol(format!("unexpected answer: {e}")))?;
-    Ok(TurnReply {
-        reply: body.reply,
-        tool_calls: body.tool_calls,
-        trace_id: body.trace_id,
-    })
+/// The turn's answer, from the API's shared body ([`memento::shared::api`]).
+impl From<MessageResponse> for TurnReply {
+    fn from(body: MessageResponse) -> TurnReply {
+        TurnReply {
+            reply: body.reply,
+            tool_calls: body.tool_calls,
+            trace_id: body.trace_id,
+        }
+    }
 }
 
 /// A line the person typed.
@@ -298,42 +288,30 @@ pub fn render_reply(reply: &TurnReply, verbose: bool, streamed_tools: bool) -> S
     out
 }
 
-fn render_tool_call(call: &memento::shared::api::ToolCall) -> String {
+fn render_tool_call(call: &ToolCall) -> String {
     let marker = if call.is_error { "✗" } else { "↳" };
     let result: String = call.result.chars().take(300).collect();
     format!("   {marker} {}({}) → {result}", call.name, call.arguments)
 }
 
-/// A streamed `tool_result` event's data, rendered like a tool call of the answer.
-fn render_streamed_tool_call(data: &Value) -> String {
-    match serde_json::from_value::<memento::shared::api::ToolCall>(data.clone()) {
-        Ok(call) => render_tool_call(&call),
-        Err(_) => format!("   ↳ {data}"),
-    }
-}
-
 /// Renders the conversation history.
-pub fn render_history(messages: &[Value]) -> String {
+pub fn render_history(messages: &[HistoryMessage]) -> String {
     if messages.is_empty() {
         return "(no conversation yet)".into();
     }
     messages
         .iter()
         .filter_map(|m| {
-            let content = m["content"].as_str().unwrap_or_default();
-            match m["role"].as_str()? {
+            let content = m.content.as_deref().unwrap_or_default();
+            match m.role.as_str() {
                 "user" => Some(format!("you: {content}")),
                 "assistant" if !content.is_empty() => Some(format!("🧠 Memento: {content}")),
                 "assistant" => {
-                    let names: Vec<&str> = m["tool_calls"]
-                        .as_array()
-                        .map(|calls| {
-                            calls
-                                .iter()
-                                .filter_map(|c| c["function"]["name"].as_str())
-                                .collect()
-                        })
-                        .unwrap_or_default();
+                    let names: Vec<&str> = m
+                        .tool_calls
+                        .iter()
+                        .map(|call| call.function.name.as_str())
+                        .collect();
                     Some(format!("   (called {})", names.join(", ")))
                 }
                 _ => None,
@@ -416,8 +394,8 @@ pub async fn run_script(
                     let verbose = args.verbose;
                     let result = client
                         .stream_turn(&user, &message, |event| {
-                            if let (true, StreamEvent::ToolResult(call)) = (verbose, &event) {
-                                lines.push(render_streamed_tool_call(call));
+                            if let (true, StreamEvent::ToolResult(result)) = (verbose, &event) {
+                                lines.push(render_tool_call(&result.call));
                             }
                         })
                         .await;
@@ -505,8 +483,8 @@ fn interactive(
                     runtime.block_on(client.send_turn(&user, &message))
                 } else {
                     runtime.block_on(client.stream_turn(&user, &message, |event| {
-                        if let (true, StreamEvent::ToolResult(call)) = (verbose, &event) {
-                            spinner.println(render_streamed_tool_call(call));
+                        if let (true, StreamEvent::ToolResult(result)) = (verbose, &event) {
+                            spinner.println(render_tool_call(&result.call));
                         }
                     }))
                 };

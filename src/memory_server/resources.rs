@@ -28,7 +28,7 @@ use rmcp::model::{
 use serde_json::Value;
 
 use crate::memory_server::storage::{
-    CompletionField, ListQuery, ListedMemory, Memory, MemoryStore,
+    CompletionField, CompletionQuery, ListQuery, ListedMemory, Memory, MemoryStore,
 };
 use crate::shared::domain::{MemoryId, UserId, normalize_tags};
 
@@ -293,12 +293,12 @@ pub(crate) async fn complete(
         return empty();
     }
     let mut values = store
-        .complete(
+        .complete(CompletionQuery {
             field,
             user,
-            request.argument.value.clone(),
-            COMPLETION_LIMIT + 1,
-        )
+            prefix: request.argument.value.clone(),
+            limit: COMPLETION_LIMIT + 1,
+        })
         .await
         .map_err(storage_error)?;
     let more = values.len() > COMPLETION_LIMIT as usize;

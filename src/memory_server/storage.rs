@@ -159,31 +159,11 @@ pub struct NewMemory {
     pub embedding_model: Option<String>,
 }
 
-/// What a store returns: the memory's metadata (not its content).
+/// What every view of a stored memory carries: its id and metadata. The views below
+/// ([`StoredMemory`], [`Memory`], [`MemorySummary`]) hold it flattened (the same JSON
+/// fields) and read its fields as their own (`Deref`).
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
-pub struct StoredMemory {
-    /// Its id.
-    pub id: MemoryId,
-    /// Its sanitised filename.
-    pub filename: String,
-    /// The seed's `YYYYmmdd_HHMMSS_filename` name.
-    pub stored_as: String,
-    /// Description.
-    pub description: String,
-    /// Tags.
-    pub tags: Vec<String>,
-    /// When it was stored (UTC).
-    pub created_at: DateTime<Utc>,
-    /// Size of the content in bytes.
-    pub size_bytes: u64,
-    /// True when this answers a repeated idempotency key: nothing new was stored.
-    #[serde(skip)]
-    pub replayed: bool,
-}
-
-/// A stored memory, whole.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Memory {
+pub struct MemoryMeta {
     /// Its id.
     pub id: MemoryId,
     /// Its sanitised filename.
@@ -196,8 +176,27 @@ pub struct Memory {
     pub tags: Vec<String>,
     /// When it was stored (UTC).
     pub created_at: DateTime<Utc>,
-    /// Size of `content` in bytes.
+    /// Size of the full content in bytes.
     pub size_bytes: u64,
+}
+
+/// What a store returns: the memory's metadata (not its content).
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct StoredMemory {
+    /// Id and metadata.
+    #[serde(flatten)]
+    pub meta: MemoryMeta,
+    /// True when this answers a repeated idempotency key: nothing new was stored.
+    #[serde(skip)]
+    pub replayed: bool,
+}
+
+/// A stored memory, whole.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Memory {
+    /// Id and metadata.
+    #[serde(flatten)]
+    pub meta: MemoryMeta,
     /// The content.
     pub content: String,
 }
@@ -205,23 +204,24 @@ pub struct Memory {
 /// A search hit: a memory without its full content.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MemorySummary {
-    /// Its id.
-    pub id: MemoryId,
-    /// Its sanitised filename.
-    pub filename: String,
-    /// The seed's `YYYYmmdd_HHMMSS_filename` name.
-    pub stored_as: String,
-    /// Description.
-    pub description: String,
-    /// Tags.
-    pub tags: Vec<String>,
-    /// When it was stored (UTC).
-    pub created_at: DateTime<Utc>,
-    /// Size of the full content in bytes.
-    pub size_bytes: u64,
+    /// Id and metadata.
+    #[serde(flatten)]
+    pub meta: MemoryMeta,
     /// The first [`PREVIEW_CHARS`] characters of the content.
     pub preview: String,
 }
+
+macro_rules! reads_meta {
+    ($($view:ty),*) => {$(
+        impl std::ops::Deref for $view {
+            type Target = MemoryMeta;
+            fn deref(&self) -> &MemoryMeta {
+                &self.meta
+            }
+        }
+    )*};
+}
+reads_meta!(StoredMemory, Memory, MemorySummary);
 
 /// How `retrieve_memories` ranks a query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
@@ -342,6 +342,22 @@ pub enum CompletionField {
     Filename,
 }
 
+/// What to complete: up to `limit` distinct values of `field` starting with `prefix`
+/// (case-insensitive for tags, which are stored lower-case), sorted. `user` scopes tags and
+/// filenames (without one there is nothing to complete); it is ignored for
+/// [`CompletionField::User`].
+#[derive(Debug, Clone)]
+pub struct CompletionQuery {
+    /// Which values.
+    pub field: CompletionField,
+    /// Whose tags or filenames.
+    pub user: Option<UserId>,
+    /// What the values start with.
+    pub prefix: String,
+    /// Most values.
+    pub limit: u32,
+}
+
 /// Counters for metrics and benchmarks.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct StorageStats {
@@ -380,15 +396,10 @@ pub trait MemoryStore: Send + Sync + 'static {
     /// A page of memories, newest stored first, whole (see [`ListQuery`]).
     fn list(&self, query: ListQuery)
     -> BoxFuture<'static, Result<Vec<ListedMemory>, StorageError>>;
-    /// Up to `limit` distinct values of `field` starting with `prefix` (case-insensitive for
-    /// tags, which are stored lower-case), sorted. `user` scopes tags and filenames; it is
-    /// ignored for [`CompletionField::User`].
+    /// The values a [`CompletionQuery`] asks for.
     fn complete(
         &self,
-        field: CompletionField,
-        user: Option<UserId>,
-        prefix: String,
-        limit: u32,
+        query: CompletionQuery,
     ) -> BoxFuture<'static, Result<Vec<String>, StorageError>>;
     /// Counters.
     fn stats(&self) -> StorageStats;

@@ -211,12 +211,31 @@ pub(crate) async fn call(
     arguments: JsonObject,
     meta: &StoreMeta,
 ) -> Option<CallToolResult> {
+    // Each tool's arguments are parsed into its typed struct here, the one place that
+    // turns a JSON object into arguments (and a bad one into `ToolError::Arguments`).
     let result = match name {
-        tool::STORE_MEMORY => store_memory(store, limits, arguments, meta).await,
-        tool::RETRIEVE_MEMORIES => retrieve_memories(store, arguments).await,
-        tool::GET_MEMORY => get_memory(store, arguments).await,
-        tool::DELETE_MEMORY => delete_memory(store, arguments).await,
-        tool::LIST_TAGS => list_tags(store, arguments).await,
+        tool::STORE_MEMORY => {
+            typed(tool::STORE_MEMORY, arguments, |args| {
+                store_memory(store, limits, args, meta)
+            })
+            .await
+        }
+        tool::RETRIEVE_MEMORIES => {
+            typed(tool::RETRIEVE_MEMORIES, arguments, |args| {
+                retrieve_memories(store, args)
+            })
+            .await
+        }
+        tool::GET_MEMORY => {
+            typed(tool::GET_MEMORY, arguments, |args| get_memory(store, args)).await
+        }
+        tool::DELETE_MEMORY => {
+            typed(tool::DELETE_MEMORY, arguments, |args| {
+                delete_memory(store, args)
+            })
+            .await
+        }
+        tool::LIST_TAGS => typed(tool::LIST_TAGS, arguments, |args| list_tags(store, args)).await,
         _ => return None,
     };
     Some(result.unwrap_or_else(|error| {
@@ -243,6 +262,9 @@ impl ToolError {
     }
 }
 
+/// What a tool answers: a result, or the error that becomes an `isError` result.
+type ToolResult = Result<CallToolResult, ToolError>;
+
 fn parse<T: for<'de> Deserialize<'de>>(
     tool: &'static str,
     arguments: JsonObject,
@@ -251,6 +273,19 @@ fn parse<T: for<'de> Deserialize<'de>>(
         tool,
         message: e.to_string(),
     })
+}
+
+/// The tool's arguments parsed into `A`, then `handler` on them.
+async fn typed<A, F>(
+    tool: &'static str,
+    arguments: JsonObject,
+    handler: impl FnOnce(A) -> F,
+) -> ToolResult
+where
+    A: for<'de> Deserialize<'de>,
+    F: std::future::Future<Output = ToolResult>,
+{
+    handler(parse(tool, arguments)?).await
 }
 
 fn structured(text: String, value: Value) -> CallToolResult {
@@ -370,10 +405,9 @@ pub(crate) fn prepare_store(
 async fn store_memory(
     store: &dyn MemoryStore,
     limits: Limits,
-    arguments: JsonObject,
+    args: StoreArgs,
     meta: &StoreMeta,
-) -> Result<CallToolResult, ToolError> {
-    let args: StoreArgs = parse(tool::STORE_MEMORY, arguments)?;
+) -> ToolResult {
     if let Some(key) = meta.idempotency_key.as_deref()
         && (key.is_empty()
             || key.len() > MAX_IDEMPOTENCY_KEY_LEN
@@ -410,11 +444,7 @@ async fn store_memory(
     ))
 }
 
-async fn retrieve_memories(
-    store: &dyn MemoryStore,
-    arguments: JsonObject,
-) -> Result<CallToolResult, ToolError> {
-    let args: RetrieveArgs = parse(tool::RETRIEVE_MEMORIES, arguments)?;
+async fn retrieve_memories(store: &dyn MemoryStore, args: RetrieveArgs) -> ToolResult {
     let user = UserId::parse(&args.user_id)?;
     let limit = args.limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
@@ -475,22 +505,14 @@ async fn retrieve_memories(
     ))
 }
 
-async fn get_memory(
-    store: &dyn MemoryStore,
-    arguments: JsonObject,
-) -> Result<CallToolResult, ToolError> {
-    let args: IdArgs = parse(tool::GET_MEMORY, arguments)?;
+async fn get_memory(store: &dyn MemoryStore, args: IdArgs) -> ToolResult {
     let user = UserId::parse(&args.user_id)?;
     let id = MemoryId::parse(&args.id)?;
     let memory = store.get(user, id).await?.ok_or(ToolError::NotFound(id))?;
     Ok(json_result(json!(memory)))
 }
 
-async fn delete_memory(
-    store: &dyn MemoryStore,
-    arguments: JsonObject,
-) -> Result<CallToolResult, ToolError> {
-    let args: IdArgs = parse(tool::DELETE_MEMORY, arguments)?;
+async fn delete_memory(store: &dyn MemoryStore, args: IdArgs) -> ToolResult {
     let user = UserId::parse(&args.user_id)?;
     let id = MemoryId::parse(&args.id)?;
     let deleted = store
@@ -503,11 +525,7 @@ async fn delete_memory(
     ))
 }
 
-async fn list_tags(
-    store: &dyn MemoryStore,
-    arguments: JsonObject,
-) -> Result<CallToolResult, ToolError> {
-    let args: UserArgs = parse(tool::LIST_TAGS, arguments)?;
+async fn list_tags(store: &dyn MemoryStore, args: UserArgs) -> ToolResult {
     let user = UserId::parse(&args.user_id)?;
     let tags = store.list_tags(user).await?;
     Ok(json_result(json!({ "tags": tags })))

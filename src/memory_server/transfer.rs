@@ -166,7 +166,7 @@ pub async fn export(
                 }
             }
             summary.memories += 1;
-            progress.item(&memory.filename);
+            progress.item(&memory.meta.filename);
         }
     }
     if let Some((mut writer, path)) = jsonl {

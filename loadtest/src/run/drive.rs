@@ -4,6 +4,7 @@
 //! own lag behind its schedule, errors, tool calls, and the CPU each process spent in the
 //! window (from the first send to the last answer; the integrity check comes after it).
 
+use memento::shared::api::{ErrorBody, MessageResponse};
 use memento::shared::domain::tool as tools;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -12,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use rand::{Rng, SeedableRng};
-use serde_json::{Value, json};
 
 use super::cpu::{CpuMeter, CpuUse, cpu_seconds};
 use super::schedule::{Horizon, Schedule};
@@ -483,27 +483,36 @@ async fn turn(
     // Latency counts from the intended send time in open loop.
     let t0 = intended.unwrap_or(sent_at);
     let outcome = request.send().await;
-    let (status, body) = match outcome {
-        Ok(response) => {
+    // The answer (a 200's body) or the error's code (any other status; "" when the body is
+    // not the API's error body).
+    let (status, answer, error_code) = match outcome {
+        Ok(response) if response.status().is_success() => {
             let status = response.status().as_u16();
             (
                 status,
-                response.json::<Value>().await.unwrap_or(Value::Null),
+                response.json::<MessageResponse>().await.ok(),
+                String::new(),
             )
         }
-        Err(error) => (0, json!({"transport": error.to_string()})),
+        Ok(response) => {
+            let status = response.status().as_u16();
+            let code = response
+                .json::<ErrorBody>()
+                .await
+                .map(|body| body.error.code)
+                .unwrap_or_default();
+            (status, None, code)
+        }
+        Err(_) => (0, None, String::new()),
     };
     let micros = t0.elapsed().as_micros().max(1) as u64;
     // Overhead counts from the actual send: a late open-loop send is the harness's
     // schedule (or the user's previous turn), not the daemon's work.
-    let overhead_micros = (status == 200)
-        .then(|| {
-            let timings = &body["timings"];
-            let outside = timings["llm_ms"].as_f64()? + timings["tools_ms"].as_f64()?;
-            let total = sent_at.elapsed().as_secs_f64() * 1e6;
-            Some((total - outside * 1000.0).max(1.0) as u64)
-        })
-        .flatten();
+    let overhead_micros = answer.as_ref().map(|answer| {
+        let outside = answer.timings.llm_ms + answer.timings.tools_ms;
+        let total = sent_at.elapsed().as_secs_f64() * 1e6;
+        (total - outside * 1000.0).max(1.0) as u64
+    });
     let second = ctx.started.elapsed().as_secs();
     let end_s = ctx.started.elapsed().as_secs_f64();
     if let Ok(mut shared) = ctx.shared.lock() {
@@ -530,24 +539,16 @@ async fn turn(
             let kind = if status == 0 {
                 "transport".to_owned()
             } else {
-                format!("{status} {}", body["error"]["code"].as_str().unwrap_or(""))
+                format!("{status} {error_code}")
             };
             *shared.errors.entry(kind).or_default() += 1;
         }
-        for call in body["tool_calls"].as_array().into_iter().flatten() {
-            if let Some(name) = call["name"].as_str() {
-                *shared.tool_calls.entry(name.to_owned()).or_default() += 1;
-            }
+        for call in answer.iter().flat_map(|answer| &answer.tool_calls) {
+            *shared.tool_calls.entry(call.name.clone()).or_default() += 1;
         }
     }
     if status == 200 {
-        let succeeded = |tool: &str| {
-            body["tool_calls"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|c| c["name"] == tool && c["is_error"] == false)
-        };
+        let succeeded = |tool: &str| answer.as_ref().is_some_and(|a| a.succeeded(tool));
         let stored = succeeded(tools::STORE_MEMORY);
         let deleted = succeeded(tools::DELETE_MEMORY);
         if let Ok(mut log) = ctx.logs[user_index].lock() {

@@ -127,13 +127,12 @@ pub(crate) async fn check_integrity(
         if let Some(token) = &stack.service_token {
             request = request.bearer_auth(token);
         }
-        let history: Value = request.send().await?.json().await?;
-        let seen: Vec<String> = history["messages"]
-            .as_array()
+        let history: memento::shared::api::History = request.send().await?.json().await?;
+        let seen: Vec<String> = history
+            .messages
             .into_iter()
-            .flatten()
-            .filter(|m| m["role"] == "user")
-            .filter_map(|m| m["content"].as_str().map(str::to_owned))
+            .filter(|m| m.role == "user")
+            .filter_map(|m| m.content)
             .collect();
         // The history is bounded: compare the tail.
         let tail = &sent[sent.len().saturating_sub(seen.len())..];

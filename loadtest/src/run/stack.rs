@@ -17,6 +17,7 @@ use rand::Rng;
 
 use super::RunArgs;
 use crate::mock_azure::MockStats;
+use crate::servers::{mcp_server_command, memento_bin, spawn_mcp_server};
 use testkit::nginx::Nginx;
 use testkit::process::spawn_ready;
 
@@ -132,23 +133,6 @@ fn spawn_mock(args: &RunArgs, memento: &Path) -> anyhow::Result<(Child, String)>
     Ok((mock, ready.url))
 }
 
-fn memento_bin(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
-    if let Some(path) = explicit {
-        return Ok(path.to_owned());
-    }
-    let exe = std::env::current_exe()?;
-    for dir in exe.ancestors().skip(1).take(3) {
-        let candidate = dir.join("memento");
-        if candidate.is_file() {
-            return Ok(candidate);
-        }
-    }
-    bail!(
-        "cannot find the `memento` binary next to {}; build it (cargo build --release) or pass --memento-bin",
-        exe.display()
-    )
-}
-
 /// Starts the stack `args` asks for.
 pub(crate) async fn spawn_stack(args: &RunArgs) -> anyhow::Result<Stack> {
     let daemons = args.daemons.max(1);
@@ -191,26 +175,22 @@ pub(crate) async fn spawn_stack(args: &RunArgs) -> anyhow::Result<Stack> {
     let mcp_servers = if daemons > 1 { 2 } else { 1 };
     let mut mcp_urls = Vec::new();
     for i in 0..mcp_servers {
-        let mut command = Command::new(&bin);
+        let mut command = mcp_server_command(&bin, &stack._dir.path().join(format!("mcp-{i}")));
         command
-            .args(["mcp-server", "--port", "0", "--data-dir"])
-            .arg(stack._dir.path().join(format!("mcp-{i}")))
             .env("MEMENTO_MCP_TOKEN", &stack.mcp_token)
-            .env("RUST_LOG", "warn")
             .envs(crate::otlp::otel_env(
                 args.otlp_endpoint.as_deref(),
                 &args.otlp_protocol,
                 crate::otlp::MCP_SERVICE,
-            ))
-            .stderr(Stdio::inherit());
+            ));
         if let Some(url) = &postgres_url {
             command
                 .env("MEMENTO_STORAGE__BACKEND", "postgres")
                 .env("MEMENTO_STORAGE__POSTGRES_URL", url);
         }
-        let (mcp, ready) = spawn_ready(command, &format!("{} mcp-server", bin.display()))?;
+        let (mcp, url) = spawn_mcp_server(command, &bin)?;
         stack.mcps.push(mcp);
-        mcp_urls.push(ready.url);
+        mcp_urls.push(url);
     }
     stack.mcp_url = mcp_urls[0].clone();
     // One pseudonym key for every daemon: a user's per-user limit is one Redis key.

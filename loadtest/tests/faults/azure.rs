@@ -1,5 +1,5 @@
-//! Azure mock faults through the daemon: a 429 storm, 500s, hangs, cut tool-call
-//! arguments, and a redirecting provider.
+//! 1. Azure mock faults through the daemon: a 429 storm, 500s, hangs, cut tool-call
+//!    arguments, and a redirecting provider.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

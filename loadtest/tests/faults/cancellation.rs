@@ -1,5 +1,5 @@
-//! Cancellation: a client that hangs up mid-turn, and a running tool call cancelled on
-//! hang-up and at the deadline.
+//! 3. Cancellation: a client that hangs up mid-turn, and a running tool call cancelled on
+//!    hang-up and at the deadline.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

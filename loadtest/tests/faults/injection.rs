@@ -1,5 +1,5 @@
-//! Prompt injection: the offline model, an obedient scripted model, model-chosen user ids
-//! and call ids, and stored text that reads as an order.
+//! 2. Prompt injection: the offline model, an obedient scripted model, model-chosen user ids
+//!    and call ids, and stored text that reads as an order.
 
 use std::sync::Arc;
 

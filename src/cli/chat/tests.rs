@@ -33,7 +33,7 @@ fn commands_parse() {
 fn replies_render_like_the_seed() {
     let reply = TurnReply {
         reply: "I've stored it.".into(),
-        tool_calls: vec![memento::shared::api::ToolCall {
+        tool_calls: vec![ToolCall {
             name: "store_memory".into(),
             arguments: json!({"content": "x"}),
             result: "Successfully stored".into(),
@@ -52,12 +52,14 @@ fn replies_render_like_the_seed() {
 
 #[test]
 fn history_renders_readably() {
-    let text = render_history(&[
-        json!({"role": "user", "content": "hi"}),
-        json!({"role": "assistant", "content": null, "tool_calls": [{"function": {"name": "list_tags"}}]}),
-        json!({"role": "tool", "content": "{}"}),
-        json!({"role": "assistant", "content": "Hello"}),
-    ]);
+    let messages: Vec<HistoryMessage> = serde_json::from_value(json!([
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": null, "tool_calls": [{"function": {"name": "list_tags"}}]},
+        {"role": "tool", "content": "{}"},
+        {"role": "assistant", "content": "Hello"},
+    ]))
+    .unwrap();
+    let text = render_history(&messages);
     assert_eq!(text, "you: hi\n   (called list_tags)\n🧠 Memento: Hello");
     assert_eq!(render_history(&[]), "(no conversation yet)");
 }

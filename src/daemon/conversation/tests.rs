@@ -1,31 +1,8 @@
 use super::*;
-use crate::daemon::llm::types::{FunctionCall, ToolCall};
-
-fn user(text: &str) -> ChatMessage {
-    ChatMessage::User {
-        content: text.into(),
-    }
-}
-
-fn answer(text: &str) -> ChatMessage {
-    ChatMessage::Assistant {
-        content: Some(text.into()),
-        tool_calls: Vec::new(),
-    }
-}
+use crate::daemon::testing::{answer, assistant_call, user};
 
 fn call(id: &str) -> ChatMessage {
-    ChatMessage::Assistant {
-        content: None,
-        tool_calls: vec![ToolCall {
-            id: id.into(),
-            kind: "function".into(),
-            function: FunctionCall {
-                name: "store_memory".into(),
-                arguments: "{\"content\":\"x\"}".into(),
-            },
-        }],
-    }
+    assistant_call(id, "store_memory", "{\"content\":\"x\"}")
 }
 
 fn result(id: &str) -> ChatMessage {

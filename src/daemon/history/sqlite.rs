@@ -26,7 +26,6 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use rusqlite::{Connection, OptionalExtension};
-use tokio::sync::oneshot;
 
 use super::{
     Append, HistoryBackend, HistoryError, HistoryStats, Lease, LoadedHistory, StoredTurn,
@@ -34,6 +33,7 @@ use super::{
 };
 use crate::daemon::llm::types::ChatMessage;
 use crate::shared::domain::UserId;
+use crate::shared::group_commit::{self, CommitCounters, JobError, WriteJob};
 
 /// How often the checkpoint thread looks for new commits to fold into the database. Short on
 /// purpose: the checkpoint's fsync of the database file stalls the writer's commits on the
@@ -66,53 +66,38 @@ const SCHEMA: &str = "
     ) WITHOUT ROWID;
 ";
 
-/// A unit of work for the writer thread.
-trait WriteJob: Send {
-    /// Runs inside the current transaction and keeps its result; `false` when it failed with
-    /// a database error (the transaction must roll back). It may run again after a rollback.
-    fn run(&mut self, conn: &Connection) -> bool;
-    /// Answers the caller once the transaction's fate is known.
-    fn finish(self: Box<Self>, commit: Result<(), String>);
-}
-
-struct Job<T, F> {
-    work: F,
-    result: Option<Result<T, HistoryError>>,
-    reply: oneshot::Sender<Result<T, HistoryError>>,
-}
-
-impl<T, F> WriteJob for Job<T, F>
-where
-    T: Send,
-    F: FnMut(&Connection) -> Result<T, HistoryError> + Send,
-{
-    fn run(&mut self, conn: &Connection) -> bool {
-        let result = (self.work)(conn);
-        let ok = !matches!(result, Err(HistoryError::Sqlite(_)));
-        self.result = Some(result);
-        ok
-    }
-
-    fn finish(self: Box<Self>, commit: Result<(), String>) {
-        let reply = match (commit, self.result) {
-            (Ok(()), Some(result)) => result,
-            (Ok(()), None) => Err(HistoryError::Closed),
-            (Err(message), _) => Err(HistoryError::Commit(message)),
-        };
-        // The caller may have given up (deadline, disconnect); nothing to do then.
-        let _ = self.reply.send(reply);
-    }
-}
-
 enum Msg {
     Job(Box<dyn WriteJob>),
     Close,
 }
 
+impl From<Msg> for group_commit::Message {
+    fn from(msg: Msg) -> group_commit::Message {
+        match msg {
+            Msg::Job(job) => Some(job),
+            Msg::Close => None,
+        }
+    }
+}
+
+impl JobError for HistoryError {
+    fn closed() -> HistoryError {
+        HistoryError::Closed
+    }
+
+    fn commit(message: String) -> HistoryError {
+        HistoryError::Commit(message)
+    }
+
+    /// Refusals (stale, fenced) write nothing: only a database error rolls back.
+    fn rolls_back(&self) -> bool {
+        matches!(self, HistoryError::Sqlite(_))
+    }
+}
+
 #[derive(Default)]
 struct Counters {
-    writes: AtomicU64,
-    commits: AtomicU64,
+    written: CommitCounters,
     checkpoints: AtomicU64,
 }
 
@@ -173,15 +158,11 @@ impl SqliteHistory {
         T: Send + 'static,
         F: FnMut(&Connection) -> Result<T, HistoryError> + Send + 'static,
     {
-        let (reply, rx) = oneshot::channel();
-        let sent = self.jobs.send(Msg::Job(Box::new(Job {
-            work,
-            result: None,
-            reply,
-        })));
+        let (job, rx) = group_commit::job(work, None);
+        let sent = self.jobs.send(Msg::Job(job));
         Box::pin(async move {
             sent.map_err(|_| HistoryError::Closed)?;
-            rx.await.map_err(|_| HistoryError::Closed)?
+            group_commit::answer(rx).await
         })
     }
 }
@@ -360,8 +341,8 @@ impl HistoryBackend for SqliteHistory {
 
     fn stats(&self) -> HistoryStats {
         HistoryStats {
-            writes: self.counters.writes.load(Ordering::Relaxed),
-            commits: self.counters.commits.load(Ordering::Relaxed),
+            writes: self.counters.written.writes.load(Ordering::Relaxed),
+            commits: self.counters.written.commits.load(Ordering::Relaxed),
             checkpoints: self.counters.checkpoints.load(Ordering::Relaxed),
         }
     }
@@ -443,25 +424,7 @@ fn writer_loop(
     if let Err(error) = &checkpointer {
         tracing::error!(%error, "cannot start the history checkpoint thread; the WAL is checkpointed at shutdown only");
     }
-    let mut batch: Vec<Box<dyn WriteJob>> = Vec::with_capacity(MAX_BATCH);
-    let mut closing = false;
-    while !closing {
-        match rx.recv() {
-            Ok(Msg::Job(job)) => batch.push(job),
-            Ok(Msg::Close) | Err(_) => break,
-        }
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(Msg::Job(job)) => batch.push(job),
-                Ok(Msg::Close) => {
-                    closing = true;
-                    break;
-                }
-                Err(_) => break,
-            }
-        }
-        run_jobs(&conn, &mut batch, &counters);
-    }
+    group_commit::run_writer(&conn, &rx, MAX_BATCH, &counters.written, "history", |_| {});
     // Anything still queued behind `Close` is answered `Closed` when the channel drops.
     drop(stop_checkpoints);
     if let Ok(checkpointer) = checkpointer {
@@ -470,63 +433,6 @@ fn writer_loop(
     if let Err(error) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
         tracing::warn!(%error, "final history checkpoint failed");
     }
-}
-
-fn run_jobs(conn: &Connection, batch: &mut Vec<Box<dyn WriteJob>>, counters: &Counters) {
-    let jobs = batch.len() as u64;
-    match run_batch(conn, batch) {
-        Ok(()) => {
-            counters.writes.fetch_add(jobs, Ordering::Relaxed);
-            counters.commits.fetch_add(1, Ordering::Relaxed);
-            for job in batch.drain(..) {
-                job.finish(Ok(()));
-            }
-        }
-        Err(BatchFailure::Begin(message)) => {
-            tracing::error!(error = %message, "cannot commit a history transaction");
-            for job in batch.drain(..) {
-                job.finish(Err(message.clone()));
-            }
-        }
-        Err(BatchFailure::Job) => {
-            // Slow path: one transaction per job.
-            for mut job in batch.drain(..) {
-                let commit = match run_batch(conn, std::slice::from_mut(&mut job)) {
-                    Ok(()) => {
-                        counters.writes.fetch_add(1, Ordering::Relaxed);
-                        counters.commits.fetch_add(1, Ordering::Relaxed);
-                        Ok(())
-                    }
-                    // The job's own error is in its result.
-                    Err(BatchFailure::Job) => Ok(()),
-                    Err(BatchFailure::Begin(message)) => Err(message),
-                };
-                job.finish(commit);
-            }
-        }
-    }
-}
-
-enum BatchFailure {
-    /// `BEGIN` or `COMMIT` failed: nothing was written.
-    Begin(String),
-    /// A job failed with a database error; the transaction was rolled back.
-    Job,
-}
-
-fn run_batch(conn: &Connection, jobs: &mut [Box<dyn WriteJob>]) -> Result<(), BatchFailure> {
-    conn.execute_batch("BEGIN IMMEDIATE")
-        .map_err(|e| BatchFailure::Begin(e.to_string()))?;
-    for job in jobs.iter_mut() {
-        if !job.run(conn) {
-            let _ = conn.execute_batch("ROLLBACK");
-            return Err(BatchFailure::Job);
-        }
-    }
-    conn.execute_batch("COMMIT").map_err(|e| {
-        let _ = conn.execute_batch("ROLLBACK");
-        BatchFailure::Begin(e.to_string())
-    })
 }
 
 /// The checkpoint thread: PASSIVE after new commits, TRUNCATE when the WAL grew too large.
@@ -539,13 +445,13 @@ fn checkpoint_loop(
     let mut wal = path.into_os_string();
     wal.push("-wal");
     let wal = PathBuf::from(wal);
-    let mut seen = counters.commits.load(Ordering::Relaxed);
+    let mut seen = counters.written.commits.load(Ordering::Relaxed);
     loop {
         match stop.recv_timeout(CHECKPOINT_INTERVAL) {
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
             _ => return,
         }
-        let commits = counters.commits.load(Ordering::Relaxed);
+        let commits = counters.written.commits.load(Ordering::Relaxed);
         if commits == seen {
             continue;
         }

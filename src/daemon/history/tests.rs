@@ -1,18 +1,6 @@
 use super::sqlite::SqliteHistory;
 use super::*;
-
-fn user(text: &str) -> ChatMessage {
-    ChatMessage::User {
-        content: text.into(),
-    }
-}
-
-fn answer(text: &str) -> ChatMessage {
-    ChatMessage::Assistant {
-        content: Some(text.into()),
-        tool_calls: Vec::new(),
-    }
-}
+use crate::daemon::testing::{answer, user};
 
 fn alice() -> UserId {
     UserId::parse("alice").unwrap()
@@ -349,16 +337,21 @@ async fn sqlite_keeps_the_backend_contract() {
     backend_contract(one, two).await;
 }
 
+/// Pool options with `max_connections` in a fresh schema named `prefix_<uuid>`.
+fn pg_options(max_connections: usize, prefix: &str) -> crate::shared::pg::PoolOptions {
+    crate::shared::pg::PoolOptions {
+        max_connections,
+        schema: Some(format!("{prefix}_{}", uuid::Uuid::new_v4().simple())),
+        ..crate::shared::pg::PoolOptions::default()
+    }
+}
+
 #[tokio::test]
 async fn postgres_keeps_the_backend_contract() {
     let Some(url) = pg_test_url() else {
         return;
     };
-    let options = crate::shared::pg::PoolOptions {
-        max_connections: 4,
-        schema: Some(format!("hist_{}", uuid::Uuid::new_v4().simple())),
-        ..crate::shared::pg::PoolOptions::default()
-    };
+    let options = pg_options(4, "hist");
     let one = Arc::new(postgres::PgHistory::open(&url, &options).await.unwrap());
     let two = Arc::new(postgres::PgHistory::open(&url, &options).await.unwrap());
     assert!(one.uses_leases());
@@ -375,11 +368,7 @@ async fn postgres_concurrent_first_appends_keep_one() {
     let Some(url) = pg_test_url() else {
         return;
     };
-    let options = crate::shared::pg::PoolOptions {
-        max_connections: 8,
-        schema: Some(format!("hist_{}", uuid::Uuid::new_v4().simple())),
-        ..crate::shared::pg::PoolOptions::default()
-    };
+    let options = pg_options(8, "hist");
     let store = postgres::PgHistory::open(&url, &options).await.unwrap();
     let attempts = (0..8).map(|i| {
         let (append, _) =
@@ -465,6 +454,54 @@ async fn bench_history_saves() {
         );
     }
 
+    // Each worker saves turns of its own users' conversations, one after another (paced in
+    // open loop); with `leased`, each save takes the user's lease first and releases it with
+    // a fenced append (a PostgreSQL turn). The saves' latencies.
+    let saves = move |store: Arc<dyn HistoryBackend>, leased: bool| {
+        let tasks: Vec<_> = (0..workers)
+            .map(|w| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let mut histories = vec![CachedHistory::default(); users / workers];
+                    let ids: Vec<UserId> = (0..histories.len())
+                        .map(|slot| UserId::parse(&format!("u{w}x{slot}")).unwrap())
+                        .collect();
+                    let mut latencies = Vec::new();
+                    let mut pace = pace(w);
+                    for i in 0..turns_total / workers {
+                        if let Some(pace) = &mut pace {
+                            pace.tick().await;
+                        }
+                        let slot = i % histories.len();
+                        let t = Instant::now();
+                        let (mut append, next) =
+                            histories[slot].with_turn(turn_messages(i), budget, &ids[slot]);
+                        if leased {
+                            let lease = store
+                                .try_lease(&ids[slot], LEASE_TTL)
+                                .await
+                                .unwrap()
+                                .expect("free");
+                            append.fence = Some(lease.token);
+                            append.release = true;
+                        }
+                        store.append(append).await.unwrap();
+                        latencies.push(t.elapsed());
+                        histories[slot] = next;
+                    }
+                    latencies
+                })
+            })
+            .collect();
+        async move {
+            let mut latencies = Vec::new();
+            for task in futures::future::join_all(tasks).await {
+                latencies.extend(task.unwrap());
+            }
+            latencies
+        }
+    };
+
     // (a) Before: whole-row rewrite, one transaction per save, autocheckpoint in the saves.
     if std::env::var("BENCH_SKIP_BEFORE").is_err() {
         let dir = tempfile::tempdir().unwrap();
@@ -529,34 +566,7 @@ async fn bench_history_saves() {
         let dir = tempfile::tempdir().unwrap();
         let store = HistoryStore::open(dir.path()).unwrap();
         let started = Instant::now();
-        let tasks = (0..workers).map(|w| {
-            let store = store.clone();
-            tokio::spawn(async move {
-                let mut histories = vec![CachedHistory::default(); users / workers];
-                let ids: Vec<UserId> = (0..histories.len())
-                    .map(|slot| UserId::parse(&format!("u{w}x{slot}")).unwrap())
-                    .collect();
-                let mut latencies = Vec::new();
-                let mut pace = pace(w);
-                for i in 0..turns_total / workers {
-                    if let Some(pace) = &mut pace {
-                        pace.tick().await;
-                    }
-                    let slot = i % histories.len();
-                    let t = Instant::now();
-                    let (append, next) =
-                        histories[slot].with_turn(turn_messages(i), budget, &ids[slot]);
-                    store.backend().append(append).await.unwrap();
-                    latencies.push(t.elapsed());
-                    histories[slot] = next;
-                }
-                latencies
-            })
-        });
-        let mut latencies = Vec::new();
-        for task in futures::future::join_all(tasks).await {
-            latencies.extend(task.unwrap());
-        }
+        let latencies = saves(store.backend().clone(), false).await;
         let elapsed = started.elapsed();
         let stats = store.stats();
         // Every save answered Ok was committed, and saves shared transactions or not, but
@@ -577,49 +587,11 @@ async fn bench_history_saves() {
     // (c) PostgreSQL (with MEMENTO_TEST_POSTGRES_URL): what a turn does there, the lease
     // taken, then the append that releases it.
     if let Ok(url) = std::env::var("MEMENTO_TEST_POSTGRES_URL") {
-        let options = crate::shared::pg::PoolOptions {
-            max_connections: 16,
-            schema: Some(format!("histbench_{}", uuid::Uuid::new_v4().simple())),
-            ..crate::shared::pg::PoolOptions::default()
-        };
+        let options = pg_options(16, "histbench");
         let store: Arc<dyn HistoryBackend> =
             Arc::new(postgres::PgHistory::open(&url, &options).await.unwrap());
         let started = Instant::now();
-        let tasks = (0..workers).map(|w| {
-            let store = store.clone();
-            tokio::spawn(async move {
-                let mut histories = vec![CachedHistory::default(); users / workers];
-                let ids: Vec<UserId> = (0..histories.len())
-                    .map(|slot| UserId::parse(&format!("u{w}x{slot}")).unwrap())
-                    .collect();
-                let mut latencies = Vec::new();
-                let mut pace = pace(w);
-                for i in 0..turns_total / workers {
-                    if let Some(pace) = &mut pace {
-                        pace.tick().await;
-                    }
-                    let slot = i % histories.len();
-                    let t = Instant::now();
-                    let lease = store
-                        .try_lease(&ids[slot], LEASE_TTL)
-                        .await
-                        .unwrap()
-                        .expect("free");
-                    let (mut append, next) =
-                        histories[slot].with_turn(turn_messages(i), budget, &ids[slot]);
-                    append.fence = Some(lease.token);
-                    append.release = true;
-                    store.append(append).await.unwrap();
-                    latencies.push(t.elapsed());
-                    histories[slot] = next;
-                }
-                latencies
-            })
-        });
-        let mut latencies = Vec::new();
-        for task in futures::future::join_all(tasks).await {
-            latencies.extend(task.unwrap());
-        }
+        let latencies = saves(store.clone(), true).await;
         report(
             "PostgreSQL (lease + fenced append)",
             latencies,

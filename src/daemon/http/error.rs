@@ -4,12 +4,11 @@
 
 use std::time::Duration;
 
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use serde_json::json;
-
 use crate::daemon::conversation::TurnError;
 use crate::daemon::mcp::McpError;
+use crate::shared::api::ErrorBody;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 
 /// An API failure with its status, a stable machine-readable code and a message for people.
 #[derive(Debug, Clone)]
@@ -54,9 +53,9 @@ impl ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, code, message)
     }
 
-    /// The JSON body.
-    pub fn body(&self) -> serde_json::Value {
-        json!({ "error": { "code": self.code, "message": self.message } })
+    /// The JSON body, `{"error": {"code", "message"}}`.
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody::new(self.code, self.message.clone())
     }
 }
 

@@ -11,17 +11,17 @@
 //! server disagreed: its `error.code` (`not_found`, `invalid_argument`) picks the status.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{ConnectInfo, Path, Query, State};
-use axum::http::HeaderMap;
+use axum::extract::{Path, Query, State};
 use rmcp::model::JsonObject;
-use serde_json::{Value, json};
+use serde::de::DeserializeOwned;
+use serde_json::json;
 
 use super::error::ApiError;
-use super::{ApiState, admit};
+use super::{Admitted, ApiState};
 use crate::daemon::mcp::ToolOutput;
+use crate::shared::api::memories::{DeletedMemory, MemoryDetail, MemoryList, MemoryQuery, TagList};
 use crate::shared::domain::tool;
 use crate::shared::domain::{self, MemoryId, SearchTerms, UserId};
 
@@ -34,18 +34,15 @@ pub const MAX_OFFSET: u32 = 100_000;
 
 /// The query parameters `GET .../memories` accepts; anything else is a 400, so a typo
 /// (`?q=`) is reported instead of silently listing everything.
-const LIST_PARAMS: [&str; 6] = ["query", "tags", "since", "until", "limit", "offset"];
+const LIST_PARAMS: [&str; 6] = MemoryQuery::PARAMS;
 
 /// `GET /v1/users/{user_id}/memories`: the tool's `{"memories": [...], "count": n}`, best
 /// match first with a `query`, newest first without.
 pub async fn list(
     State(state): State<ApiState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path(raw_user): Path<String>,
-    headers: HeaderMap,
+    Admitted(user): Admitted,
     params: Result<Query<HashMap<String, String>>, QueryRejection>,
-) -> Result<axum::Json<Value>, ApiError> {
-    let user = admit(&state, peer, &headers, &raw_user)?;
+) -> Result<axum::Json<MemoryList>, ApiError> {
     let Query(params) = params
         .map_err(|rejection| ApiError::bad_request("invalid_query", rejection.body_text()))?;
     let arguments = list_arguments(&params)?;
@@ -57,55 +54,39 @@ pub async fn list(
 /// with that id.
 pub async fn get_one(
     State(state): State<ApiState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path((raw_user, raw_id)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Result<axum::Json<Value>, ApiError> {
-    by_id(&state, peer, &headers, &raw_user, &raw_id, tool::GET_MEMORY).await
+    Admitted(user): Admitted,
+    Path((_, raw_id)): Path<(String, String)>,
+) -> Result<axum::Json<MemoryDetail>, ApiError> {
+    by_id(&state, &user, &raw_id, tool::GET_MEMORY).await
 }
 
 /// `DELETE /v1/users/{user_id}/memories/{id}`: `{"deleted": true, "id", "filename"}`; 404
 /// when the user has none with that id.
 pub async fn delete_one(
     State(state): State<ApiState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path((raw_user, raw_id)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Result<axum::Json<Value>, ApiError> {
-    by_id(
-        &state,
-        peer,
-        &headers,
-        &raw_user,
-        &raw_id,
-        tool::DELETE_MEMORY,
-    )
-    .await
+    Admitted(user): Admitted,
+    Path((_, raw_id)): Path<(String, String)>,
+) -> Result<axum::Json<DeletedMemory>, ApiError> {
+    by_id(&state, &user, &raw_id, tool::DELETE_MEMORY).await
 }
 
 /// One memory tool on one memory id of the admitted user.
-async fn by_id(
+async fn by_id<T: DeserializeOwned>(
     state: &ApiState,
-    peer: SocketAddr,
-    headers: &HeaderMap,
-    raw_user: &str,
+    user: &UserId,
     raw_id: &str,
     tool: &str,
-) -> Result<axum::Json<Value>, ApiError> {
-    let user = admit(state, peer, headers, raw_user)?;
+) -> Result<axum::Json<T>, ApiError> {
     let id = parse_id(raw_id)?;
-    let output = call(state, &user, tool, id_arguments(id)).await?;
+    let output = call(state, user, tool, id_arguments(id)).await?;
     Ok(axum::Json(output))
 }
 
 /// `GET /v1/users/{user_id}/tags`: `{"tags": [{"tag", "count"}, ...]}`.
 pub async fn tags(
     State(state): State<ApiState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path(raw_user): Path<String>,
-    headers: HeaderMap,
-) -> Result<axum::Json<Value>, ApiError> {
-    let user = admit(&state, peer, &headers, &raw_user)?;
+    Admitted(user): Admitted,
+) -> Result<axum::Json<TagList>, ApiError> {
     let output = call(&state, &user, tool::LIST_TAGS, JsonObject::new()).await?;
     Ok(axum::Json(output))
 }
@@ -178,13 +159,13 @@ fn id_arguments(id: MemoryId) -> JsonObject {
     arguments
 }
 
-/// Calls one memory tool for `user` and returns its structured content.
-async fn call(
+/// Calls one memory tool for `user` and returns its structured content, read as `T`.
+async fn call<T: DeserializeOwned>(
     state: &ApiState,
     user: &UserId,
     tool: &str,
     arguments: JsonObject,
-) -> Result<Value, ApiError> {
+) -> Result<T, ApiError> {
     let output = state
         .mcp
         .call_tool(user, tool, arguments, JsonObject::new())
@@ -193,8 +174,9 @@ async fn call(
     tool_output(tool, output)
 }
 
-/// A tool's answer as the endpoint's body, or its error as an [`ApiError`].
-fn tool_output(tool: &str, output: ToolOutput) -> Result<Value, ApiError> {
+/// A tool's answer as the endpoint's body (its structured content, read as `T`), or its
+/// error as an [`ApiError`].
+fn tool_output<T: DeserializeOwned>(tool: &str, output: ToolOutput) -> Result<T, ApiError> {
     if output.is_error {
         let code = output
             .structured
@@ -203,11 +185,20 @@ fn tool_output(tool: &str, output: ToolOutput) -> Result<Value, ApiError> {
         let message = output.text.strip_prefix("Error: ").unwrap_or(&output.text);
         return Err(ApiError::from_tool_error(tool, code, message));
     }
-    output.structured.ok_or_else(|| {
+    let structured = output.structured.ok_or_else(|| {
         ApiError::from_tool_error(
             tool,
             None,
             "no structured content in the answer; is the memory server Memento's?",
+        )
+    })?;
+    serde_json::from_value(structured).map_err(|error| {
+        ApiError::from_tool_error(
+            tool,
+            None,
+            &format!(
+                "its answer has an unexpected shape ({error}); is the memory server Memento's?"
+            ),
         )
     })
 }

@@ -30,22 +30,21 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
-use futures::{Stream, StreamExt};
+use futures::Stream;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use super::error::ApiError;
-use super::{AbortOnDrop, ApiState};
+use super::{ApiState, stream};
 use crate::daemon::conversation::{TurnError, TurnEvent, TurnOutcome};
 use crate::daemon::llm::types::Usage;
 use request::{Completion, admit};
@@ -71,7 +70,7 @@ pub(super) async fn chat_completions(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let (span, trace_id) = super::post_span("/v1/chat/completions", &headers);
+    let (span, trace_id) = super::turns::post_span("/v1/chat/completions", &headers);
     let completion = match admit(&state, peer, &headers, body) {
         Ok(completion) => completion,
         Err(error) => {
@@ -84,18 +83,7 @@ pub(super) async fn chat_completions(
         span.record("http.response.status_code", 200);
         stream_completion(state, completion, deadline, trace_id.clone(), span).into_response()
     } else {
-        let result = tracing::Instrument::instrument(
-            state.supervisor.turn_given(
-                &completion.user,
-                completion.prior,
-                completion.message,
-                deadline,
-                None,
-            ),
-            span.clone(),
-        )
-        .await;
-        match result {
+        match run_turn(state, completion, deadline, None, span.clone()).await {
             Ok(outcome) => {
                 span.record("http.response.status_code", 200);
                 axum::Json(completion_json(&outcome)).into_response()
@@ -258,61 +246,53 @@ fn stream_completion(
         created: now_unix(),
         include_usage: completion.include_usage,
     };
-    let (events_tx, events_rx) = mpsc::unbounded_channel::<TurnEvent>();
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<Vec<Event>>();
-    let task_chunks = chunks.clone();
-    let task = tokio::spawn(async move {
-        let result = tracing::Instrument::instrument(
-            state.supervisor.turn_given(
-                &completion.user,
-                completion.prior,
-                completion.message,
-                deadline,
-                Some(events_tx),
-            ),
-            span,
-        )
-        .await;
-        let events = match result {
-            Ok(outcome) => task_chunks.end(&outcome.usage),
-            Err(error) => vec![
-                Event::default().data(OpenAiError::from_turn(error, &trace_id).body().to_string()),
-            ],
-        };
-        let _ = done_tx.send(events);
-    });
-    let guard = AbortOnDrop(task);
-    let first = futures::stream::once(std::future::ready(chunks.role()));
     let text_chunks = chunks.clone();
-    let progress = UnboundedReceiverStream::new(events_rx).filter_map(move |event| {
-        let chunk = match event {
-            TurnEvent::Text(text) if !text.is_empty() => Some(text_chunks.text(&text)),
-            _ => None,
-        };
-        std::future::ready(chunk)
-    });
-    let done = futures::stream::once(async move {
-        let events = done_rx.await.unwrap_or_else(|_| {
-            vec![
-                Event::default().data(
-                    OpenAiError::from_api(ApiError::new(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "conversation_failed",
-                        "the turn ended without an answer",
-                    ))
-                    .body()
-                    .to_string(),
-                ),
-            ]
-        });
-        futures::stream::iter(events)
-    })
-    .flatten();
-    let stream = first.chain(progress).chain(done).map(move |event| {
-        let _keep = &guard;
-        Ok(event)
-    });
-    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+    let end_chunks = chunks.clone();
+    stream::sse_turn(
+        move |events| run_turn(state, completion, deadline, Some(events), span),
+        stream::Render {
+            first: vec![chunks.role()],
+            progress: move |event| match event {
+                TurnEvent::Text(text) if !text.is_empty() => Some(text_chunks.text(&text)),
+                _ => None,
+            },
+            end: move |result: Result<TurnOutcome, TurnError>| match result {
+                Ok(outcome) => end_chunks.end(&outcome.usage),
+                Err(error) => vec![error_event(&OpenAiError::from_turn(error, &trace_id))],
+            },
+            lost: || {
+                vec![error_event(&OpenAiError::from_api(ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "conversation_failed",
+                    "the turn ended without an answer",
+                )))]
+            },
+        },
+    )
+}
+
+/// A failed streamed turn's last event: `data: {"error": ...}`.
+fn error_event(error: &OpenAiError) -> Event {
+    Event::default().data(error.body().to_string())
+}
+
+/// One turn on the client's messages (`TurnContext::Given`), inside `span`; `events` sees
+/// its progress.
+async fn run_turn(
+    state: ApiState,
+    completion: Completion,
+    deadline: Instant,
+    events: Option<mpsc::UnboundedSender<TurnEvent>>,
+    span: tracing::Span,
+) -> Result<TurnOutcome, TurnError> {
+    let turn = state.supervisor.turn_given(
+        &completion.user,
+        completion.prior,
+        completion.message,
+        deadline,
+        events,
+    );
+    tracing::Instrument::instrument(turn, span).await
 }
 
 // === Errors ===

@@ -15,11 +15,11 @@ use std::net::SocketAddr;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
 
 use super::ApiState;
 use super::auth::Caller;
 use super::error::ApiError;
+use crate::shared::api::{AuthMode, WhoAmI};
 
 /// The page's Content-Security-Policy.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
@@ -76,6 +76,16 @@ pub async fn asset(Path(name): Path<String>) -> Response {
     }
 }
 
+/// The headers every page response carries (see the module's invariant).
+const PAGE_HEADERS: [(header::HeaderName, &str); 5] = [
+    (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
+    (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+    (header::X_FRAME_OPTIONS, "DENY"),
+    (header::REFERRER_POLICY, "no-referrer"),
+    // The files change with the binary only; revalidating keeps an upgrade visible at once.
+    (header::CACHE_CONTROL, "no-cache"),
+];
+
 fn serve(asset: &Asset) -> Response {
     let mut response = asset.body.into_response();
     let headers = response.headers_mut();
@@ -83,34 +93,22 @@ fn serve(asset: &Asset) -> Response {
         header::CONTENT_TYPE,
         HeaderValue::from_static(asset.content_type),
     );
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
-    );
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    headers.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    // The files change with the binary only; revalidating keeps an upgrade visible at once.
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    for (name, value) in PAGE_HEADERS {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
     response
 }
 
 /// `GET /v1/auth/mode`: `{"mode": "token"}` when API tokens are configured (sign in with
 /// one), `{"mode": "loopback"}` when none are (local clients only; they name the user).
 /// It reveals no token and no user, so it needs no authentication.
-pub async fn auth_mode(State(state): State<ApiState>) -> axum::Json<Value> {
+pub async fn auth_mode(State(state): State<ApiState>) -> axum::Json<AuthMode> {
     let mode = if state.auth.is_open() {
         "loopback"
     } else {
         "token"
     };
-    axum::Json(json!({ "mode": mode }))
+    axum::Json(AuthMode { mode: mode.into() })
 }
 
 /// `GET /v1/auth/whoami`: who the caller's credentials make it. `{"caller": "user",
@@ -121,11 +119,14 @@ pub async fn whoami(
     State(state): State<ApiState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-) -> Result<axum::Json<Value>, ApiError> {
-    let body = match state.auth.caller(peer, &headers)? {
-        Caller::User(user) => json!({ "caller": "user", "user_id": user }),
-        Caller::Service => json!({ "caller": "service" }),
-        Caller::Local => json!({ "caller": "local" }),
+) -> Result<axum::Json<WhoAmI>, ApiError> {
+    let (caller, user_id) = match state.auth.caller(peer, &headers)? {
+        Caller::User(user) => ("user", Some(user.to_string())),
+        Caller::Service => ("service", None),
+        Caller::Local => ("local", None),
     };
-    Ok(axum::Json(body))
+    Ok(axum::Json(WhoAmI {
+        caller: caller.into(),
+        user_id,
+    }))
 }

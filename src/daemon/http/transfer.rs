@@ -10,12 +10,10 @@
 //! The seed layout is a directory tree, so over HTTP only `format=jsonl` is served;
 //! `format=seed` is a 400 that points at `memento export --format seed`.
 
-use std::net::SocketAddr;
-
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{ConnectInfo, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use serde::Deserialize;
@@ -24,9 +22,10 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::error::ApiError;
-use super::{ApiState, admit};
+use super::{Admitted, ApiState};
 use crate::daemon::mcp::{McpError, McpHandle};
 use crate::memory_server::transfer::record::Record;
+use crate::shared::api::memories::{ImportReport, MemoryDetail, MemoryList, SkippedLine};
 use crate::shared::domain::tool;
 use crate::shared::domain::{CREATED_AT_META_KEY, UserId};
 
@@ -71,12 +70,9 @@ pub(crate) struct ExportQuery {
 /// `GET /v1/users/{user_id}/memories/export?format=jsonl`: a JSONL stream, newest first.
 pub(crate) async fn export(
     State(state): State<ApiState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path(raw_user): Path<String>,
+    Admitted(user): Admitted,
     Query(query): Query<ExportQuery>,
-    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let user = admit(&state, peer, &headers, &raw_user)?;
     match query.format.as_deref().unwrap_or("jsonl") {
         "jsonl" => {}
         "seed" => {
@@ -173,17 +169,13 @@ async fn list_ids(mcp: &McpHandle, user: &UserId, offset: u64) -> Result<Vec<Str
         serde_json::Map::new(),
     )
     .await?;
-    let ids = output
-        .get("memories")
-        .and_then(Value::as_array)
-        .map(|memories| {
-            memories
-                .iter()
-                .filter_map(|m| m.get("id").and_then(Value::as_str).map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default();
-    Ok(ids)
+    let list: MemoryList =
+        serde_json::from_value(output).map_err(|_| bad_answer(tool::RETRIEVE_MEMORIES))?;
+    Ok(list
+        .memories
+        .into_iter()
+        .map(|memory| memory.meta.id.to_string())
+        .collect())
 }
 
 /// A memory as a JSONL line, `None` when it is gone.
@@ -197,22 +189,22 @@ async fn export_line(mcp: &McpHandle, user: &UserId, id: &str) -> Result<Option<
     if output.is_error {
         return Ok(None);
     }
-    let memory = output
+    let memory: MemoryDetail = output
         .structured
+        .and_then(|structured| serde_json::from_value(structured).ok())
         .ok_or_else(|| bad_answer(tool::GET_MEMORY))?;
-    let mut record: Record = serde_json::from_value(json!({
-        "user_id": user.as_str(),
-        "id": memory.get("id"),
-        "filename": memory.get("filename"),
-        "stored_as": memory.get("stored_as"),
-        "description": memory.get("description"),
-        "tags": memory.get("tags"),
-        "created_at": memory.get("created_at"),
-        "size_bytes": memory.get("size_bytes"),
-        "content": memory.get("content"),
-    }))
-    .map_err(|_| bad_answer(tool::GET_MEMORY))?;
-    record.user_id = user.as_str().to_owned();
+    let meta = memory.meta;
+    let record = Record {
+        user_id: user.as_str().to_owned(),
+        id: Some(meta.id.to_string()),
+        filename: meta.filename,
+        stored_as: Some(meta.stored_as),
+        description: meta.description,
+        tags: meta.tags,
+        created_at: meta.created_at,
+        size_bytes: Some(meta.size_bytes),
+        content: memory.content,
+    };
     let mut line = serde_json::to_string(&record).map_err(|_| bad_answer(tool::GET_MEMORY))?;
     line.push('\n');
     Ok(Some(line))
@@ -222,12 +214,9 @@ async fn export_line(mcp: &McpHandle, user: &UserId, id: &str) -> Result<Option<
 /// answers `{"imported", "already_present", "skipped": [{"line", "reason"}]}`.
 pub(crate) async fn import(
     State(state): State<ApiState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path(raw_user): Path<String>,
-    headers: HeaderMap,
+    Admitted(user): Admitted,
     body: Result<Bytes, BytesRejection>,
-) -> Result<axum::Json<Value>, ApiError> {
-    let user = admit(&state, peer, &headers, &raw_user)?;
+) -> Result<axum::Json<ImportReport>, ApiError> {
     let body = body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
@@ -266,9 +255,10 @@ pub(crate) async fn import(
         match outcome {
             Ok(LineOutcome::Imported) => imported += 1,
             Ok(LineOutcome::AlreadyPresent) => already_present += 1,
-            Ok(LineOutcome::Skipped(reason)) => {
-                skipped.push(json!({"line": line_no, "reason": reason}))
-            }
+            Ok(LineOutcome::Skipped(reason)) => skipped.push(SkippedLine {
+                line: line_no,
+                reason,
+            }),
             Err(mut error) => {
                 error.message = format!(
                     "{} (stopped at line {line_no} after {imported} imported; importing again \
@@ -279,12 +269,12 @@ pub(crate) async fn import(
             }
         }
     }
-    Ok(axum::Json(json!({
-        "user_id": user,
-        "imported": imported,
-        "already_present": already_present,
-        "skipped": skipped,
-    })))
+    Ok(axum::Json(ImportReport {
+        user_id: user.to_string(),
+        imported,
+        already_present,
+        skipped,
+    }))
 }
 
 /// `get_memory` calls in flight during an export.

@@ -7,6 +7,35 @@ use super::types::{ChatMessage, ChatRequest, FinishReason};
 use super::*;
 use crate::shared::retry::Retryable;
 
+/// Serves `app` on a free loopback port; its base URL (`http://127.0.0.1:PORT`).
+async fn serve(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    base
+}
+
+/// A chat completion answering "ok" from `model`.
+fn completion(model: &str) -> serde_json::Value {
+    serde_json::json!({
+        "id": "x", "object": "chat.completion", "created": 0, "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"},
+                     "finish_reason": "stop"}],
+    })
+}
+
+/// An OpenAI-compatible provider at `base_url`, model `m`.
+fn openai_config(base_url: String) -> LlmConfig {
+    LlmConfig {
+        provider: Provider::Openai,
+        base_url: Some(base_url),
+        model: Some("m".into()),
+        ..LlmConfig::default()
+    }
+}
+
 fn request(user: &str) -> ChatRequest {
     ChatRequest {
         messages: vec![ChatMessage::User {
@@ -206,11 +235,7 @@ async fn redirects_are_never_followed() {
             )
         }
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    let endpoint = serve(app).await;
 
     let config = LlmConfig {
         provider: Provider::Azure,
@@ -311,24 +336,11 @@ async fn the_provider_sees_the_keyed_pseudonym() {
         async move {
             let value: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
             record.lock().unwrap().push(value);
-            axum::Json(serde_json::json!({
-                "id": "x", "object": "chat.completion", "created": 0, "model": "m",
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"},
-                             "finish_reason": "stop"}],
-            }))
+            axum::Json(completion("m"))
         }
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}/v1", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    let config = LlmConfig {
-        provider: Provider::Openai,
-        base_url: Some(base),
-        model: Some("m".into()),
-        ..LlmConfig::default()
-    };
+    let base = format!("{}/v1", serve(app).await);
+    let config = openai_config(base);
     let pseudonyms = Arc::new(pseudonym::UserPseudonyms::with_key(&[7; 32]));
     let handle = LlmHandle::spawn(config)
         .await
@@ -355,24 +367,11 @@ async fn stopping_drains_the_requests_in_flight() {
         async move {
             on_arrival.notify_one();
             on_release.notified().await;
-            axum::Json(serde_json::json!({
-                "id": "x", "object": "chat.completion", "created": 0, "model": "m",
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"},
-                             "finish_reason": "stop"}],
-            }))
+            axum::Json(completion("m"))
         }
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}/v1", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    let config = LlmConfig {
-        provider: Provider::Openai,
-        base_url: Some(base),
-        model: Some("m".into()),
-        ..LlmConfig::default()
-    };
+    let base = format!("{}/v1", serve(app).await);
+    let config = openai_config(base);
     let handle = LlmHandle::spawn(config).await.unwrap();
     let caller = handle.clone();
     let call = tokio::spawn(async move {
@@ -512,20 +511,14 @@ async fn azure_requests_carry_the_key_and_retries_resend_the_same_body() {
                         "busy",
                     ));
                 }
-                axum::response::IntoResponse::into_response(axum::Json(serde_json::json!({
-                    "id": "x", "object": "chat.completion", "created": 0, "model": "gpt-4o-mini",
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"},
-                                 "finish_reason": "stop"}],
-                    "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
-                })))
+                let mut answer = completion("gpt-4o-mini");
+                answer["usage"] =
+                    serde_json::json!({"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4});
+                axum::response::IntoResponse::into_response(axum::Json(answer))
             }
         },
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("http://{}/", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    let endpoint = format!("{}/", serve(app).await);
     let config = LlmConfig {
         provider: Provider::Azure,
         endpoint: Some(endpoint),

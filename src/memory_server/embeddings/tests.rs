@@ -1,5 +1,9 @@
 use super::tokenizer::{WordPiece, basic_split};
 use super::*;
+use std::time::Duration;
+
+use crate::memory_server::storage::{MemoryStore, NewMemory, SearchMode, SearchQuery};
+use crate::shared::domain::UserId;
 
 #[test]
 fn basic_split_lowercases_strips_accents_and_splits_punctuation() {

@@ -3,9 +3,9 @@
 //! in `storage/migrations.rs`.
 //!
 //! - one **writer thread** owns the only read-write connection. It takes jobs from a
-//!   channel, runs everything that queued up meanwhile in one transaction (each job in its
-//!   own savepoint, so one failure never undoes another) and commits once: concurrent stores
-//!   share one fsync (group commit). A store is acknowledged only after that commit, with
+//!   channel, runs everything that queued up meanwhile in one transaction and commits once:
+//!   concurrent stores share one fsync (group commit, `shared::group_commit`; a failed job
+//!   re-runs the others one transaction each, so one failure never undoes another). A store is acknowledged only after that commit, with
 //!   `synchronous=FULL` in WAL mode, so it survives `kill -9` and a power cut.
 //! - a small pool of **reader threads**, each with a read-only connection, serves queries
 //!   concurrently (WAL lets readers run beside the writer).
@@ -19,6 +19,8 @@ use std::thread;
 use futures::future::BoxFuture;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::oneshot;
+
+use crate::shared::group_commit::{self, AfterCommit, CommitCounters, JobError, WriteJob};
 
 use super::sql::*;
 use super::*;
@@ -58,53 +60,6 @@ impl From<&crate::shared::config::StorageConfig> for SqliteOptions {
 
 type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
 
-/// A unit of work for the writer thread.
-trait WriteJob: Send {
-    /// Runs the job's statements inside the current transaction and keeps its result;
-    /// returns whether it succeeded. It may run again after a rollback, so it must not
-    /// consume its inputs.
-    fn run(&mut self, conn: &Connection) -> bool;
-    /// Answers the caller once the transaction's fate is known: the job's own result after
-    /// a commit, or the commit's error.
-    fn finish(self: Box<Self>, commit: Result<(), String>);
-}
-
-/// Runs on the writer thread after the commit of a job that succeeded.
-type AfterCommit<T> = Box<dyn FnOnce(&T) + Send>;
-
-struct Job<T, F> {
-    work: F,
-    result: Option<Result<T, StorageError>>,
-    reply: oneshot::Sender<Result<T, StorageError>>,
-    after: Option<AfterCommit<T>>,
-}
-
-impl<T, F> WriteJob for Job<T, F>
-where
-    T: Send,
-    F: FnMut(&Connection) -> Result<T, StorageError> + Send,
-{
-    fn run(&mut self, conn: &Connection) -> bool {
-        let result = (self.work)(conn);
-        let ok = result.is_ok();
-        self.result = Some(result);
-        ok
-    }
-
-    fn finish(self: Box<Self>, commit: Result<(), String>) {
-        let reply = match (commit, self.result) {
-            (Ok(()), Some(result)) => result,
-            (Ok(()), None) => Err(StorageError::Closed),
-            (Err(message), _) => Err(StorageError::Commit(message)),
-        };
-        if let (Ok(value), Some(after)) = (&reply, self.after) {
-            after(value);
-        }
-        // The caller may have given up (deadline, disconnect); nothing to do then.
-        let _ = self.reply.send(reply);
-    }
-}
-
 /// The SQLite engine. Cheap to clone; the threads stop when the last clone is dropped, or
 /// at [`MemoryStore::close`], which also joins them.
 #[derive(Clone)]
@@ -128,8 +83,7 @@ struct Inner {
 
 #[derive(Default)]
 struct Counters {
-    writes: AtomicU64,
-    commits: AtomicU64,
+    written: CommitCounters,
     reads: AtomicU64,
 }
 
@@ -300,13 +254,7 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnMut(&Connection) -> Result<T, StorageError> + Send + 'static,
     {
-        let (tx, rx) = oneshot::channel();
-        let job: Box<dyn WriteJob> = Box::new(Job {
-            work: f,
-            result: None,
-            reply: tx,
-            after,
-        });
+        let (job, rx) = group_commit::job(f, after);
         // Never `send`: it would block an async worker thread while the queue is full.
         let sent = match self.inner.writer.read().as_deref() {
             Ok(Some(writer)) => writer.try_send(job).map_err(queue_error),
@@ -314,8 +262,22 @@ impl SqliteStore {
         };
         Box::pin(async move {
             sent?;
-            rx.await.map_err(|_| StorageError::Closed)?
+            group_commit::answer(rx).await
         })
+    }
+}
+
+impl JobError for StorageError {
+    fn closed() -> StorageError {
+        StorageError::Closed
+    }
+
+    fn commit(message: String) -> StorageError {
+        StorageError::Commit(message)
+    }
+
+    fn rolls_back(&self) -> bool {
+        true
     }
 }
 
@@ -364,12 +326,8 @@ fn configure_reader(conn: &Connection) -> Result<(), StorageError> {
     Ok(())
 }
 
-/// The writer thread: group commit.
-///
-/// Everything queued is run in one transaction and committed once. Per-job savepoints would
-/// make FTS5 flush its pending terms at every job (measured: a third of the writer's time),
-/// so the fast path has none; if any job fails, the batch is rolled back and each job re-run
-/// in its own transaction, so one bad job never fails or undoes another.
+/// The writer thread: group commit (see [`group_commit`]), with expired idempotency keys
+/// purged now and then; the WAL is folded back into the database at a clean shutdown.
 fn writer_loop(
     conn: Connection,
     rx: crossbeam_channel::Receiver<Box<dyn WriteJob>>,
@@ -377,56 +335,22 @@ fn writer_loop(
     counters: Arc<Counters>,
     idempotency_window: std::time::Duration,
 ) {
-    let mut batch: Vec<Box<dyn WriteJob>> = Vec::with_capacity(max_batch);
     let mut last_purge = std::time::Instant::now();
-    while let Ok(first) = rx.recv() {
-        batch.push(first);
-        while batch.len() < max_batch {
-            match rx.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
-        let jobs = batch.len() as u64;
+    let purge = |conn: &Connection| {
         if last_purge.elapsed() > PURGE_INTERVAL {
             last_purge = std::time::Instant::now();
-            purge_idempotency(&conn, idempotency_window);
+            purge_idempotency(conn, idempotency_window);
         }
-        let outcome = run_batch(&conn, &mut batch);
-        match outcome {
-            Ok(()) => {
-                counters.writes.fetch_add(jobs, Ordering::Relaxed);
-                counters.commits.fetch_add(1, Ordering::Relaxed);
-                for job in batch.drain(..) {
-                    job.finish(Ok(()));
-                }
-            }
-            Err(BatchFailure::Begin(message)) => {
-                tracing::error!(error = %message, "cannot begin a write transaction");
-                for job in batch.drain(..) {
-                    job.finish(Err(message.clone()));
-                }
-            }
-            Err(BatchFailure::Job) => {
-                // Slow path: one transaction per job.
-                for mut job in batch.drain(..) {
-                    let result = run_batch(&conn, std::slice::from_mut(&mut job));
-                    let commit = match result {
-                        Ok(()) => {
-                            counters.writes.fetch_add(1, Ordering::Relaxed);
-                            counters.commits.fetch_add(1, Ordering::Relaxed);
-                            Ok(())
-                        }
-                        // The job's own error is in its result; report it, not a commit error.
-                        Err(BatchFailure::Job) => Ok(()),
-                        Err(BatchFailure::Begin(message)) => Err(message),
-                    };
-                    job.finish(commit);
-                }
-            }
-        }
-    }
-    // All senders are gone: a clean shutdown. Fold the WAL back into the database.
+    };
+    group_commit::run_writer(
+        &conn,
+        &rx,
+        max_batch,
+        &counters.written,
+        "memory store",
+        purge,
+    );
+    // All senders are gone: a clean shutdown.
     let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
 }
 
@@ -439,29 +363,6 @@ fn purge_idempotency(conn: &Connection, window: std::time::Duration) {
     if let Err(error) = conn.execute("DELETE FROM idempotency WHERE created_at < ?1", [horizon]) {
         tracing::warn!(%error, "cannot purge expired idempotency keys");
     }
-}
-
-enum BatchFailure {
-    /// `BEGIN` or `COMMIT` failed: nothing was stored.
-    Begin(String),
-    /// A job failed; the transaction was rolled back.
-    Job,
-}
-
-fn run_batch(conn: &Connection, jobs: &mut [Box<dyn WriteJob>]) -> Result<(), BatchFailure> {
-    // Cached statements: `execute_batch` would parse BEGIN and COMMIT again every batch.
-    let statement = |sql: &str| conn.prepare_cached(sql).and_then(|mut s| s.execute([]));
-    statement("BEGIN IMMEDIATE").map_err(|e| BatchFailure::Begin(e.to_string()))?;
-    for job in jobs.iter_mut() {
-        if !job.run(conn) {
-            let _ = conn.execute_batch("ROLLBACK");
-            return Err(BatchFailure::Job);
-        }
-    }
-    statement("COMMIT").map(|_| ()).map_err(|e| {
-        let _ = conn.execute_batch("ROLLBACK");
-        BatchFailure::Begin(e.to_string())
-    })
 }
 
 // === impl MemoryStore for SqliteStore ===
@@ -583,12 +484,9 @@ impl MemoryStore for SqliteStore {
 
     fn complete(
         &self,
-        field: CompletionField,
-        user: Option<UserId>,
-        prefix: String,
-        limit: u32,
+        query: CompletionQuery,
     ) -> BoxFuture<'static, Result<Vec<String>, StorageError>> {
-        self.read(move |conn| complete(conn, field, user.as_ref(), &prefix, limit))
+        self.read(move |conn| complete(conn, &query))
     }
 
     fn vector_tasks(
@@ -626,8 +524,8 @@ impl MemoryStore for SqliteStore {
     fn stats(&self) -> StorageStats {
         let counters = &self.inner.counters;
         StorageStats {
-            writes: counters.writes.load(Ordering::Relaxed),
-            commits: counters.commits.load(Ordering::Relaxed),
+            writes: counters.written.writes.load(Ordering::Relaxed),
+            commits: counters.written.commits.load(Ordering::Relaxed),
             reads: counters.reads.load(Ordering::Relaxed),
         }
     }

@@ -16,6 +16,23 @@ pub(super) struct Dialect {
     pub always: &'static str,
 }
 
+impl Dialect {
+    /// SQLite's.
+    pub(super) const SQLITE: Dialect = Dialect {
+        placeholder: '?',
+        position: "m.rowid",
+        tag_position: "memory_rowid",
+        always: "1 = 1",
+    };
+    /// PostgreSQL's.
+    pub(super) const POSTGRES: Dialect = Dialect {
+        placeholder: '$',
+        position: "m.position",
+        tag_position: "position",
+        always: "true",
+    };
+}
+
 /// One bound value of the statement.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) enum Param {
@@ -82,13 +99,6 @@ mod tests {
     use super::*;
     use crate::shared::domain::UserId;
 
-    const SQLITE: Dialect = Dialect {
-        placeholder: '?',
-        position: "m.rowid",
-        tag_position: "memory_rowid",
-        always: "1 = 1",
-    };
-
     #[test]
     fn every_filter_binds_its_own_numbered_parameter() {
         let query = ListQuery {
@@ -99,7 +109,7 @@ mod tests {
             limit: 3,
             with_content: false,
         };
-        let (sql, params) = list_statement(&query, &SQLITE);
+        let (sql, params) = list_statement(&query, &Dialect::SQLITE);
         assert!(sql.ends_with(
             "WHERE 1 = 1 AND m.user_id = ?1 AND m.rowid < ?2 AND m.filename = ?3 AND m.rowid IN \
              (SELECT memory_rowid FROM memory_tags WHERE tag = ?4 AND user_id = ?1) \
@@ -119,12 +129,7 @@ mod tests {
 
     #[test]
     fn without_a_user_a_tag_is_not_scoped_and_postgres_numbers_with_dollars() {
-        let postgres = Dialect {
-            placeholder: '$',
-            position: "m.position",
-            tag_position: "position",
-            always: "true",
-        };
+        let postgres = Dialect::POSTGRES;
         let query = ListQuery {
             user: None,
             after: None,

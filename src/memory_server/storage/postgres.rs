@@ -42,8 +42,9 @@ use super::list_sql::{Dialect, Param, list_statement};
 use super::sql::arguments_digest;
 use super::vectors::{self, SyncedIndex, SyncedUser};
 use super::{
-    CompletionField, ListQuery, ListedMemory, Memory, MemoryStore, MemorySummary, NewMemory,
-    PREVIEW_CHARS, SearchQuery, StorageError, StorageStats, StoredMemory, TagCount,
+    CompletionField, CompletionQuery, ListQuery, ListedMemory, Memory, MemoryMeta, MemoryStore,
+    MemorySummary, NewMemory, PREVIEW_CHARS, SearchQuery, StorageError, StorageStats, StoredMemory,
+    TagCount,
 };
 use crate::shared::domain::{MemoryId, UserId};
 use crate::shared::pg::{self, Migration, Pool, PoolOptions};
@@ -332,13 +333,15 @@ impl PostgresStore {
 fn new_stored(memory: &NewMemory) -> Result<StoredMemory, StorageError> {
     let created_at = micros(memory.created_at.unwrap_or_else(Utc::now))?;
     Ok(StoredMemory {
-        id: MemoryId::new(),
-        filename: memory.filename.clone(),
-        stored_as: format!("{}_{}", created_at.format("%Y%m%d_%H%M%S"), memory.filename),
-        description: memory.description.clone(),
-        tags: memory.tags.clone(),
-        created_at,
-        size_bytes: memory.content.len() as u64,
+        meta: MemoryMeta {
+            id: MemoryId::new(),
+            filename: memory.filename.clone(),
+            stored_as: format!("{}_{}", created_at.format("%Y%m%d_%H%M%S"), memory.filename),
+            description: memory.description.clone(),
+            tags: memory.tags.clone(),
+            created_at,
+            size_bytes: memory.content.len() as u64,
+        },
         replayed: false,
     })
 }
@@ -453,15 +456,12 @@ impl MemoryStore for PostgresStore {
 
     fn complete(
         &self,
-        field: CompletionField,
-        user: Option<UserId>,
-        prefix: String,
-        limit: u32,
+        query: CompletionQuery,
     ) -> BoxFuture<'static, Result<Vec<String>, StorageError>> {
         let store = self.clone();
         traced("postgres complete", async move {
             let client = &store.reader().await?;
-            complete(client, field, user.as_ref(), &prefix, limit).await
+            complete(client, &query).await
         })
     }
 

@@ -429,26 +429,7 @@ fn passing_filters(
     for chunk in rowids.chunks(500) {
         let mut args: Vec<Value> = vec![Value::Text(query.user.as_str().to_owned())];
         let mut sql = String::from("SELECT m.rowid FROM memories m WHERE m.user_id = ?1");
-        if let Some(since) = query.since {
-            args.push(Value::Integer(since.timestamp_micros()));
-            sql.push_str(&format!(" AND m.created_at >= ?{}", args.len()));
-        }
-        if let Some(until) = query.until {
-            args.push(Value::Integer(until.timestamp_micros()));
-            sql.push_str(&format!(" AND m.created_at < ?{}", args.len()));
-        }
-        if !query.tags.is_empty() {
-            let mut marks = Vec::new();
-            for tag in &query.tags {
-                args.push(Value::Text(tag.clone()));
-                marks.push(format!("?{}", args.len()));
-            }
-            sql.push_str(&format!(
-                " AND m.rowid IN (SELECT memory_rowid FROM memory_tags WHERE user_id = ?1 AND \
-                 tag IN ({}))",
-                marks.join(", ")
-            ));
-        }
+        super::sql::push_filters(&mut sql, &mut args, query);
         let mut marks = Vec::new();
         for rowid in chunk {
             args.push(Value::Integer(*rowid));

@@ -36,10 +36,10 @@ async fn snapshot(
             };
             (
                 l.user.as_str().to_owned(),
-                m.filename,
+                m.meta.filename,
                 m.content,
-                m.description,
-                m.tags,
+                m.meta.description,
+                m.meta.tags,
                 time,
             )
         })

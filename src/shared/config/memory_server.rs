@@ -59,6 +59,10 @@ pub struct McpServerConfig {
     /// of an SSE stream when the handler sends nothing before its result. Sessions keep
     /// their SSE answers.
     pub json_response: bool,
+    /// Answer a well-formed stateless `tools/call` (MCP 2026-07-28, JSON answers on) in
+    /// Memento's own handler instead of through rmcp's per-request service; anything else,
+    /// and every error rmcp would report, still goes to rmcp. The answer is the same.
+    pub direct_tool_calls: bool,
 }
 
 impl McpServerConfig {
@@ -91,6 +95,7 @@ impl Default for McpServerConfig {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             keep_alive_timeout: DEFAULT_KEEP_ALIVE_TIMEOUT,
             json_response: true,
+            direct_tool_calls: true,
         }
     }
 }

@@ -1,7 +1,7 @@
 use std::collections::HashMap;
 
 use axum::http::StatusCode;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::*;
 
@@ -90,13 +90,14 @@ fn tool_error(code: Option<&str>) -> ToolOutput {
 
 #[test]
 fn tool_errors_map_to_statuses_by_their_code() {
-    let not_found = tool_output("get_memory", tool_error(Some("not_found"))).unwrap_err();
+    let not_found = tool_output::<Value>("get_memory", tool_error(Some("not_found"))).unwrap_err();
     assert_eq!(not_found.status, StatusCode::NOT_FOUND);
     assert_eq!(not_found.message, "no memory with id x for this user");
-    let invalid = tool_output("get_memory", tool_error(Some("invalid_argument"))).unwrap_err();
+    let invalid =
+        tool_output::<Value>("get_memory", tool_error(Some("invalid_argument"))).unwrap_err();
     assert_eq!(invalid.status, StatusCode::BAD_REQUEST);
     for code in [Some("storage_failure"), None] {
-        let failed = tool_output("get_memory", tool_error(code)).unwrap_err();
+        let failed = tool_output::<Value>("get_memory", tool_error(code)).unwrap_err();
         assert_eq!(failed.status, StatusCode::BAD_GATEWAY, "{code:?}");
         assert!(failed.message.starts_with("get_memory failed"));
     }
@@ -105,12 +106,27 @@ fn tool_errors_map_to_statuses_by_their_code() {
         structured: Some(json!({"tags": []})),
         is_error: false,
     };
-    assert_eq!(tool_output("list_tags", ok).unwrap(), json!({"tags": []}));
+    assert_eq!(
+        tool_output::<TagList>("list_tags", ok).unwrap(),
+        TagList { tags: Vec::new() }
+    );
+    let misshapen = ToolOutput {
+        text: "{}".into(),
+        structured: Some(json!({"tags": "work"})),
+        is_error: false,
+    };
+    let error = tool_output::<TagList>("list_tags", misshapen).unwrap_err();
+    assert_eq!(error.status, StatusCode::BAD_GATEWAY);
+    assert!(
+        error.message.contains("unexpected shape"),
+        "{}",
+        error.message
+    );
     let unstructured = ToolOutput {
         text: "fine".into(),
         structured: None,
         is_error: false,
     };
-    let error = tool_output("list_tags", unstructured).unwrap_err();
+    let error = tool_output::<TagList>("list_tags", unstructured).unwrap_err();
     assert_eq!(error.status, StatusCode::BAD_GATEWAY);
 }

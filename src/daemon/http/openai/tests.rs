@@ -1,3 +1,5 @@
+use std::time::Duration;
+
 use super::request::{CompletionBody, conversation, refuse_client_tools, request_user};
 use super::*;
 use crate::daemon::http::auth::Caller;

@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use super::*;
 use crate::daemon::llm::types::{FunctionDefinition, ToolDefinition};
+use crate::daemon::testing::{assistant_call, user};
 
 const ALL_TOOLS: &[&str] = &[
     "store_memory",
@@ -39,12 +40,6 @@ fn request(messages: Vec<ChatMessage>, offered: &[&str]) -> ChatRequest {
         max_tokens: None,
         temperature: None,
         user: None,
-    }
-}
-
-fn user(content: &str) -> ChatMessage {
-    ChatMessage::User {
-        content: content.into(),
     }
 }
 
@@ -106,20 +101,6 @@ fn after_tool_with(
         ],
         offered,
     ))
-}
-
-fn assistant_call(id: &str, tool: &str, args: &str) -> ChatMessage {
-    ChatMessage::Assistant {
-        content: None,
-        tool_calls: vec![ToolCall {
-            id: id.into(),
-            kind: "function".into(),
-            function: FunctionCall {
-                name: tool.into(),
-                arguments: args.into(),
-            },
-        }],
-    }
 }
 
 mod intent;

@@ -4,6 +4,17 @@
 use super::*;
 
 /// Words of lower-cased text: letters, digits and apostrophes.
+///
+/// Not the product's other word split, [`crate::shared::domain::fts_words`], on purpose.
+/// That one is the full-text index's (SQLite's `unicode61` tokenizer, mirrored for
+/// PostgreSQL): it lower-cases, allocates, asks SQLite which non-ASCII characters are token
+/// characters, and splits at every apostrophe ("alice's" -> `alice`, `s`; "don't" -> `don`,
+/// `t`). This one reads a person's English to find an intent: it keeps apostrophes inside a
+/// word ("what's", "don't", "alice's" stay whole, so the lexicon's "what's" and the
+/// possessive stripping in [`super::intent::key_terms`] work), trims them at a word's ends,
+/// counts any Unicode letter or digit as a word character, and borrows slices of its input
+/// (offsets into the text stay valid). The test `the_offline_word_split_keeps_apostrophes`
+/// pins the difference.
 pub(super) fn words(text: &str) -> impl Iterator<Item = &str> {
     text.split(|c: char| !(c.is_alphanumeric() || c == '\'' || c == '’'))
         .map(|w| w.trim_matches(|c: char| c == '\'' || c == '’'))

@@ -6,13 +6,7 @@ pub(super) async fn list(
     client: &deadpool_postgres::Client,
     query: &ListQuery,
 ) -> Result<Vec<ListedMemory>, StorageError> {
-    let dialect = Dialect {
-        placeholder: '$',
-        position: "m.position",
-        tag_position: "position",
-        always: "true",
-    };
-    let (sql, list_params) = list_statement(query, &dialect);
+    let (sql, list_params) = list_statement(query, &Dialect::POSTGRES);
     let params: Params = list_params
         .into_iter()
         .map(|param| -> Box<dyn ToSql + Sync + Send> {
@@ -38,15 +32,13 @@ pub(super) async fn list(
 
 pub(super) async fn complete(
     client: &deadpool_postgres::Client,
-    field: CompletionField,
-    user: Option<&UserId>,
-    prefix: &str,
-    limit: u32,
+    query: &CompletionQuery,
 ) -> Result<Vec<String>, StorageError> {
     // `left(x, length(prefix)) = prefix` rather than LIKE: no wildcard escaping, exact text;
     // COLLATE "C" sorts by code point, as SQLite does.
-    let limit = i64::from(limit);
-    let rows = match (field, user) {
+    let limit = i64::from(query.limit);
+    let prefix = query.prefix.as_str();
+    let rows = match (query.field, &query.user) {
         (CompletionField::User, _) => {
             let statement = client
                 .prepare_cached(
@@ -57,27 +49,21 @@ pub(super) async fn complete(
             client.query(&statement, &[&prefix, &limit]).await?
         }
         (_, None) => return Ok(Vec::new()),
-        (CompletionField::Tag, Some(user)) => {
-            let statement = client
-                .prepare_cached(
+        (field, Some(user)) => {
+            let (sql, prefix) = if field == CompletionField::Tag {
+                (
                     "SELECT DISTINCT tag COLLATE \"C\" FROM memory_tags WHERE user_id = $1 \
                      AND left(tag, length($2)) = $2 ORDER BY 1 LIMIT $3",
+                    prefix.to_lowercase(),
                 )
-                .await?;
-            client
-                .query(
-                    &statement,
-                    &[&user.as_str(), &prefix.to_lowercase(), &limit],
-                )
-                .await?
-        }
-        (CompletionField::Filename, Some(user)) => {
-            let statement = client
-                .prepare_cached(
+            } else {
+                (
                     "SELECT DISTINCT filename COLLATE \"C\" FROM memories WHERE user_id = $1 \
                      AND left(filename, length($2)) = $2 ORDER BY 1 LIMIT $3",
+                    prefix.to_owned(),
                 )
-                .await?;
+            };
+            let statement = client.prepare_cached(sql).await?;
             client
                 .query(&statement, &[&user.as_str(), &prefix, &limit])
                 .await?

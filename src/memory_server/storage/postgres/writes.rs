@@ -107,22 +107,11 @@ pub(super) async fn find_imported(
             ],
         )
         .await?;
-    Ok(match row {
-        Some(row) => {
-            let summary = summary_from_row(&row)?;
-            Some(StoredMemory {
-                id: summary.id,
-                filename: summary.filename,
-                stored_as: summary.stored_as,
-                description: summary.description,
-                tags: summary.tags,
-                created_at: summary.created_at,
-                size_bytes: summary.size_bytes,
-                replayed: true,
-            })
-        }
-        None => None,
-    })
+    Ok(row
+        .as_ref()
+        .map(summary_from_row)
+        .transpose()?
+        .map(MemorySummary::replayed))
 }
 
 /// Decodes the eight summary columns ([`SUMMARY_COLUMNS`]).
@@ -130,13 +119,15 @@ pub(super) fn summary_from_row(row: &Row) -> Result<MemorySummary, StorageError>
     let id: String = row.try_get(0)?;
     let size: i64 = row.try_get(6)?;
     Ok(MemorySummary {
-        id: MemoryId::parse(&id).map_err(|e| StorageError::Corrupt(e.to_string()))?,
-        filename: row.try_get(1)?,
-        stored_as: row.try_get(2)?,
-        description: row.try_get(3)?,
-        tags: row.try_get(4)?,
-        created_at: row.try_get(5)?,
-        size_bytes: size.max(0) as u64,
+        meta: MemoryMeta {
+            id: MemoryId::parse(&id).map_err(|e| StorageError::Corrupt(e.to_string()))?,
+            filename: row.try_get(1)?,
+            stored_as: row.try_get(2)?,
+            description: row.try_get(3)?,
+            tags: row.try_get(4)?,
+            created_at: row.try_get(5)?,
+            size_bytes: size.max(0) as u64,
+        },
         preview: row.try_get(7)?,
     })
 }

@@ -380,7 +380,12 @@ pub(super) async fn list_pages_by_position_and_filters_by_user_tag_and_filename(
     assert_eq!(bobs[0].user.as_str(), "bob");
 
     let complete = |field, owner: Option<&str>, prefix: &str| {
-        store.complete(field, owner.map(self::user), prefix.to_owned(), 10)
+        store.complete(CompletionQuery {
+            field,
+            user: owner.map(self::user),
+            prefix: prefix.to_owned(),
+            limit: 10,
+        })
     };
     assert_eq!(
         complete(CompletionField::Filename, Some("alice"), "n")

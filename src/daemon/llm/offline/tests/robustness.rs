@@ -177,3 +177,22 @@ fn case_folding_keeps_byte_offsets() {
     }
     assert_eq!(fold_case("Hello WORLD"), "hello world");
 }
+
+/// The offline model's word split differs from the full-text index's on purpose (see
+/// `text::words`): apostrophes stay inside words, and nothing is allocated.
+#[test]
+fn the_offline_word_split_keeps_apostrophes() {
+    let text = "what's alice’s plan? don't 'quote' café";
+    let offline: Vec<&str> = crate::daemon::llm::offline::text::words(text).collect();
+    assert_eq!(
+        offline,
+        ["what's", "alice’s", "plan", "don't", "quote", "café"]
+    );
+    let index = crate::shared::domain::fts_words(text);
+    assert_eq!(
+        index,
+        [
+            "what", "s", "alice", "s", "plan", "don", "t", "quote", "café"
+        ]
+    );
+}

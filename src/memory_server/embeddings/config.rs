@@ -1,0 +1,152 @@
+//! The `[embeddings]` section: which provider, and its keys.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::EmbedError;
+
+/// Environment variable naming the Azure embeddings deployment.
+pub const ENV_AZURE_EMBEDDINGS_DEPLOYMENT: &str = "AZURE_OPENAI_EMBEDDINGS_DEPLOYMENT";
+
+/// Which embeddings provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Provider {
+    /// No embeddings: retrieval ranks by keywords only.
+    #[default]
+    None,
+    /// An Azure OpenAI embeddings deployment (endpoint and key of `[llm]`).
+    Azure,
+    /// An OpenAI-compatible `/v1/embeddings` at `base_url`.
+    Openai,
+    /// A model run in-process from `model_dir`.
+    Local,
+}
+
+/// The `[embeddings]` section.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EmbeddingsConfig {
+    /// `none`, `azure`, `openai` or `local`.
+    pub provider: Provider,
+    /// Azure deployment of the embeddings model (`AZURE_OPENAI_EMBEDDINGS_DEPLOYMENT`).
+    pub deployment: Option<String>,
+    /// OpenAI-compatible base URL, e.g. `http://127.0.0.1:11434/v1`.
+    pub base_url: Option<String>,
+    /// Model name sent to an OpenAI-compatible endpoint.
+    pub model: Option<String>,
+    /// API key of an OpenAI-compatible endpoint [default: `llm.api_key`].
+    pub api_key: Option<String>,
+    /// Directory of the local model (config.json, model.safetensors, vocab.txt).
+    pub model_dir: Option<PathBuf>,
+    /// Vector size asked of the remote model (0: the model's own).
+    pub dimensions: u32,
+    /// Most texts in one provider call.
+    pub max_batch: usize,
+    /// Provider requests per minute (0: unlimited).
+    pub rpm: u32,
+    /// Longest single request.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Most tokens of a text the local model reads (longer texts are cut).
+    pub max_tokens: usize,
+    /// Weight of the meaning ranking against the keyword ranking (1.0) in hybrid search.
+    pub semantic_weight: f32,
+    /// A memory stored within this time after the user's previous one is embedded with
+    /// that one's start as context (a conversation's turns read together: "what did you do
+    /// on Sunday?" then "went hiking"). 0 turns it off.
+    #[serde(with = "humantime_serde")]
+    pub context_window: Duration,
+    /// Within `context_window`, the previous memory is also embedded again with the start
+    /// of the one stored after it (a question reads together with its answer).
+    pub context_next: bool,
+}
+
+impl Default for EmbeddingsConfig {
+    fn default() -> Self {
+        EmbeddingsConfig {
+            provider: Provider::None,
+            deployment: None,
+            base_url: None,
+            model: None,
+            api_key: None,
+            model_dir: None,
+            dimensions: 0,
+            max_batch: 64,
+            rpm: 0,
+            request_timeout: Duration::from_secs(30),
+            max_tokens: 128,
+            semantic_weight: 1.0,
+            context_window: Duration::from_secs(600),
+            context_next: true,
+        }
+    }
+}
+
+impl std::fmt::Debug for EmbeddingsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddingsConfig")
+            .field("provider", &self.provider)
+            .field("deployment", &self.deployment)
+            .field("base_url", &self.base_url)
+            .field("model", &self.model)
+            .field("api_key", &self.api_key.as_ref().map(|_| "***"))
+            .field("model_dir", &self.model_dir)
+            .field("dimensions", &self.dimensions)
+            .field("max_batch", &self.max_batch)
+            .field("rpm", &self.rpm)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EmbeddingsConfig {
+    /// Checks the keys the chosen provider needs.
+    pub fn validate(&self) -> Result<(), EmbedError> {
+        match self.provider {
+            Provider::None => {}
+            Provider::Azure => {
+                if self.deployment.as_deref().is_none_or(str::is_empty) {
+                    return Err(EmbedError::Config(format!(
+                        "embeddings.provider = \"azure\" needs embeddings.deployment (or \
+                         {ENV_AZURE_EMBEDDINGS_DEPLOYMENT})"
+                    )));
+                }
+            }
+            Provider::Openai => {
+                if self.base_url.as_deref().is_none_or(str::is_empty)
+                    || self.model.as_deref().is_none_or(str::is_empty)
+                {
+                    return Err(EmbedError::Config(
+                        "embeddings.provider = \"openai\" needs embeddings.base_url and \
+                         embeddings.model"
+                            .into(),
+                    ));
+                }
+            }
+            Provider::Local => {
+                if self.model_dir.is_none() {
+                    return Err(EmbedError::Config(
+                        "embeddings.provider = \"local\" needs embeddings.model_dir (a \
+                         sentence-transformer directory: config.json, model.safetensors, \
+                         vocab.txt)"
+                            .into(),
+                    ));
+                }
+            }
+        }
+        if self.max_batch == 0 || self.max_tokens < 8 {
+            return Err(EmbedError::Config(
+                "embeddings.max_batch must be at least 1 and embeddings.max_tokens at least 8"
+                    .into(),
+            ));
+        }
+        if !(self.semantic_weight.is_finite() && self.semantic_weight >= 0.0) {
+            return Err(EmbedError::Config(
+                "embeddings.semantic_weight must be a number >= 0".into(),
+            ));
+        }
+        Ok(())
+    }
+}
