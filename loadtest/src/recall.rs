@@ -307,7 +307,7 @@ async fn ask_all(
             let t0 = Instant::now();
             let found = retrieve(client, &conversation.user, &question.text, mode).await;
             let took = t0.elapsed().as_micros().max(1) as u64;
-            if latency.len() > 0 {
+            if !latency.is_empty() {
                 after_first.record(took)?;
             }
             latency.record(took)?;
