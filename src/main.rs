@@ -37,15 +37,9 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime(None) {
         Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("memento: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let service = match &cli.command {
         Command::Serve(_) | Command::Chat(_) => "memento",
@@ -198,9 +192,21 @@ async fn run(
     export_stats: Option<Arc<memento::shared::telemetry::ExportStats>>,
 ) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve(args) => run_daemon(config, export_stats, args.ready_file).await,
+        Command::Serve(args) => {
+            let serving = Serving {
+                export_stats,
+                ready_file: args.ready_file,
+            };
+            run_daemon(config, serving).await
+        }
         Command::Chat(_) => Ok(()),
-        Command::McpServer(args) => run_mcp_server(config, export_stats, args.ready_file).await,
+        Command::McpServer(args) => {
+            let serving = Serving {
+                export_stats,
+                ready_file: args.ready_file,
+            };
+            run_mcp_server(config, serving).await
+        }
         Command::Export(args) => run_export(config, args).await,
         Command::Import(args) => run_import(config, args).await,
         Command::Reindex(args) => run_reindex(config, args).await,
@@ -219,19 +225,19 @@ async fn run_reindex(config: Config, args: cli::ReindexArgs) -> anyhow::Result<(
         );
     };
     let store = open_store(&config).await?;
-    let bar = Bar::new("embedding");
-    let summary = memento::memory_server::embeddings::reindex(
-        store.as_ref(),
-        embedder.as_ref(),
-        args.batch,
-        |done, total| {
-            bar.0.set_length(total);
-            bar.0.set_position(done);
-        },
-    )
-    .await;
-    bar.0.finish_and_clear();
-    let summary = summary?;
+    let summary = Bar::around("embedding", async |bar: &Bar| {
+        memento::memory_server::embeddings::reindex(
+            store.as_ref(),
+            embedder.as_ref(),
+            args.batch,
+            |done, total| {
+                bar.0.set_length(total);
+                bar.0.set_position(done);
+            },
+        )
+        .await
+    })
+    .await?;
     println!(
         "embedded {} memories with {}; every memory now has a vector of this model",
         summary.embedded,
@@ -248,23 +254,23 @@ async fn run_embeddings(args: cli::EmbeddingsArgs) -> anyhow::Result<()> {
                     .map(usize::from)
                     .unwrap_or(1)
             });
-            let bar = Bar::new("distilling");
-            let progress = bar.0.clone();
             let (from_dir, out_dir) = (from.clone(), out.clone());
-            let summary = tokio::task::spawn_blocking(move || {
-                memento::memory_server::embeddings::static_model::distill(
-                    &from_dir,
-                    &out_dir,
-                    threads,
-                    |done, total| {
-                        progress.set_length(total as u64);
-                        progress.set_position(done as u64);
-                    },
-                )
+            let summary = Bar::around("distilling", async |bar: &Bar| {
+                let progress = bar.0.clone();
+                tokio::task::spawn_blocking(move || {
+                    memento::memory_server::embeddings::static_model::distill(
+                        &from_dir,
+                        &out_dir,
+                        threads,
+                        |done, total| {
+                            progress.set_length(total as u64);
+                            progress.set_position(done as u64);
+                        },
+                    )
+                })
+                .await
             })
-            .await?;
-            bar.0.finish_and_clear();
-            let summary = summary?;
+            .await??;
             println!(
                 "wrote a static model of {} tokens x {} dimensions to {}; set [embeddings] \
                  provider = \"local\" and model_dir = {:?}",
@@ -290,6 +296,14 @@ impl Bar {
         }
         Bar(bar)
     }
+
+    /// Runs `work` with a bar named `what` on screen, then clears the bar.
+    async fn around<T>(what: &str, work: impl AsyncFnOnce(&Bar) -> T) -> T {
+        let bar = Bar::new(what);
+        let result = work(&bar).await;
+        bar.0.finish_and_clear();
+        result
+    }
 }
 
 impl memento::memory_server::transfer::Progress for Bar {
@@ -312,17 +326,17 @@ fn parse_user(raw: Option<&str>) -> anyhow::Result<Option<memento::shared::domai
 async fn run_export(config: Config, args: cli::ExportArgs) -> anyhow::Result<()> {
     let user = parse_user(args.user.as_deref())?;
     let store = open_store(&config).await?;
-    let bar = Bar::new("exporting");
-    let summary = memento::memory_server::transfer::export(
-        store.as_ref(),
-        user.as_ref(),
-        args.format,
-        &args.to,
-        &bar,
-    )
-    .await;
-    bar.0.finish_and_clear();
-    let summary = summary?;
+    let summary = Bar::around("exporting", async |bar: &Bar| {
+        memento::memory_server::transfer::export(
+            store.as_ref(),
+            user.as_ref(),
+            args.format,
+            &args.to,
+            bar,
+        )
+        .await
+    })
+    .await?;
     println!(
         "exported {} memories of {} users to {}",
         summary.memories,
@@ -335,17 +349,17 @@ async fn run_export(config: Config, args: cli::ExportArgs) -> anyhow::Result<()>
 async fn run_import(config: Config, args: cli::ImportArgs) -> anyhow::Result<()> {
     let user = parse_user(args.user.as_deref())?;
     let store = open_store(&config).await?;
-    let bar = Bar::new("importing");
-    let summary = memento::memory_server::transfer::import(
-        store.as_ref(),
-        config.mcp_server.max_content_bytes,
-        &args.from,
-        user.as_ref(),
-        &bar,
-    )
-    .await;
-    bar.0.finish_and_clear();
-    let summary = summary?;
+    let summary = Bar::around("importing", async |bar: &Bar| {
+        memento::memory_server::transfer::import(
+            store.as_ref(),
+            config.mcp_server.max_content_bytes,
+            &args.from,
+            user.as_ref(),
+            bar,
+        )
+        .await
+    })
+    .await?;
     println!(
         "imported {}, already present {}, skipped {}",
         summary.imported,
@@ -358,11 +372,18 @@ async fn run_import(config: Config, args: cli::ImportArgs) -> anyhow::Result<()>
     Ok(())
 }
 
-async fn run_mcp_server(
-    config: Config,
+/// What a server subcommand gets besides the config: where its spans' export is counted,
+/// and its `--ready-file`.
+struct Serving {
     export_stats: Option<Arc<memento::shared::telemetry::ExportStats>>,
     ready_file: Option<PathBuf>,
-) -> anyhow::Result<()> {
+}
+
+async fn run_mcp_server(config: Config, serving: Serving) -> anyhow::Result<()> {
+    let Serving {
+        export_stats,
+        ready_file,
+    } = serving;
     let store = memento::memory_server::embeddings::wrap_configured(
         open_store(&config).await?,
         &config.storage,
@@ -413,11 +434,11 @@ async fn run_mcp_server(
     Ok(())
 }
 
-async fn run_daemon(
-    config: Config,
-    export_stats: Option<Arc<memento::shared::telemetry::ExportStats>>,
-    ready_file: Option<PathBuf>,
-) -> anyhow::Result<()> {
+async fn run_daemon(config: Config, serving: Serving) -> anyhow::Result<()> {
+    let Serving {
+        export_stats,
+        ready_file,
+    } = serving;
     if config.llm.provider == memento::daemon::llm::Provider::Offline {
         tracing::warn!(
             "=== no Azure OpenAI endpoint and key configured: using the built-in OFFLINE model \
@@ -442,18 +463,24 @@ async fn run_daemon(
     Ok(())
 }
 
+/// A multi-threaded runtime with `workers` threads (default: one per core); on failure the
+/// error is printed and the exit code to return comes back.
+fn runtime(workers: Option<usize>) -> Result<tokio::runtime::Runtime, ExitCode> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(workers) = workers {
+        builder.worker_threads(workers);
+    }
+    builder.enable_all().build().map_err(|error| {
+        eprintln!("memento: cannot start the async runtime: {error}");
+        ExitCode::FAILURE
+    })
+}
+
 /// `memento chat`: a client; no config file, no telemetry, quiet logs.
 fn run_chat(args: cli::chat::ChatArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime(Some(2)) {
         Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("memento: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(cli::chat::run(args)) {
         Ok(()) => ExitCode::SUCCESS,

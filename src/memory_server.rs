@@ -110,13 +110,11 @@ impl MemoryServer {
         cancel: &CancellationToken,
     ) -> Result<Option<rmcp::model::CallToolResult>, ErrorData> {
         let store_meta = tools::StoreMeta::from_layers(request_meta, context_meta);
-        let span = tracing::info_span!(
-            "tools/call",
-            otel.name = %format!("tools/call {name}"),
-            otel.kind = "server",
-            mcp.method.name = "tools/call",
-            gen_ai.operation.name = "execute_tool",
-            gen_ai.tool.name = %name,
+        // The MCP server span continues the caller's trace from `_meta` (MCP semantic
+        // conventions), or starts one.
+        let span = crate::shared::telemetry::tools_call_span!(
+            name,
+            "server",
             jsonrpc.request.id = %request_id,
             error.type = tracing::field::Empty,
         );

@@ -176,13 +176,18 @@ async fn create_users(
     Ok(())
 }
 
-async fn live_actors(http: &reqwest::Client, base: &str) -> anyhow::Result<u64> {
-    let text = http
+/// The daemon's `/metrics` text.
+async fn metrics_text(http: &reqwest::Client, base: &str) -> anyhow::Result<String> {
+    Ok(http
         .get(format!("{base}/metrics"))
         .send()
         .await?
         .text()
-        .await?;
+        .await?)
+}
+
+async fn live_actors(http: &reqwest::Client, base: &str) -> anyhow::Result<u64> {
+    let text = metrics_text(http, base).await?;
     metric(&text, "memento_live_conversations").context("no memento_live_conversations metric")
 }
 
@@ -190,12 +195,7 @@ async fn live_actors(http: &reqwest::Client, base: &str) -> anyhow::Result<u64> 
 async fn wait_for_releases(http: &reqwest::Client, base: &str, actors: u64) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
-        let text = http
-            .get(format!("{base}/metrics"))
-            .send()
-            .await?
-            .text()
-            .await?;
+        let text = metrics_text(http, base).await?;
         let released = metric(&text, "memento_history_cache_releases_total").unwrap_or(0);
         if released >= actors {
             eprintln!("{released} history caches released");

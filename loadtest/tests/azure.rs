@@ -52,6 +52,22 @@ fn store_request(user: &str) -> ChatRequest {
     }
 }
 
+/// The LLM actor on the mock, its config changed by `adjust`.
+async fn spawn_on(server: &MockServer, adjust: impl FnOnce(&mut LlmConfig)) -> LlmHandle {
+    LlmHandle::spawn(azure(server, adjust))
+        .await
+        .expect("spawn")
+}
+
+/// `n` store requests at once (users `u0`, `u1`, ...), each with `seconds` to finish; every
+/// one must succeed (`what` names the expectation).
+async fn complete_all(llm: &LlmHandle, n: usize, seconds: u64, what: &str) {
+    let calls = (0..n).map(|i| llm.complete(store_request(&format!("u{i}")), deadline(seconds)));
+    for result in futures::future::join_all(calls).await {
+        result.expect(what);
+    }
+}
+
 fn deadline(seconds: u64) -> Instant {
     Instant::now() + Duration::from_secs(seconds)
 }
@@ -59,9 +75,7 @@ fn deadline(seconds: u64) -> Instant {
 #[tokio::test]
 async fn azure_provider_calls_the_mock_over_http() {
     let server = mock(|_| {}).await;
-    let llm = LlmHandle::spawn(azure(&server, |_| {}))
-        .await
-        .expect("spawn");
+    let llm = spawn_on(&server, |_| {}).await;
     let response = llm
         .complete(store_request("alice"), deadline(10))
         .await
@@ -89,9 +103,7 @@ async fn azure_provider_calls_the_mock_over_http() {
 #[tokio::test]
 async fn wrong_key_and_unknown_deployment_are_not_retried() {
     let server = mock(|_| {}).await;
-    let llm = LlmHandle::spawn(azure(&server, |c| c.api_key = Some("wrong".into())))
-        .await
-        .expect("spawn");
+    let llm = spawn_on(&server, |c| c.api_key = Some("wrong".into())).await;
     let error = llm
         .complete(store_request("a"), deadline(10))
         .await
@@ -102,9 +114,7 @@ async fn wrong_key_and_unknown_deployment_are_not_retried() {
     );
     assert_eq!(server.stats().requests, 1, "401 is not retried");
 
-    let llm = LlmHandle::spawn(azure(&server, |c| c.deployment = Some("nope".into())))
-        .await
-        .expect("spawn");
+    let llm = spawn_on(&server, |c| c.deployment = Some("nope".into())).await;
     let error = llm
         .complete(store_request("a"), deadline(10))
         .await
@@ -125,9 +135,7 @@ async fn server_errors_are_retried_until_success() {
         c.seed = 7;
     })
     .await;
-    let llm = LlmHandle::spawn(azure(&server, |c| c.max_retries = 10))
-        .await
-        .expect("spawn");
+    let llm = spawn_on(&server, |c| c.max_retries = 10).await;
     for i in 0..20 {
         llm.complete(store_request(&format!("u{i}")), deadline(30))
             .await
@@ -144,16 +152,9 @@ async fn quota_429s_wait_for_retry_after_and_succeed() {
     // 60 RPM: 10 per 10-second window at the mock. Memento's own limiter is off, so the
     // mock's 429s (with retry-after-ms) are what paces the 11th request.
     let server = mock(|c| c.rpm = Some(60)).await;
-    let llm = LlmHandle::spawn(azure(&server, |c| {
-        c.max_retry_after = Duration::from_secs(15)
-    }))
-    .await
-    .expect("spawn");
+    let llm = spawn_on(&server, |c| c.max_retry_after = Duration::from_secs(15)).await;
     let started = std::time::Instant::now();
-    let calls = (0..11).map(|i| llm.complete(store_request(&format!("u{i}")), deadline(40)));
-    for result in futures::future::join_all(calls).await {
-        result.expect("succeeds after waiting");
-    }
+    complete_all(&llm, 11, 40, "succeeds after waiting").await;
     let stats = server.stats();
     assert!(stats.rate_limited >= 1, "{stats:?}");
     assert!(llm.metrics().throttled.get() >= 1);
@@ -168,13 +169,8 @@ async fn our_limiter_keeps_requests_under_the_quota() {
     // Memento configured like the deployment (600 RPM: burst 10, then 10/s): arrivals at
     // the mock never exceed the rate plus the burst, and nobody is throttled.
     let server = mock(|c| c.rpm = Some(600)).await;
-    let llm = LlmHandle::spawn(azure(&server, |c| c.rpm = 600))
-        .await
-        .expect("spawn");
-    let calls = (0..35).map(|i| llm.complete(store_request(&format!("u{i}")), deadline(30)));
-    for result in futures::future::join_all(calls).await {
-        result.expect("complete");
-    }
+    let llm = spawn_on(&server, |c| c.rpm = 600).await;
+    complete_all(&llm, 35, 30, "complete").await;
     let stats = server.stats();
     assert_eq!(stats.rate_limited, 0, "{stats:?}");
     assert!(stats.max_requests_in_any_second <= 20, "{stats:?}");
@@ -183,14 +179,9 @@ async fn our_limiter_keeps_requests_under_the_quota() {
 #[tokio::test]
 async fn requests_do_not_queue_behind_each_other() {
     let server = mock(|c| c.latency_ms = 200).await;
-    let llm = LlmHandle::spawn(azure(&server, |_| {}))
-        .await
-        .expect("spawn");
+    let llm = spawn_on(&server, |_| {}).await;
     let started = std::time::Instant::now();
-    let calls = (0..100).map(|i| llm.complete(store_request(&format!("u{i}")), deadline(30)));
-    for result in futures::future::join_all(calls).await {
-        result.expect("complete");
-    }
+    complete_all(&llm, 100, 30, "complete").await;
     let elapsed = started.elapsed();
     // Serial would be 20 s; concurrent is one latency plus overhead.
     assert!(
@@ -202,9 +193,7 @@ async fn requests_do_not_queue_behind_each_other() {
 #[tokio::test]
 async fn malformed_arguments_reach_the_caller_unchanged() {
     let server = mock(|c| c.malformed_rate = 1.0).await;
-    let llm = LlmHandle::spawn(azure(&server, |_| {}))
-        .await
-        .expect("spawn");
+    let llm = spawn_on(&server, |_| {}).await;
     let response = llm
         .complete(store_request("m"), deadline(10))
         .await
@@ -241,12 +230,11 @@ async fn openai_compatible_provider_works_too() {
 #[tokio::test]
 async fn hung_requests_time_out_within_the_deadline() {
     let server = mock(|c| c.hang_rate = 1.0).await;
-    let llm = LlmHandle::spawn(azure(&server, |c| {
+    let llm = spawn_on(&server, |c| {
         c.request_timeout = Duration::from_millis(300);
         c.max_retries = 2;
-    }))
-    .await
-    .expect("spawn");
+    })
+    .await;
     let started = std::time::Instant::now();
     let error = llm
         .complete(store_request("h"), deadline(5))

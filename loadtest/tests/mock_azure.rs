@@ -96,6 +96,11 @@ async fn send(
     }
 }
 
+/// [`send`] with the right `api-key`.
+async fn keyed(http: &reqwest::Client, server: &MockServer, path: &str, body: &str) -> Reply {
+    send(http, server, path, Some(("api-key", KEY)), body).await
+}
+
 async fn azure(http: &reqwest::Client, server: &MockServer, body: &Value) -> Reply {
     send(
         http,
@@ -155,48 +160,32 @@ async fn keys_versions_deployments_and_paths_are_checked_as_azure_does() {
         no_version.body,
         json!({"error": {"code": "404", "message": "Resource not found"}})
     );
-    let bad_version = send(
-        &http,
-        &server,
-        &format!("{base}?api-version=banana"),
-        Some(("api-key", KEY)),
-        &body,
-    )
-    .await;
+    let bad_version = keyed(&http, &server, &format!("{base}?api-version=banana"), &body).await;
     assert_eq!(bad_version.status, StatusCode::BAD_REQUEST);
     assert_eq!(
         bad_version.body["error"]["message"],
         "API version not supported"
     );
-    let preview = send(
+    let preview = keyed(
         &http,
         &server,
         &format!("{base}?api-version=2025-04-01-preview"),
-        Some(("api-key", KEY)),
         &body,
     )
     .await;
     assert_eq!(preview.status, StatusCode::OK);
 
-    let unknown = send(
+    let unknown = keyed(
         &http,
         &server,
         "/openai/deployments/gpt-5/chat/completions?api-version=2024-10-21",
-        Some(("api-key", KEY)),
         &body,
     )
     .await;
     assert_eq!(unknown.status, StatusCode::NOT_FOUND);
     assert_eq!(unknown.body["error"]["code"], "DeploymentNotFound");
 
-    let wrong_path = send(
-        &http,
-        &server,
-        "/openai/chat",
-        Some(("api-key", KEY)),
-        &body,
-    )
-    .await;
+    let wrong_path = keyed(&http, &server, "/openai/chat", &body).await;
     assert_eq!(wrong_path.status, StatusCode::NOT_FOUND);
     assert_eq!(wrong_path.body["error"]["message"], "Resource not found");
 
@@ -861,23 +850,9 @@ async fn the_official_python_azure_client_uses_the_mock_unchanged() {
     let endpoint = server.endpoint();
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/py/azure_openai_client.py");
     let python = python();
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new(&python)
-            .arg(script)
-            .arg(endpoint)
-            .arg(KEY)
-            .arg(DEPLOYMENT)
-            .output()
-    })
-    .await
-    .expect("join")
-    .expect("run python");
-    assert!(
-        output.status.success(),
-        "python AzureOpenAI client failed:\n{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let mut command = Command::new(&python);
+    command.arg(script).arg(endpoint).arg(KEY).arg(DEPLOYMENT);
+    testkit::process::run_ok_async(command, "the python AzureOpenAI client").await;
     let stats = server.stats();
     assert_eq!(stats.streamed, 2, "{stats:?}");
     assert_eq!(stats.auth_failures, 1, "{stats:?}");

@@ -4,15 +4,13 @@
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
+use testkit::process::assert_success;
+use testkit::services::{postgres_url, redis_url};
+
 #[test]
 fn a_spawned_smoke_run_reports_and_passes_integrity() {
     let (output, report, out) = run_harness(&["--users", "10", "--turns", "150"]);
-    assert!(
-        output.status.success(),
-        "harness failed:\n{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_success(&output, "the harness");
     assert_eq!(report["turns"], 150);
     assert!(report["turns_per_s"].as_f64().is_some_and(|t| t > 0.0));
     for key in ["p50", "p90", "p99", "p999", "max"] {
@@ -72,12 +70,7 @@ fn a_spawned_smoke_run_reports_and_passes_integrity() {
 #[test]
 fn an_open_loop_run_reports_offered_and_achieved_rates() {
     let (output, report, out) = run_harness(&["--users", "10", "--rate", "50", "--turns", "100"]);
-    assert!(
-        output.status.success(),
-        "harness failed:\n{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_success(&output, "the harness");
     assert_eq!(report["mode"], "open");
     assert_eq!(report["offered_rate"], 50.0);
     assert_eq!(report["scheduled_turns"], 100);
@@ -162,13 +155,8 @@ fn assert_cpu_figures(report: &serde_json::Value) {
 fn a_rate_limited_run_keeps_the_quota_and_users_see_no_429() {
     let (output, report, _out) =
         run_harness(&["--users", "10", "--turns", "60", "--mock-rpm", "600"]);
-    assert!(
-        output.status.success(),
-        "harness failed:\n{}\n{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr),
-        report["rate_limit"]
-    );
+    let what = format!("the harness (rate limit check: {})", report["rate_limit"]);
+    assert_success(&output, &what);
     let check = &report["rate_limit"];
     assert_eq!(check["ok"], true, "{check}");
     assert_eq!(check["window_quota"], 100);
@@ -226,31 +214,12 @@ fn run_harness(args: &[&str]) -> (Output, serde_json::Value, tempfile::TempDir) 
     (output, report, out)
 }
 
-/// A service URL from tests/run.sh (tests/services/*.sh), or `None` to skip; under
-/// `MEMENTO_REQUIRE_SERVICES=1` a missing one fails the test.
-fn service(var: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            assert!(
-                std::env::var("MEMENTO_REQUIRE_SERVICES").as_deref() != Ok("1"),
-                "{var} is not set but MEMENTO_REQUIRE_SERVICES=1 (tests/run.sh sets both)"
-            );
-            eprintln!("skipped: {var} is not set (see tests/services/)");
-            None
-        }
-    }
-}
-
 /// Issue 14: three daemons behind nginx on one PostgreSQL and one Redis keep the mock's
 /// 600 RPM between them, and killing one under load loses and leaks no memory; its users are
 /// answered again.
 #[test]
 fn three_daemons_share_the_quota_and_survive_a_kill() {
-    let (Some(postgres), Some(redis)) = (
-        service("MEMENTO_TEST_POSTGRES_URL"),
-        service("MEMENTO_TEST_REDIS_URL"),
-    ) else {
+    let (Some(postgres), Some(redis)) = (postgres_url(), redis_url()) else {
         return;
     };
     let (output, report, _out) = run_harness(&[

@@ -239,13 +239,9 @@ impl McpHandle {
         let started = Instant::now();
         let direct = session.direct.as_ref().filter(|_| direct::plain_name(name));
         // MCP semantic conventions: a client span per call, its context in `_meta`.
-        let span = tracing::info_span!(
-            "tools/call",
-            otel.name = %format!("tools/call {name}"),
-            otel.kind = "client",
-            mcp.method.name = "tools/call",
-            gen_ai.operation.name = "execute_tool",
-            gen_ai.tool.name = %name,
+        let span = crate::shared::telemetry::tools_call_span!(
+            name,
+            "client",
             mcp.session.id = tracing::field::Empty,
             mcp.protocol.version = tracing::field::Empty,
             error.type = tracing::field::Empty,

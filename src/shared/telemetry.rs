@@ -454,6 +454,24 @@ pub fn trace_id(span: &tracing::Span) -> Option<String> {
         .then(|| span_context.trace_id().to_string())
 }
 
+/// The span of one MCP `tools/call` for tool `$name` (MCP semantic conventions), of
+/// `otel.kind` `$kind` ("client" in the daemon, "server" in the memory server), with the
+/// side's own fields after (`error.type` and the like).
+macro_rules! tools_call_span {
+    ($name:expr, $kind:literal, $($fields:tt)*) => {
+        tracing::info_span!(
+            "tools/call",
+            otel.name = %format!("tools/call {}", $name),
+            otel.kind = $kind,
+            mcp.method.name = "tools/call",
+            gen_ai.operation.name = "execute_tool",
+            gen_ai.tool.name = %$name,
+            $($fields)*
+        )
+    };
+}
+pub(crate) use tools_call_span;
+
 #[cfg(test)]
 mod tests {
     use super::*;

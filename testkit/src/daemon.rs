@@ -31,6 +31,21 @@ pub fn config(dir: &Path) -> Config {
     config
 }
 
+/// The bearer token [`with_tokens`] gives the user `alice`.
+pub const ALICE_TOKEN: &str = "alice-secret-token";
+/// The service token [`with_tokens`] adds (it may act for any user).
+pub const SERVICE_TOKEN: &str = "service-secret-token";
+
+/// Turns authentication on: `alice` with [`ALICE_TOKEN`], and one service token
+/// [`SERVICE_TOKEN`].
+pub fn with_tokens(config: &mut Config) {
+    config
+        .auth
+        .user_tokens
+        .insert("alice".into(), ALICE_TOKEN.into());
+    config.auth.service_tokens.push(SERVICE_TOKEN.into());
+}
+
 impl TestDaemon {
     /// Starts with the defaults of [`config`].
     pub async fn start() -> TestDaemon {
@@ -81,15 +96,26 @@ impl TestDaemon {
 
     /// One turn; returns (status, body, `Null` when the body is not JSON).
     pub async fn post(&self, user: &str, message: &str) -> (u16, Value) {
-        let response = self
+        crate::http::post_message(&self.http, &self.url, user, message).await
+    }
+
+    /// One turn sent in a background task, for a client that hangs up (`abort()` the task)
+    /// or a turn that must be in flight while the test acts.
+    pub fn spawn_turn(
+        &self,
+        user: &str,
+        message: &str,
+    ) -> tokio::task::JoinHandle<reqwest::Result<reqwest::Response>> {
+        let request = self
             .http
             .post(self.messages_url(user))
-            .json(&json!({ "message": message }))
-            .send()
-            .await
-            .expect("send");
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
+            .json(&json!({ "message": message }));
+        tokio::spawn(request.send())
+    }
+
+    /// `GET path` (for example `/readyz`): the JSON body.
+    pub async fn get(&self, path: &str) -> Value {
+        crate::http::get_json(&self.http, &format!("{}{path}", self.url)).await
     }
 
     /// One turn that must succeed.
@@ -101,29 +127,13 @@ impl TestDaemon {
 
     /// `GET /v1/users/{user}/history`: the messages.
     pub async fn history(&self, user: &str) -> Vec<Value> {
-        let body: Value = self
-            .http
-            .get(format!("{}/v1/users/{user}/history", self.url))
-            .send()
-            .await
-            .expect("send")
-            .json()
-            .await
-            .expect("json");
+        let body = self.get(&format!("/v1/users/{user}/history")).await;
         body["messages"].as_array().cloned().unwrap_or_default()
     }
 
     /// The value of one un-labelled metric at `/metrics`.
     pub async fn metric(&self, name: &str) -> f64 {
-        let text = self
-            .http
-            .get(format!("{}/metrics", self.url))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("metrics text");
+        let text = crate::http::get_text(&self.http, &format!("{}/metrics", self.url)).await;
         text.lines()
             .filter(|line| !line.starts_with('#'))
             .find_map(|line| {

@@ -60,3 +60,32 @@ pub fn sigterm(pid: u32) -> std::io::Result<std::process::ExitStatus> {
         .args(["-TERM", &pid.to_string()])
         .status()
 }
+
+/// Runs `command` to its end; panics, naming `what` and showing its stdout and stderr,
+/// unless it exits successfully. Returns its output.
+pub fn run_ok(mut command: Command, what: &str) -> std::process::Output {
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: could not run: {e}"));
+    assert_success(&output, what);
+    output
+}
+
+/// [`run_ok`] from async code, on a blocking thread.
+pub async fn run_ok_async(command: Command, what: &str) -> std::process::Output {
+    let what = what.to_owned();
+    tokio::task::spawn_blocking(move || run_ok(command, &what))
+        .await
+        .unwrap_or_else(|e| panic!("the blocking task running {e}"))
+}
+
+/// Panics, naming `what` and showing the child's stdout and stderr, unless it succeeded.
+pub fn assert_success(output: &std::process::Output, what: &str) {
+    assert!(
+        output.status.success(),
+        "{what} failed ({}):\nstdout: {}\nstderr: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

@@ -1,10 +1,10 @@
 //! The daemon end to end: HTTP API -> supervisor -> conversation -> offline model -> MCP ->
 //! memory server, all real, all on 127.0.0.1:0.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use testkit::daemon::{ALICE_TOKEN, SERVICE_TOKEN, with_tokens};
 
 use crate::support::{DaemonFixture, eventually, free_port, spawn_mcp_server_on, tool_names};
 
@@ -249,114 +249,42 @@ async fn streamed_turns_send_tool_events_then_done() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_errors_are_json_with_fitting_status() {
     let fixture = DaemonFixture::start_with(|config| {
-        config
-            .auth
-            .user_tokens
-            .insert("alice".into(), "alice-secret-token".into());
-        config
-            .auth
-            .service_tokens
-            .push("service-secret-token".into());
+        with_tokens(config);
         config.server.max_body_bytes = 4096;
     })
     .await;
     let http = &fixture.http;
     let url = |user: &str| format!("{}/v1/users/{user}/messages", fixture.url);
+    let hi = || br#"{"message":"hi"}"#.to_vec();
     // (url, bearer token, body, expected status, expected error code)
     type Case<'a> = (String, Option<&'a str>, Vec<u8>, u16, &'a str);
-    let cases: Vec<Case> = vec![
-        (
-            url("alice"),
-            None,
-            br#"{"message":"hi"}"#.to_vec(),
-            401,
-            "unauthorized",
-        ),
+    let mut cases: Vec<Case> = vec![
+        (url("alice"), None, hi(), 401, "unauthorized"),
         (
             url("alice"),
             Some("wrong-token-xyz"),
-            br#"{"message":"hi"}"#.to_vec(),
+            hi(),
             401,
             "unauthorized",
         ),
-        (
-            url("bob"),
-            Some("alice-secret-token"),
-            br#"{"message":"hi"}"#.to_vec(),
-            403,
-            "forbidden",
-        ),
-        (
-            url("..%2Fbob"),
-            Some("service-secret-token"),
-            br#"{"message":"hi"}"#.to_vec(),
-            400,
-            "invalid_user_id",
-        ),
-        (
-            url(&"x".repeat(65)),
-            Some("service-secret-token"),
-            br#"{"message":"hi"}"#.to_vec(),
-            400,
-            "invalid_user_id",
-        ),
-        (
-            url("b%C3%B6b"),
-            Some("service-secret-token"),
-            br#"{"message":"hi"}"#.to_vec(),
-            400,
-            "invalid_user_id",
-        ),
-        (
-            url(".hidden"),
-            Some("service-secret-token"),
-            br#"{"message":"hi"}"#.to_vec(),
-            400,
-            "invalid_user_id",
-        ),
-        (
-            url(""),
-            Some("service-secret-token"),
-            br#"{"message":"hi"}"#.to_vec(),
-            400,
-            "invalid_user_id",
-        ),
-        (
-            url("alice"),
-            Some("alice-secret-token"),
-            b"{not json".to_vec(),
-            400,
-            "invalid_json",
-        ),
-        (
-            url("alice"),
-            Some("alice-secret-token"),
-            br#"{"message": 5}"#.to_vec(),
-            400,
-            "invalid_json",
-        ),
-        (
-            url("alice"),
-            Some("alice-secret-token"),
-            br#"{"message": "   "}"#.to_vec(),
-            400,
-            "empty_message",
-        ),
-        (
-            url("alice"),
-            Some("alice-secret-token"),
-            b"{\"message\": \"\xff\xfe\"}".to_vec(),
-            400,
-            "invalid_utf8",
-        ),
-        (
-            url("alice"),
-            Some("alice-secret-token"),
-            vec![b'x'; 10_000],
-            413,
-            "body_too_large",
-        ),
+        (url("bob"), Some(ALICE_TOKEN), hi(), 403, "forbidden"),
     ];
+    // Invalid user ids, with a token that may act for any user.
+    let long_user = "x".repeat(65);
+    for user in ["..%2Fbob", &long_user, "b%C3%B6b", ".hidden", ""] {
+        cases.push((url(user), Some(SERVICE_TOKEN), hi(), 400, "invalid_user_id"));
+    }
+    // Bodies the API refuses, from alice herself.
+    let bodies: [(Vec<u8>, u16, &str); 5] = [
+        (b"{not json".to_vec(), 400, "invalid_json"),
+        (br#"{"message": 5}"#.to_vec(), 400, "invalid_json"),
+        (br#"{"message": "   "}"#.to_vec(), 400, "empty_message"),
+        (b"{\"message\": \"\xff\xfe\"}".to_vec(), 400, "invalid_utf8"),
+        (vec![b'x'; 10_000], 413, "body_too_large"),
+    ];
+    for (body, status, code) in bodies {
+        cases.push((url("alice"), Some(ALICE_TOKEN), body, status, code));
+    }
     for (target, token, body, status, code) in cases {
         let mut request = http
             .post(&target)
@@ -381,31 +309,24 @@ async fn api_errors_are_json_with_fitting_status() {
         "/v1/users/%2e%2e/messages",
         "/v1/users/%2E%2e%2fbob/messages",
     ] {
-        let (status, body) = raw_post(&fixture.url, path, "service-secret-token").await;
+        let (status, body) = raw_post(&fixture.url, path, SERVICE_TOKEN).await;
         assert_eq!(status, 400, "{path}: {body}");
         let body: Value = serde_json::from_str(&body).expect("json error body");
         assert_eq!(body["error"]["code"], "invalid_user_id", "{path}: {body}");
     }
     let ok = http
         .post(url("bob"))
-        .bearer_auth("service-secret-token")
+        .bearer_auth(SERVICE_TOKEN)
         .json(&json!({"message": "hello"}))
         .send()
         .await
         .expect("send");
     assert_eq!(ok.status(), 200);
-    let health: HashMap<String, Value> = http
-        .get(format!("{}/readyz", fixture.url))
-        .send()
-        .await
-        .expect("send")
-        .json()
-        .await
-        .expect("json");
-    assert_eq!(health["ready"], true);
+    let health = fixture.get("/readyz").await;
+    assert_eq!(health["ready"], true, "{health}");
     let metrics = http
         .get(format!("{}/metrics", fixture.url))
-        .bearer_auth("service-secret-token")
+        .bearer_auth(SERVICE_TOKEN)
         .send()
         .await
         .expect("send")

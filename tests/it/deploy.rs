@@ -1,24 +1,20 @@
 //! deploy/: the compose file, Kubernetes manifests, systemd units and Dockerfile.
 
 use std::process::Command;
+use testkit::http::send_json;
 
 use testkit::nginx::Nginx;
+use testkit::process::run_ok;
 
 use crate::support::{python, repo_root};
 
 #[test]
 fn compose_and_kubernetes_files_hold_what_the_readme_promises() {
-    let output = Command::new(python())
+    let mut command = Command::new(python());
+    command
         .arg(repo_root().join("tests/py/check_deploy.py"))
-        .arg(repo_root())
-        .output()
-        .expect("run python");
-    assert!(
-        output.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+        .arg(repo_root());
+    run_ok(command, "tests/py/check_deploy.py");
 }
 
 #[test]
@@ -33,17 +29,12 @@ fn docker_compose_validates_the_compose_file_when_available() {
         );
         return;
     }
-    let output = Command::new("docker")
+    let mut command = Command::new("docker");
+    command
         .args(["compose", "-f"])
         .arg(repo_root().join("deploy/compose.yaml"))
-        .args(["--profile", "offline", "config", "--quiet"])
-        .output()
-        .expect("run docker compose");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+        .args(["--profile", "offline", "config", "--quiet"]);
+    run_ok(command, "docker compose config");
 }
 
 #[test]
@@ -112,15 +103,11 @@ async fn turn_via(http: &reqwest::Client, base: &str, user: &str, message: &str)
 }
 
 async fn history_len(http: &reqwest::Client, base: &str, user: &str) -> usize {
-    let body: serde_json::Value = http
-        .get(format!("{base}/v1/users/{user}/history"))
-        .bearer_auth(SERVICE_TOKEN)
-        .send()
-        .await
-        .expect("history")
-        .json()
-        .await
-        .expect("history json");
+    let body: serde_json::Value = send_json(
+        http.get(format!("{base}/v1/users/{user}/history"))
+            .bearer_auth(SERVICE_TOKEN),
+    )
+    .await;
     body["messages"].as_array().map_or(0, Vec::len)
 }
 
@@ -241,16 +228,10 @@ fn helm_chart_renders_daemons_with_hpa_mcp_server_policy_and_user_hash() {
             "--no-helm".into()
         }
     };
-    let output = Command::new(python())
+    let mut command = Command::new(python());
+    command
         .arg(repo_root().join("tests/py/check_helm.py"))
         .arg(repo_root())
-        .arg(check_arg)
-        .output()
-        .expect("run python");
-    assert!(
-        output.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+        .arg(check_arg);
+    run_ok(command, "tests/py/check_helm.py");
 }

@@ -4,6 +4,7 @@
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+use testkit::http::send_json;
 
 use memento::daemon::limits::LimitsBackend;
 use memento::shared::config::SecretUrl;
@@ -41,15 +42,8 @@ async fn start_redis(port: u16) -> Redis {
 }
 
 async fn readyz_limits(daemon: &DaemonFixture) -> String {
-    let body: serde_json::Value = daemon
-        .http
-        .get(format!("{}/readyz", daemon.url))
-        .send()
-        .await
-        .expect("readyz")
-        .json()
-        .await
-        .expect("readyz json");
+    let body: serde_json::Value =
+        send_json(daemon.http.get(format!("{}/readyz", daemon.url))).await;
     body["limits"].as_str().unwrap_or_default().to_owned()
 }
 

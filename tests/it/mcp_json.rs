@@ -19,7 +19,6 @@ use rmcp::transport::streamable_http_server::session::local::LocalSessionManager
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use rmcp::{RoleServer, ServerHandler};
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
 
 use crate::support::{McpFixture, eventually};
 
@@ -272,16 +271,13 @@ impl ServerHandler for TestServer {
 }
 
 async fn serve(server: TestServer) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
     let service = StreamableHttpService::new(
         move || Ok(server.clone()),
         Arc::new(LocalSessionManager::default()),
         StreamableHttpServerConfig::default().with_json_response(true),
     );
     let app = axum::Router::new().nest_service("/mcp", service);
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    format!("http://{addr}/mcp")
+    format!("http://{}/mcp", testkit::http::serve(app).await)
 }
 
 fn test_server(up_to_2025: bool) -> (TestServer, tempfile::TempDir) {

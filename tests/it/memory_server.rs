@@ -172,6 +172,29 @@ async fn input_rules_table() {
     }
 }
 
+/// One row of [`input_rules_over`]: (tool, arguments, expected error fragment or None).
+type Case = (&'static str, Value, Option<&'static str>);
+const STORE: &str = "store_memory";
+const RETRIEVE: &str = "retrieve_memories";
+const GET: &str = "get_memory";
+
+fn fails(tool: &'static str, args: Value, fragment: &'static str) -> Case {
+    (tool, args, Some(fragment))
+}
+
+fn passes(tool: &'static str, args: Value) -> Case {
+    (tool, args, None)
+}
+
+/// `extra` with `"user_id": "rules"` added.
+fn rules(extra: Value) -> Value {
+    let mut args = json!({"user_id": "rules"});
+    if let (Some(args), Value::Object(extra)) = (args.as_object_mut(), extra) {
+        args.extend(extra);
+    }
+    args
+}
+
 async fn input_rules_over(transport: Transport) {
     let fixture = McpFixture::start_with(|c| c.max_content_bytes = 1000).await;
     let client = connect(&fixture.url(), transport, None).await;
@@ -180,148 +203,99 @@ async fn input_rules_over(transport: Transport) {
     let many_tags: Vec<String> = (0..40).map(|i| format!("t{i}")).collect();
 
     // (tool, arguments, expected error fragment or None for success)
-    let cases: Vec<(&str, Value, Option<&str>)> = vec![
-        (
-            "store_memory",
-            json!({"user_id": "", "content": "x"}),
-            Some("invalid user_id"),
-        ),
-        (
-            "store_memory",
-            json!({"user_id": "../bob", "content": "x"}),
-            Some("invalid user_id"),
-        ),
-        (
-            "store_memory",
-            json!({"user_id": "%2e%2e", "content": "x"}),
-            Some("invalid user_id"),
-        ),
-        (
-            "store_memory",
-            json!({"user_id": ".hidden", "content": "x"}),
-            Some("invalid user_id"),
-        ),
-        (
-            "store_memory",
-            json!({"user_id": "x".repeat(65), "content": "x"}),
-            Some("invalid user_id"),
-        ),
-        (
-            "store_memory",
-            json!({"user_id": "émile", "content": "x"}),
-            Some("invalid user_id"),
-        ),
-        (
-            "store_memory",
-            json!({"user_id": 42, "content": "x"}),
-            Some("invalid arguments"),
-        ),
-        ("store_memory", json!({"content": "x"}), Some("user_id")),
-        ("store_memory", json!({"user_id": "rules"}), Some("content")),
-        (
-            "store_memory",
-            json!({"user_id": "rules", "content": "   "}),
-            Some("content is empty"),
-        ),
-        (
-            "store_memory",
-            json!({"user_id": "rules", "content": "x".repeat(1001)}),
-            Some("maximum is 1000 bytes"),
-        ),
-        (
-            "store_memory",
-            json!({"user_id": "rules", "content": "x".repeat(1000)}),
-            None,
-        ),
-        (
-            "store_memory",
-            json!({"user_id": "rules", "content": "x", "tags": long_tag}),
-            Some("longer than 64"),
-        ),
-        (
-            "store_memory",
-            json!({"user_id": "rules", "content": "x", "tags": many_tags}),
-            Some("at most 32"),
-        ),
-        (
-            "store_memory",
-            json!({"user_id": "rules", "content": "x", "tags": 7}),
-            Some("invalid arguments"),
-        ),
-        (
-            "store_memory",
-            json!({"user_id": "rules", "content": "x", "description": "d".repeat(1025)}),
-            Some("description"),
-        ),
-        (
-            "retrieve_memories",
-            json!({"user_id": "rules", "limit": 0}),
-            Some("limit must be between 1 and 100"),
-        ),
-        (
-            "retrieve_memories",
-            json!({"user_id": "rules", "limit": 101}),
-            Some("limit must be between 1 and 100"),
-        ),
-        (
-            "retrieve_memories",
-            json!({"user_id": "rules", "limit": -1}),
-            Some("invalid arguments"),
-        ),
-        (
-            "retrieve_memories",
-            json!({"user_id": "rules", "offset": 100_001}),
-            Some("offset"),
-        ),
-        (
-            "retrieve_memories",
-            json!({"user_id": "rules", "since": "yesterday"}),
-            Some("RFC 3339"),
-        ),
-        (
-            "retrieve_memories",
-            json!({"user_id": "rules", "until": "2024-13-01"}),
-            Some("RFC 3339"),
-        ),
-        (
-            "retrieve_memories",
-            json!({"user_id": "rules", "since": "2024-07-15T00:00:00+02:00"}),
-            None,
-        ),
-        (
-            "retrieve_memories",
-            json!({"user_id": "rules", "query": "\"unbalanced ((( NEAR * -x"}),
-            None,
-        ),
-        (
-            "retrieve_memories",
-            json!({"user_id": "rules", "query": "x ".repeat(600)}),
-            Some("longer than 1024"),
-        ),
-        (
-            "get_memory",
-            json!({"user_id": "rules", "id": "../../etc/passwd"}),
-            Some("invalid memory id"),
-        ),
-        (
-            "get_memory",
-            json!({"user_id": "rules", "id": "' OR 1=1 --"}),
-            Some("invalid memory id"),
-        ),
-        (
-            "get_memory",
-            json!({"user_id": "rules", "id": "0190c2a4-0000-7000-8000-000000000000"}),
-            Some("no memory with id"),
-        ),
-        ("get_memory", json!({"user_id": "rules", "id": id}), None),
-        ("delete_memory", json!({"user_id": "rules"}), Some("id")),
-        (
-            "list_tags",
-            json!({"user_id": "a/b"}),
-            Some("invalid user_id"),
-        ),
-        ("list_tags", json!({}), Some("user_id")),
+    let mut cases: Vec<Case> = Vec::new();
+    let bad_users = [
+        json!(""),
+        json!("../bob"),
+        json!("%2e%2e"),
+        json!(".hidden"),
+        json!("x".repeat(65)),
+        json!("émile"),
     ];
+    for user in bad_users {
+        let args = json!({"user_id": user, "content": "x"});
+        cases.push(fails(STORE, args, "invalid user_id"));
+    }
+    let description = "d".repeat(1025);
+    let missing = "0190c2a4-0000-7000-8000-000000000000";
+    cases.extend([
+        fails(
+            STORE,
+            json!({"user_id": 42, "content": "x"}),
+            "invalid arguments",
+        ),
+        fails(STORE, json!({"content": "x"}), "user_id"),
+        fails(STORE, rules(json!({})), "content"),
+        fails(STORE, rules(json!({"content": "   "})), "content is empty"),
+        fails(
+            STORE,
+            rules(json!({"content": "x".repeat(1001)})),
+            "maximum is 1000 bytes",
+        ),
+        passes(STORE, rules(json!({"content": "x".repeat(1000)}))),
+        fails(
+            STORE,
+            rules(json!({"content": "x", "tags": long_tag})),
+            "longer than 64",
+        ),
+        fails(
+            STORE,
+            rules(json!({"content": "x", "tags": many_tags})),
+            "at most 32",
+        ),
+        fails(
+            STORE,
+            rules(json!({"content": "x", "tags": 7})),
+            "invalid arguments",
+        ),
+        fails(
+            STORE,
+            rules(json!({"content": "x", "description": description})),
+            "description",
+        ),
+        fails(
+            RETRIEVE,
+            rules(json!({"limit": 0})),
+            "limit must be between 1 and 100",
+        ),
+        fails(
+            RETRIEVE,
+            rules(json!({"limit": 101})),
+            "limit must be between 1 and 100",
+        ),
+        fails(RETRIEVE, rules(json!({"limit": -1})), "invalid arguments"),
+        fails(RETRIEVE, rules(json!({"offset": 100_001})), "offset"),
+        fails(RETRIEVE, rules(json!({"since": "yesterday"})), "RFC 3339"),
+        fails(RETRIEVE, rules(json!({"until": "2024-13-01"})), "RFC 3339"),
+        passes(
+            RETRIEVE,
+            rules(json!({"since": "2024-07-15T00:00:00+02:00"})),
+        ),
+        passes(
+            RETRIEVE,
+            rules(json!({"query": "\"unbalanced ((( NEAR * -x"})),
+        ),
+        fails(
+            RETRIEVE,
+            rules(json!({"query": "x ".repeat(600)})),
+            "longer than 1024",
+        ),
+        fails(
+            GET,
+            rules(json!({"id": "../../etc/passwd"})),
+            "invalid memory id",
+        ),
+        fails(
+            GET,
+            rules(json!({"id": "' OR 1=1 --"})),
+            "invalid memory id",
+        ),
+        fails(GET, rules(json!({"id": missing})), "no memory with id"),
+        passes(GET, rules(json!({"id": id}))),
+        fails("delete_memory", rules(json!({})), "id"),
+        fails("list_tags", json!({"user_id": "a/b"}), "invalid user_id"),
+        fails("list_tags", json!({}), "user_id"),
+    ]);
     for (tool, args, expected) in cases {
         let result = call(&client, tool, args.clone()).await;
         let message = text(&result);

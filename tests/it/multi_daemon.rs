@@ -7,43 +7,18 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use testkit::http::{post_message as post, send_json};
+
+use testkit::services::postgres_url;
 
 use crate::support::{
-    ChildServer, eventually, gated_llm, spawn_daemon, spawn_mcp_server_with_env, user_messages,
+    ChildServer, create_schema, eventually, gated_llm, spawn_daemon, spawn_mcp_server_with_env,
+    user_messages, with_search_path,
 };
-
-/// The test PostgreSQL, or `None` (skip) outside tests/run.sh; with
-/// `MEMENTO_REQUIRE_SERVICES=1` (tests/run.sh) a missing URL fails.
-fn test_url() -> Option<String> {
-    match std::env::var("MEMENTO_TEST_POSTGRES_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            assert!(
-                std::env::var("MEMENTO_REQUIRE_SERVICES").as_deref() != Ok("1"),
-                "MEMENTO_TEST_POSTGRES_URL is not set but MEMENTO_REQUIRE_SERVICES=1: start \
-                 one with `bash tests/services/postgres.sh`"
-            );
-            eprintln!("skipped: MEMENTO_TEST_POSTGRES_URL is not set");
-            None
-        }
-    }
-}
 
 /// A fresh schema and the URL whose connections use it.
 async fn schema_url(base: &str) -> String {
-    let schema = format!("multi_{}", uuid::Uuid::new_v4().simple());
-    let (client, connection) = tokio_postgres::connect(base, tokio_postgres::NoTls)
-        .await
-        .expect("connect to the test PostgreSQL");
-    let task = tokio::spawn(connection);
-    client
-        .batch_execute(&format!("CREATE SCHEMA {schema}"))
-        .await
-        .expect("create schema");
-    drop(client);
-    let _ = task.await;
-    let separator = if base.contains('?') { '&' } else { '?' };
-    format!("{base}{separator}options=-c%20search_path%3D{schema}")
+    with_search_path(base, &create_schema(base, "multi").await)
 }
 
 /// One shared memory server and the environment of daemons that use it and `url`.
@@ -92,17 +67,6 @@ impl Cluster {
     }
 }
 
-async fn post(http: &reqwest::Client, base: &str, user: &str, message: &str) -> (u16, Value) {
-    let response = http
-        .post(format!("{base}/v1/users/{user}/messages"))
-        .json(&json!({ "message": message }))
-        .send()
-        .await
-        .expect("send");
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
 async fn turn(http: &reqwest::Client, base: &str, user: &str, message: &str) {
     let (status, body) = post(http, base, user, message).await;
     assert_eq!(status, 200, "turn {message:?} of {user} at {base}: {body}");
@@ -111,14 +75,7 @@ async fn turn(http: &reqwest::Client, base: &str, user: &str, message: &str) {
 
 /// The whole history as (role, content) pairs.
 async fn history(http: &reqwest::Client, base: &str, user: &str) -> Vec<(String, String)> {
-    let body: Value = http
-        .get(format!("{base}/v1/users/{user}/history"))
-        .send()
-        .await
-        .expect("GET history")
-        .json()
-        .await
-        .expect("history json");
+    let body: Value = send_json(http.get(format!("{base}/v1/users/{user}/history"))).await;
     body["messages"]
         .as_array()
         .into_iter()
@@ -134,7 +91,7 @@ async fn history(http: &reqwest::Client, base: &str, user: &str) -> Vec<(String,
 
 #[tokio::test]
 async fn turns_of_one_user_on_two_daemons_stay_in_order_and_complete() {
-    let Some(base) = test_url() else { return };
+    let Some(base) = postgres_url() else { return };
     let url = schema_url(&base).await;
     let mut cluster = Cluster::start(&url).await;
     let one = cluster.daemon(&[]);
@@ -195,7 +152,7 @@ async fn turns_of_one_user_on_two_daemons_stay_in_order_and_complete() {
 
 #[tokio::test]
 async fn a_lease_holder_killed_with_kill_9_frees_its_user_within_10_s() {
-    let Some(base) = test_url() else { return };
+    let Some(base) = postgres_url() else { return };
     let url = schema_url(&base).await;
     let mut cluster = Cluster::start(&url).await;
     // The first daemon's model holds every request: its turn holds the user's lease.

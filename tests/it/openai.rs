@@ -5,9 +5,12 @@
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
+use testkit::http::send_json;
 
 use futures::StreamExt;
 use serde_json::{Value, json};
+use testkit::daemon::{ALICE_TOKEN, SERVICE_TOKEN, with_tokens};
+use testkit::process::run_ok_async;
 
 use crate::support::{DaemonFixture, python, repo_root};
 
@@ -44,6 +47,18 @@ async fn answer(fixture: &DaemonFixture, token: Option<&str>, body: Value) -> St
         .to_owned()
 }
 
+/// `POST /v1/chat/completions` with `body` and `"stream": true`: the response, unread.
+async fn post_streamed(fixture: &DaemonFixture, mut body: Value) -> reqwest::Response {
+    body["stream"] = json!(true);
+    fixture
+        .http
+        .post(format!("{}/v1/chat/completions", fixture.url))
+        .json(&body)
+        .send()
+        .await
+        .expect("send")
+}
+
 fn ask(user: &str, text: &str) -> Value {
     json!({"model": "memento", "user": user, "messages": [{"role": "user", "content": text}]})
 }
@@ -60,15 +75,7 @@ fn assert_usage_adds_up(usage: &Value) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_in_one_request_is_found_by_a_question_in_a_later_one() {
     let fixture = DaemonFixture::start().await;
-    let models: Value = fixture
-        .http
-        .get(format!("{}/v1/models", fixture.url))
-        .send()
-        .await
-        .expect("send")
-        .json()
-        .await
-        .expect("json");
+    let models: Value = send_json(fixture.http.get(format!("{}/v1/models", fixture.url))).await;
     assert_eq!(models["object"], "list");
     assert_eq!(models["data"][0]["id"], "memento", "{models}");
     assert_eq!(models["data"].as_array().map(Vec::len), Some(1));
@@ -167,15 +174,7 @@ async fn a_turn_past_its_deadline_is_a_504_streamed_or_not() {
     assert_eq!(body["error"]["type"], "server_error");
     assert_eq!(body["error"]["code"], "deadline_exceeded");
 
-    let mut request = ask("late", "hello");
-    request["stream"] = json!(true);
-    let response = fixture
-        .http
-        .post(format!("{}/v1/chat/completions", fixture.url))
-        .json(&request)
-        .send()
-        .await
-        .expect("send");
+    let response = post_streamed(&fixture, ask("late", "hello")).await;
     assert_eq!(response.status(), 200);
     let data = sse_data(response).await;
     assert_eq!(data.len(), 2, "a role delta, then the error: {data:?}");
@@ -208,15 +207,8 @@ async fn stream_gives_a_role_delta_text_stop_usage_then_done() {
     )
     .await;
     let mut request = ask("cleo", "what did I store about the spare key?");
-    request["stream"] = json!(true);
     request["stream_options"] = json!({"include_usage": true});
-    let response = fixture
-        .http
-        .post(format!("{}/v1/chat/completions", fixture.url))
-        .json(&request)
-        .send()
-        .await
-        .expect("send");
+    let response = post_streamed(&fixture, request).await;
     assert_eq!(response.status(), 200);
     assert!(
         response.headers()["content-type"]
@@ -253,15 +245,7 @@ async fn stream_gives_a_role_delta_text_stop_usage_then_done() {
     }
 
     // Without include_usage: no usage anywhere.
-    let mut request = ask("cleo", "hello");
-    request["stream"] = json!(true);
-    let response = fixture
-        .http
-        .post(format!("{}/v1/chat/completions", fixture.url))
-        .json(&request)
-        .send()
-        .await
-        .expect("send");
+    let response = post_streamed(&fixture, ask("cleo", "hello")).await;
     let data = sse_data(response).await;
     assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
     for chunk in &data[..data.len() - 1] {
@@ -274,14 +258,7 @@ async fn stream_gives_a_role_delta_text_stop_usage_then_done() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_decide_the_user_and_errors_take_openais_shape() {
     let fixture = DaemonFixture::start_with(|config| {
-        config
-            .auth
-            .user_tokens
-            .insert("alice".into(), "alice-secret-token".into());
-        config
-            .auth
-            .service_tokens
-            .push("service-secret-token".into());
+        with_tokens(config);
         config.server.max_body_bytes = 8192;
         config.server.max_message_chars = 1000;
     })
@@ -289,28 +266,29 @@ async fn tokens_decide_the_user_and_errors_take_openais_shape() {
     // A user token acts for its own user, whatever `user` says.
     let stored = answer(
         &fixture,
-        Some("alice-secret-token"),
+        Some(ALICE_TOKEN),
         ask("mallory", "remember that the alarm code is 8080"),
     )
     .await;
     assert!(!stored.is_empty());
     let as_alice = answer(
         &fixture,
-        Some("service-secret-token"),
+        Some(SERVICE_TOKEN),
         ask("alice", "what did I store about the alarm code?"),
     )
     .await;
     assert!(as_alice.contains("8080"), "{as_alice}");
     let as_mallory = answer(
         &fixture,
-        Some("service-secret-token"),
+        Some(SERVICE_TOKEN),
         ask("mallory", "what did I store about the alarm code?"),
     )
     .await;
     assert!(!as_mallory.contains("8080"), "{as_mallory}");
 
     let text = |content: &str| json!([{"role": "user", "content": content}]);
-    let cases: Vec<(Option<&str>, Value, u16, &str, Value)> = vec![
+    let param = |name: &str| json!(name);
+    let mut cases: Vec<(Option<&str>, Value, u16, &str, Value)> = vec![
         (
             None,
             ask("alice", "hi"),
@@ -326,76 +304,76 @@ async fn tokens_decide_the_user_and_errors_take_openais_shape() {
             Value::Null,
         ),
         (
-            Some("service-secret-token"),
+            Some(SERVICE_TOKEN),
             json!({"model": "memento", "messages": text("hi")}),
             400,
             "missing_required_parameter",
-            json!("user"),
+            param("user"),
         ),
         (
-            Some("service-secret-token"),
+            Some(SERVICE_TOKEN),
             ask("../bob", "hi"),
             400,
             "invalid_user_id",
-            json!("user"),
+            param("user"),
         ),
+    ];
+    // Requests from alice herself that the API refuses: (body, status, code, param).
+    let tools = json!([{"type": "function", "function": {"name": "f"}}]);
+    let tool_first = json!([{"role": "tool", "tool_call_id": "x", "content": "1"}, {"role": "user", "content": "hi"}]);
+    let refused: Vec<(Value, u16, &str, Value)> = vec![
         (
-            Some("alice-secret-token"),
             json!({"model": "gpt-4o", "messages": text("hi")}),
             404,
             "model_not_found",
-            json!("model"),
+            param("model"),
         ),
         (
-            Some("alice-secret-token"),
             json!({"messages": text("hi")}),
             400,
             "missing_required_parameter",
-            json!("model"),
+            param("model"),
         ),
         (
-            Some("alice-secret-token"),
-            json!({"model": "memento", "messages": text("hi"), "tools": [{"type": "function", "function": {"name": "f"}}]}),
+            json!({"model": "memento", "messages": text("hi"), "tools": tools}),
             400,
             "unsupported_parameter",
-            json!("tools"),
+            param("tools"),
         ),
         (
-            Some("alice-secret-token"),
             json!({"model": "memento", "messages": text("hi"), "n": 2}),
             400,
             "unsupported_value",
-            json!("n"),
+            param("n"),
         ),
         (
-            Some("alice-secret-token"),
-            json!({"model": "memento", "messages": [{"role": "tool", "tool_call_id": "x", "content": "1"}, {"role": "user", "content": "hi"}]}),
+            json!({"model": "memento", "messages": tool_first}),
             400,
             "invalid_value",
-            json!("messages"),
+            param("messages"),
         ),
         (
-            Some("alice-secret-token"),
             json!({"model": "memento", "messages": text(&"x".repeat(1001))}),
             413,
             "message_too_long",
-            json!("messages"),
+            param("messages"),
         ),
         (
-            Some("alice-secret-token"),
             json!({"model": "memento", "messages": text(&"x".repeat(9000))}),
             413,
             "body_too_large",
             Value::Null,
         ),
         (
-            Some("alice-secret-token"),
             json!({"model": "memento", "messages": "hi"}),
             400,
             "invalid_json",
             Value::Null,
         ),
     ];
+    for (body, status, code, param) in refused {
+        cases.push((Some(ALICE_TOKEN), body, status, code, param));
+    }
     for (token, body, status, code, param) in cases {
         let (got, _, response) = complete(&fixture, token, &body).await;
         assert_eq!(got, status, "{token:?} {body}: {response}");
@@ -428,7 +406,7 @@ async fn tokens_decide_the_user_and_errors_take_openais_shape() {
     let model = fixture
         .http
         .get(format!("{}/v1/models/gpt-4o", fixture.url))
-        .bearer_auth("alice-secret-token")
+        .bearer_auth(ALICE_TOKEN)
         .send()
         .await
         .expect("send");
@@ -460,21 +438,11 @@ async fn the_users_own_rate_limit_is_a_429_with_retry_after() {
 async fn python_openai_sdk_streaming_and_not() {
     let fixture = DaemonFixture::start().await;
     let url = fixture.url.clone();
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new(python())
-            .arg(repo_root().join("tests/py/openai_client.py"))
-            .args([&url, "pat"])
-            .output()
-            .expect("run python")
-    })
-    .await
-    .expect("join");
-    assert!(
-        output.status.success(),
-        "python openai client failed:\nstdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let mut command = Command::new(python());
+    command
+        .arg(repo_root().join("tests/py/openai_client.py"))
+        .args([&url, "pat"]);
+    run_ok_async(command, "the python openai client").await;
     assert!(fixture.history("pat").await.is_empty());
 }
 
@@ -502,40 +470,27 @@ async fn openai_npm_package_streaming_and_not() {
             .auth
             .user_tokens
             .insert("nora".into(), "nora-secret-token".into());
-        config
-            .auth
-            .service_tokens
-            .push("service-secret-token".into());
+        config.auth.service_tokens.push(SERVICE_TOKEN.into());
     })
     .await;
     let url = fixture.url.clone();
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new("node")
-            .arg(dir.join("openai_client.mjs"))
-            .args([&url, "nora-secret-token"])
-            .current_dir(&dir)
-            .output()
-            .expect("run node")
-    })
-    .await
-    .expect("join");
-    assert!(
-        output.status.success(),
-        "node openai client failed:\nstdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let mut command = Command::new("node");
+    command
+        .arg(dir.join("openai_client.mjs"))
+        .args([&url, "nora-secret-token"])
+        .current_dir(&dir);
+    run_ok_async(command, "the node openai client").await;
     // The token's user got the memory, not the `user` field's.
     let found = answer(
         &fixture,
-        Some("service-secret-token"),
+        Some(SERVICE_TOKEN),
         ask("nora", "what did I store about the boat?"),
     )
     .await;
     assert!(found.contains("pier 27"), "{found}");
     let (_, _, other) = complete(
         &fixture,
-        Some("service-secret-token"),
+        Some(SERVICE_TOKEN),
         &ask("somebody-else", "what did I store about the boat?"),
     )
     .await;

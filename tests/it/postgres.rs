@@ -8,44 +8,17 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::support::{
-    DaemonFixture, Transport, connect, eventually, retrieve_ids, spawn_mcp_server_with_env, store,
-};
+use testkit::services::postgres_url;
 
-/// The test PostgreSQL, or `None` (skip) outside tests/run.sh; with
-/// `MEMENTO_REQUIRE_SERVICES=1` (tests/run.sh) a missing URL fails.
-fn test_url() -> Option<String> {
-    match std::env::var("MEMENTO_TEST_POSTGRES_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            assert!(
-                std::env::var("MEMENTO_REQUIRE_SERVICES").as_deref() != Ok("1"),
-                "MEMENTO_TEST_POSTGRES_URL is not set but MEMENTO_REQUIRE_SERVICES=1: start \
-                 one with `bash tests/services/postgres.sh`"
-            );
-            eprintln!(
-                "skipped: MEMENTO_TEST_POSTGRES_URL is not set (export \
-                 MEMENTO_TEST_POSTGRES_URL=$(bash tests/services/postgres.sh))"
-            );
-            None
-        }
-    }
-}
+use crate::support::{
+    DaemonFixture, Transport, connect, create_schema, eventually, pg_client, retrieve_ids,
+    spawn_mcp_server_with_env, store, with_search_path,
+};
 
 /// A fresh schema, and the URL whose connections use it (`options=-c search_path=...`),
 /// with a password added: the server trusts loopback, and the test checks it never leaks.
 async fn schema_url(base: &str, password: &str) -> (String, String) {
-    let schema = format!("e2e_{}", uuid::Uuid::new_v4().simple());
-    let (client, connection) = tokio_postgres::connect(base, tokio_postgres::NoTls)
-        .await
-        .expect("connect to the test PostgreSQL");
-    let task = tokio::spawn(connection);
-    client
-        .batch_execute(&format!("CREATE SCHEMA {schema}"))
-        .await
-        .expect("create schema");
-    drop(client);
-    let _ = task.await;
+    let schema = create_schema(base, "e2e").await;
     let with_password = match base.split_once("://") {
         Some((scheme, rest)) => match rest.split_once('@') {
             Some((user, host)) if !user.contains(':') => {
@@ -55,23 +28,12 @@ async fn schema_url(base: &str, password: &str) -> (String, String) {
         },
         None => base.to_owned(),
     };
-    let separator = if with_password.contains('?') {
-        '&'
-    } else {
-        '?'
-    };
-    (
-        format!("{with_password}{separator}options=-c%20search_path%3D{schema}"),
-        schema,
-    )
+    (with_search_path(&with_password, &schema), schema)
 }
 
 async fn count_rows(base: &str, schema: &str, user: &str) -> i64 {
-    let (client, connection) = tokio_postgres::connect(base, tokio_postgres::NoTls)
+    pg_client(base)
         .await
-        .expect("connect");
-    tokio::spawn(connection);
-    client
         .query_one(
             &format!("SELECT count(*) FROM {schema}.memories WHERE user_id = $1"),
             &[&user],
@@ -82,10 +44,7 @@ async fn count_rows(base: &str, schema: &str, user: &str) -> i64 {
 }
 
 async fn drop_schema(base: &str, schema: &str) {
-    let (client, connection) = tokio_postgres::connect(base, tokio_postgres::NoTls)
-        .await
-        .expect("connect");
-    tokio::spawn(connection);
+    let client = pg_client(base).await;
     let _ = client
         .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
         .await;
@@ -95,7 +54,7 @@ async fn drop_schema(base: &str, schema: &str) {
 /// found through the other, and neither opens a SQLite file.
 #[tokio::test]
 async fn two_mcp_servers_share_one_postgres() {
-    let Some(base) = test_url() else { return };
+    let Some(base) = postgres_url() else { return };
     let (url, schema) = schema_url(&base, "pw-never-logged").await;
     let env = [
         ("MEMENTO_STORAGE__BACKEND", "postgres"),
@@ -207,7 +166,7 @@ async fn postgres_without_a_url_is_a_usage_error() {
 /// `memento serve` with the embedded memory server stores on PostgreSQL too.
 #[tokio::test]
 async fn the_daemons_embedded_memory_server_uses_postgres() {
-    let Some(base) = test_url() else { return };
+    let Some(base) = postgres_url() else { return };
     let (url, schema) = schema_url(&base, "pw").await;
     let fixture = DaemonFixture::start_with(|config| {
         config.storage.backend = memento::shared::config::StorageBackend::Postgres;

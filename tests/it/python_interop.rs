@@ -2,6 +2,8 @@
 
 use std::process::Command;
 
+use testkit::process::run_ok;
+
 use crate::support::{McpFixture, python, repo_root};
 
 fn run_python_client(url: &str, transport: &str, token: Option<&str>) {
@@ -13,13 +15,7 @@ fn run_python_client(url: &str, transport: &str, token: Option<&str>) {
     if let Some(token) = token {
         command.arg(token);
     }
-    let output = command.output().expect("run python");
-    assert!(
-        output.status.success(),
-        "python MCP client over {transport} failed:\nstdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    run_ok(command, &format!("the python MCP client over {transport}"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::Duration;
+use testkit::http::send_json;
 
 use memento::memory_server::storage::{SqliteOptions, SqliteStore};
 use memento::memory_server::{self, RunningMemoryServer};
@@ -320,14 +321,7 @@ pub fn rss_kib(pid: u32) -> u64 {
 
 /// `GET /stats` of a memory server: `(sse_sessions, streamable_sessions)`.
 pub async fn session_counts(http: &reqwest::Client, base: &str) -> (u64, u64) {
-    let stats: Value = http
-        .get(format!("{base}/stats"))
-        .send()
-        .await
-        .expect("GET /stats")
-        .json()
-        .await
-        .expect("stats json");
+    let stats: Value = send_json(http.get(format!("{base}/stats"))).await;
     (
         stats["sse_sessions"].as_u64().expect("sse_sessions"),
         stats["streamable_sessions"]
@@ -391,4 +385,32 @@ pub async fn gated_llm() -> MockServer {
     .expect("start the mock");
     mock.close_gate();
     mock
+}
+
+// === The test PostgreSQL (postgres.rs, multi_daemon.rs) ===
+
+/// A connection to the PostgreSQL at `url` (its connection task runs in the background).
+pub async fn pg_client(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to the test PostgreSQL");
+    tokio::spawn(connection);
+    client
+}
+
+/// Creates a fresh schema `{prefix}_{uuid}` on the PostgreSQL at `base`; returns its name.
+pub async fn create_schema(base: &str, prefix: &str) -> String {
+    let schema = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
+    pg_client(base)
+        .await
+        .batch_execute(&format!("CREATE SCHEMA {schema}"))
+        .await
+        .expect("create schema");
+    schema
+}
+
+/// `url` with `options=-c search_path={schema}`: its connections use that schema.
+pub fn with_search_path(url: &str, schema: &str) -> String {
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}options=-c%20search_path%3D{schema}")
 }

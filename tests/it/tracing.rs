@@ -10,6 +10,7 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 use serde_json::json;
+use testkit::http::post_message;
 
 use crate::support::{Transport, connect, eventually, is_error, spawn_mcp_server_with_env};
 
@@ -53,13 +54,7 @@ impl Receiver {
                 }
             }),
         );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let addr = testkit::http::serve(app).await;
         Receiver {
             url: format!("http://{addr}"),
             spans,
@@ -230,15 +225,14 @@ async fn one_trace_per_turn_across_daemon_and_mcp_server() {
         crate::support::spawn_daemon(daemon_dir.path(), &["--mcp-url", &mcp_url], &daemon_env);
 
     let http = reqwest::Client::new();
-    let body: serde_json::Value = http
-        .post(format!("{}/v1/users/tina/messages", daemon.url))
-        .json(&json!({"message": "store this: my secret garden plan"}))
-        .send()
-        .await
-        .expect("send")
-        .json()
-        .await
-        .expect("json");
+    let (status, body) = post_message(
+        &http,
+        &daemon.url,
+        "tina",
+        "store this: my secret garden plan",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
     let trace_hex = body["trace_id"].as_str().expect("trace id").to_owned();
     let trace_id: Vec<u8> = (0..16)
         .map(|i| u8::from_str_radix(&trace_hex[2 * i..2 * i + 2], 16).expect("hex"))

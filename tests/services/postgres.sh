@@ -22,19 +22,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-ACTION="${1:-start}"
-SERVICES_DIR="${MEMENTO_SERVICES_DIR:-target/services}"
-mkdir -p "$SERVICES_DIR"
-SERVICES_DIR="$(cd "$SERVICES_DIR" && pwd)"
-BASE="$SERVICES_DIR/pg"
+SERVICE=postgres.sh SUBDIR=pg
+# shellcheck source=tests/services/lib.sh
+source tests/services/lib.sh
 DATA="$BASE/data"
 # Used instead when running as root and the `postgres` user cannot reach $BASE.
 ALT_BASE="${TMPDIR:-/tmp}/memento-services-$(printf '%s' "$SERVICES_DIR" | md5sum | cut -c1-12)/pg"
 DB=memento_test
 ROLE=memento
-
-say() { echo "postgres.sh: $*" >&2; }
-die() { say "$*"; exit 1; }
 
 pg_bin_dir() {
   local dir
@@ -60,9 +55,6 @@ as_owner() {
   fi
 }
 
-port_free() {
-  ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
-}
 
 case "$ACTION" in
 stop)
@@ -143,12 +135,7 @@ if [ ! -f "$DATA/PG_VERSION" ]; then
     die "initdb failed, see $BASE/initdb.log"
 fi
 
-PORT=""
-for _ in $(seq 1 50); do
-  candidate=$((20000 + RANDOM % 20000))
-  if port_free "$candidate"; then PORT="$candidate"; break; fi
-done
-[ -n "$PORT" ] || die "no free port found for the private PostgreSQL"
+PORT="$(free_port "the private PostgreSQL")"
 
 rm -f "$DATA/postmaster.pid"
 # Sockets in the data directory (the owner can always write there); TCP on loopback only.

@@ -18,14 +18,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-ACTION="${1:-start}"
-SERVICES_DIR="${MEMENTO_SERVICES_DIR:-target/services}"
-mkdir -p "$SERVICES_DIR"
-SERVICES_DIR="$(cd "$SERVICES_DIR" && pwd)"
-BASE="$SERVICES_DIR/redis"
-
-say() { echo "redis.sh: $*" >&2; }
-die() { say "$*"; exit 1; }
+SERVICE=redis.sh SUBDIR=redis
+# shellcheck source=tests/services/lib.sh
+source tests/services/lib.sh
 
 # PING over bash's /dev/tcp: needs no redis-cli.
 answers() {
@@ -36,10 +31,6 @@ answers() {
   read -r -t 2 reply <&3 || true
   exec 3>&- 3<&-
   [ "${reply%$'\r'}" = "+PONG" ]
-}
-
-port_free() {
-  ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
 
 case "$ACTION" in
@@ -89,12 +80,7 @@ if ! command -v redis-server >/dev/null 2>&1; then
 fi
 
 mkdir -p "$BASE"
-port=""
-for _ in $(seq 50); do
-  candidate=$((20000 + RANDOM % 20000))
-  if port_free "$candidate"; then port="$candidate"; break; fi
-done
-[ -n "$port" ] || die "no free port found for a private Redis"
+port="$(free_port "a private Redis")"
 redis-server --bind 127.0.0.1 --port "$port" --save "" --appendonly no \
   --dir "$BASE" --daemonize yes --pidfile "$BASE/pid" --logfile "$BASE/redis.log" >&2 \
   || die "redis-server did not start (see $BASE/redis.log)"

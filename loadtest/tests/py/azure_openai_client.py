@@ -9,19 +9,14 @@ unknown deployment. Prints "ok"; exits non-zero on any mismatch.
 
 import json
 import sys
+from pathlib import Path
 
 import openai
 from openai import AzureOpenAI
 
-
-def fail(message):
-    print(f"FAIL: {message}", file=sys.stderr)
-    sys.exit(1)
-
-
-def check(condition, message):
-    if not condition:
-        fail(message)
+# tests/py/checks.py, shared with the other interop clients.
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tests" / "py"))
+from checks import check, fail  # noqa: E402
 
 
 endpoint, key = sys.argv[1], sys.argv[2]

@@ -337,16 +337,21 @@ async fn sqlite_keeps_the_backend_contract() {
     backend_contract(one, two).await;
 }
 
+/// Pool options with `max_connections` in a fresh schema named `prefix_<uuid>`.
+fn pg_options(max_connections: usize, prefix: &str) -> crate::shared::pg::PoolOptions {
+    crate::shared::pg::PoolOptions {
+        max_connections,
+        schema: Some(format!("{prefix}_{}", uuid::Uuid::new_v4().simple())),
+        ..crate::shared::pg::PoolOptions::default()
+    }
+}
+
 #[tokio::test]
 async fn postgres_keeps_the_backend_contract() {
     let Some(url) = pg_test_url() else {
         return;
     };
-    let options = crate::shared::pg::PoolOptions {
-        max_connections: 4,
-        schema: Some(format!("hist_{}", uuid::Uuid::new_v4().simple())),
-        ..crate::shared::pg::PoolOptions::default()
-    };
+    let options = pg_options(4, "hist");
     let one = Arc::new(postgres::PgHistory::open(&url, &options).await.unwrap());
     let two = Arc::new(postgres::PgHistory::open(&url, &options).await.unwrap());
     assert!(one.uses_leases());
@@ -363,11 +368,7 @@ async fn postgres_concurrent_first_appends_keep_one() {
     let Some(url) = pg_test_url() else {
         return;
     };
-    let options = crate::shared::pg::PoolOptions {
-        max_connections: 8,
-        schema: Some(format!("hist_{}", uuid::Uuid::new_v4().simple())),
-        ..crate::shared::pg::PoolOptions::default()
-    };
+    let options = pg_options(8, "hist");
     let store = postgres::PgHistory::open(&url, &options).await.unwrap();
     let attempts = (0..8).map(|i| {
         let (append, _) =
@@ -586,11 +587,7 @@ async fn bench_history_saves() {
     // (c) PostgreSQL (with MEMENTO_TEST_POSTGRES_URL): what a turn does there, the lease
     // taken, then the append that releases it.
     if let Ok(url) = std::env::var("MEMENTO_TEST_POSTGRES_URL") {
-        let options = crate::shared::pg::PoolOptions {
-            max_connections: 16,
-            schema: Some(format!("histbench_{}", uuid::Uuid::new_v4().simple())),
-            ..crate::shared::pg::PoolOptions::default()
-        };
+        let options = pg_options(16, "histbench");
         let store: Arc<dyn HistoryBackend> =
             Arc::new(postgres::PgHistory::open(&url, &options).await.unwrap());
         let started = Instant::now();

@@ -48,21 +48,7 @@ fn schema_names_are_plain_identifiers() {
 /// The URL of the test PostgreSQL (tests/services/postgres.sh), or `None` to skip; under
 /// `MEMENTO_REQUIRE_SERVICES=1` (tests/run.sh) a missing URL fails the test.
 pub(crate) fn test_url() -> Option<String> {
-    match std::env::var("MEMENTO_TEST_POSTGRES_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            assert!(
-                std::env::var("MEMENTO_REQUIRE_SERVICES").as_deref() != Ok("1"),
-                "MEMENTO_TEST_POSTGRES_URL is not set but MEMENTO_REQUIRE_SERVICES=1: start \
-                 one with `bash tests/services/postgres.sh`"
-            );
-            eprintln!(
-                "skipped: MEMENTO_TEST_POSTGRES_URL is not set (start one with \
-                 `export MEMENTO_TEST_POSTGRES_URL=$(bash tests/services/postgres.sh)`)"
-            );
-            None
-        }
-    }
+    testkit::services::postgres_url()
 }
 
 /// A fresh schema name for one test.

@@ -33,18 +33,20 @@ enum Input {
     Many(Vec<String>),
 }
 
+/// The dated Azure API (`api-version` required); the route handler is the chat one's
+/// (`server.rs`), which sends embeddings requests here.
 pub(super) async fn azure_dated(
-    State(mock): State<Arc<Mock>>,
-    Path(deployment): Path<String>,
-    Query(query): Query<VersionQuery>,
-    headers: HeaderMap,
-    body: Bytes,
+    mock: &Arc<Mock>,
+    deployment: String,
+    api_version: Option<&str>,
+    headers: &HeaderMap,
+    body: &[u8],
 ) -> Response {
-    if query.api_version.as_deref().is_none_or(str::is_empty) {
+    if api_version.is_none_or(str::is_empty) {
         mock.count(|s| s.bad_requests += 1);
         return json_response(StatusCode::NOT_FOUND, &wire::resource_not_found());
     }
-    answer(&mock, Some(deployment), &headers, &body).await
+    answer(mock, Some(deployment), headers, body).await
 }
 
 pub(super) async fn openai(
