@@ -133,6 +133,7 @@ fn query(user: &UserId, text: &str, mode: SearchMode) -> SearchQuery {
         mode,
         vector: None,
         semantic_weight: 1.0,
+        ranking: Default::default(),
     }
 }
 

@@ -28,6 +28,7 @@ use serde::Serialize;
 use crate::shared::domain::{MemoryId, SearchTerms, UserId};
 pub use crate::shared::domain::{MemoryMeta, MemorySummary};
 
+mod contextual;
 mod engine;
 pub mod fts;
 mod list_sql;
@@ -38,6 +39,7 @@ pub(crate) mod vectors;
 
 pub use postgres::{PostgresOptions, PostgresStore};
 
+pub use contextual::{Fusion, HybridRanking};
 pub use engine::{SqliteOptions, SqliteStore};
 pub(crate) use sql::reindex_all;
 
@@ -259,6 +261,8 @@ pub struct SearchQuery {
     pub vector: Option<Vec<f32>>,
     /// Weight of the meaning ranking against the keyword ranking (1.0) when fusing.
     pub semantic_weight: f32,
+    /// How hybrid search fuses and uses context (set by `embeddings::EmbeddingStore`).
+    pub ranking: HybridRanking,
 }
 
 /// A tag and how many of the user's memories carry it.

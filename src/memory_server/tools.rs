@@ -498,6 +498,7 @@ async fn retrieve_memories(store: &dyn MemoryStore, args: RetrieveArgs) -> ToolR
             mode,
             vector: None,
             semantic_weight: 1.0,
+            ranking: Default::default(),
         })
         .await?;
     Ok(json_result(

@@ -8,7 +8,7 @@ use rmcp::model::{
 };
 use serde_json::{Value, json};
 
-use crate::support::{BOTH, Client, McpFixture, call, connect, is_error, text};
+use crate::support::{BOTH, Client, McpFixture, call, connect, is_error, text, try_call_peer};
 
 async fn store_full(
     client: &Client,
@@ -288,11 +288,7 @@ async fn set_level_filters_the_log_notifications_of_tool_calls() {
     let store_args = json!({"user_id": "logger", "content": "a note"});
 
     // Nothing before setLevel.
-    client
-        .call_tool(
-            rmcp::model::CallToolRequestParams::new("store_memory")
-                .with_arguments(store_args.as_object().cloned().expect("object")),
-        )
+    try_call_peer(client.peer(), "store_memory", store_args.clone())
         .await
         .expect("call");
     assert!(seen().is_empty(), "{:?}", seen());
@@ -302,23 +298,15 @@ async fn set_level_filters_the_log_notifications_of_tool_calls() {
         .set_level(SetLevelRequestParams::new(LoggingLevel::Warning))
         .await
         .expect("setLevel");
-    let failed = client
-        .call_tool(
-            rmcp::model::CallToolRequestParams::new("get_memory").with_arguments(
-                json!({"user_id": "logger", "id": "nope"})
-                    .as_object()
-                    .cloned()
-                    .expect("object"),
-            ),
-        )
-        .await
-        .expect("call");
+    let failed = try_call_peer(
+        client.peer(),
+        "get_memory",
+        json!({"user_id": "logger", "id": "nope"}),
+    )
+    .await
+    .expect("call");
     assert_eq!(failed.is_error, Some(true));
-    client
-        .call_tool(
-            rmcp::model::CallToolRequestParams::new("store_memory")
-                .with_arguments(store_args.as_object().cloned().expect("object")),
-        )
+    try_call_peer(client.peer(), "store_memory", store_args.clone())
         .await
         .expect("call");
     crate::support::eventually(

@@ -113,16 +113,21 @@ pub async fn call(client: &Client, tool: &str, args: Value) -> CallToolResult {
 }
 
 pub async fn try_call(client: &Client, tool: &str, args: Value) -> Result<CallToolResult, String> {
+    try_call_peer(client.peer(), tool, args).await
+}
+
+/// [`try_call`] for a client of any handler (`client.peer()`).
+pub async fn try_call_peer(
+    peer: &rmcp::service::Peer<RoleClient>,
+    tool: &str,
+    args: Value,
+) -> Result<CallToolResult, String> {
     let Value::Object(arguments) = args else {
         panic!("arguments must be an object");
     };
     let mut params = CallToolRequestParams::new(tool.to_owned());
     params.arguments = Some(arguments);
-    client
-        .peer()
-        .call_tool(params)
-        .await
-        .map_err(|e| e.to_string())
+    peer.call_tool(params).await.map_err(|e| e.to_string())
 }
 
 /// The text content of a result.

@@ -5,6 +5,10 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 
+use serde_json::json;
+
+use super::search::{assert_or_of_quoted, with_fts};
+use super::tools::declares_user;
 use super::*;
 
 type Check = fn(&[u8]);

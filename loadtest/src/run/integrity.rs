@@ -52,7 +52,9 @@ pub(crate) async fn check_integrity(
                 .as_object()
                 .cloned();
             let result = peer.call_tool(params).await.ok()?;
-            Some(result.structured_content?["count"].as_u64().unwrap_or(0))
+            let list: memento::shared::api::memories::MemoryList =
+                serde_json::from_value(result.structured_content?).ok()?;
+            Some(list.count as u64)
         }
     };
     let mut integrity = Integrity {

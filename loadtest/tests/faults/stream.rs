@@ -1,4 +1,4 @@
-//! 1e. Streams: reassembling tool calls by index, and a stream cut mid-way.
+//! Streams: reassembling tool calls by index, and a stream cut mid-way.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::daemon::conversation::TurnError;
 use crate::daemon::mcp::McpError;
 use crate::shared::api::ErrorBody;
+use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
@@ -51,6 +52,19 @@ impl ApiError {
     /// 400.
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    /// A body axum could not read: over its limit (413 `body_too_large`, with `too_large`
+    /// saying what the limit is), or else unreadable (400 `invalid_body`).
+    pub fn from_body_rejection(
+        rejection: BytesRejection,
+        too_large: impl FnOnce() -> String,
+    ) -> ApiError {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", too_large())
+        } else {
+            ApiError::bad_request("invalid_body", rejection.body_text())
+        }
     }
 
     /// The JSON body, `{"error": {"code", "message"}}`.

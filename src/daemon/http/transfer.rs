@@ -218,15 +218,9 @@ pub(crate) async fn import(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<axum::Json<ImportReport>, ApiError> {
     let body = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                format!("an import is at most {MAX_IMPORT_BYTES} bytes; split the file"),
-            )
-        } else {
-            ApiError::bad_request("invalid_body", rejection.body_text())
-        }
+        ApiError::from_body_rejection(rejection, || {
+            format!("an import is at most {MAX_IMPORT_BYTES} bytes; split the file")
+        })
     })?;
     let mut imported = 0u64;
     let mut already_present = 0u64;

@@ -70,18 +70,7 @@ fn parse_message(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<String, ApiError> {
     let body = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                format!(
-                    "request body is larger than {} bytes",
-                    state.config.max_body_bytes
-                ),
-            )
-        } else {
-            ApiError::bad_request("invalid_body", rejection.body_text())
-        }
+        ApiError::from_body_rejection(rejection, || too_large(state.config.max_body_bytes))
     })?;
     let text = std::str::from_utf8(&body)
         .map_err(|_| ApiError::bad_request("invalid_utf8", "request body is not valid UTF-8"))?;
@@ -107,6 +96,11 @@ fn parse_message(
         ));
     }
     Ok(message)
+}
+
+/// The 413's message for a body over `server.max_body_bytes`.
+pub(super) fn too_large(max_body_bytes: usize) -> String {
+    format!("request body is larger than {max_body_bytes} bytes")
 }
 
 /// The client asked for the turn as SSE events.

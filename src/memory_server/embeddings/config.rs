@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::EmbedError;
+use crate::memory_server::storage::{Fusion, HybridRanking};
 
 /// Environment variable naming the Azure embeddings deployment.
 pub const ENV_AZURE_EMBEDDINGS_DEPLOYMENT: &str = "AZURE_OPENAI_EMBEDDINGS_DEPLOYMENT";
@@ -62,6 +63,20 @@ pub struct EmbeddingsConfig {
     /// Within `context_window`, the previous memory is also embedded again with the start
     /// of the one stored after it (a question reads together with its answer).
     pub context_next: bool,
+    /// How hybrid search combines the two rankings: `linear` (own bm25 + weighted cosine,
+    /// then context; SQLite) or `rrf` (reciprocal rank fusion of FTS5's bm25 and cosine).
+    pub fusion: Fusion,
+    /// bm25 term-frequency saturation of the linear fusion.
+    pub bm25_k1: f32,
+    /// bm25 length normalisation of the linear fusion (0 none, 1 full).
+    pub bm25_b: f32,
+    /// Weight of a neighbouring memory's score (within `context_window`), divided by its
+    /// distance in store order.
+    pub neighbour_weight: f32,
+    /// Neighbours counted on each side.
+    pub neighbours: usize,
+    /// Weight of the best score among the memories within `context_window` of a memory.
+    pub episode_weight: f32,
 }
 
 impl Default for EmbeddingsConfig {
@@ -78,9 +93,15 @@ impl Default for EmbeddingsConfig {
             rpm: 0,
             request_timeout: Duration::from_secs(30),
             max_tokens: 128,
-            semantic_weight: 1.0,
+            semantic_weight: 0.3,
             context_window: Duration::from_secs(600),
-            context_next: true,
+            context_next: false,
+            fusion: HybridRanking::default().fusion,
+            bm25_k1: HybridRanking::default().bm25_k1,
+            bm25_b: HybridRanking::default().bm25_b,
+            neighbour_weight: HybridRanking::default().neighbour_weight,
+            neighbours: HybridRanking::default().neighbours,
+            episode_weight: HybridRanking::default().episode_weight,
         }
     }
 }
@@ -147,6 +168,30 @@ impl EmbeddingsConfig {
                 "embeddings.semantic_weight must be a number >= 0".into(),
             ));
         }
+        let weights = [self.bm25_k1, self.neighbour_weight, self.episode_weight];
+        if !weights.iter().all(|w| w.is_finite() && *w >= 0.0)
+            || !(0.0..=1.0).contains(&self.bm25_b)
+            || self.neighbours > 16
+        {
+            return Err(EmbedError::Config(
+                "embeddings.bm25_k1, neighbour_weight and episode_weight must be numbers >= 0, \
+                 bm25_b between 0 and 1, neighbours at most 16"
+                    .into(),
+            ));
+        }
         Ok(())
+    }
+
+    /// The hybrid ranking these keys describe (its context reaches `context_window`).
+    pub fn ranking(&self) -> HybridRanking {
+        HybridRanking {
+            fusion: self.fusion,
+            bm25_k1: self.bm25_k1,
+            bm25_b: self.bm25_b,
+            neighbour_weight: self.neighbour_weight,
+            neighbours: self.neighbours,
+            episode_weight: self.episode_weight,
+            window: self.context_window,
+        }
     }
 }

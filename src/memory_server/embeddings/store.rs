@@ -8,8 +8,9 @@ use futures::future::BoxFuture;
 
 use super::{Batcher, EmbedError, Embedder, EmbeddingsConfig, build, memory_text};
 use crate::memory_server::storage::{
-    CompletionQuery, ListQuery, ListedMemory, Memory, MemoryStore, MemorySummary, NewMemory,
-    SearchMode, SearchQuery, StorageError, StorageStats, StoredMemory, TagCount, VectorTask,
+    CompletionQuery, HybridRanking, ListQuery, ListedMemory, Memory, MemoryStore, MemorySummary,
+    NewMemory, SearchMode, SearchQuery, StorageError, StorageStats, StoredMemory, TagCount,
+    VectorTask,
 };
 use crate::shared::domain::{MemoryId, UserId};
 
@@ -24,6 +25,7 @@ pub struct EmbeddingStore {
     semantic_weight: f32,
     context_window: Duration,
     context_next: bool,
+    ranking: HybridRanking,
 }
 
 impl EmbeddingStore {
@@ -35,7 +37,14 @@ impl EmbeddingStore {
             semantic_weight,
             context_window: Duration::ZERO,
             context_next: false,
+            ranking: HybridRanking::default(),
         }
+    }
+
+    /// How hybrid searches rank (see [`EmbeddingsConfig::ranking`]).
+    pub fn with_ranking(mut self, ranking: HybridRanking) -> Self {
+        self.ranking = ranking;
+        self
     }
 
     /// Embeds a memory stored within `window` after its user's previous one together with
@@ -76,6 +85,7 @@ async fn previous_memories(
             mode: SearchMode::Keyword,
             vector: None,
             semantic_weight: 0.0,
+            ranking: HybridRanking::default(),
         })
         .await
         .unwrap_or_default()
@@ -103,7 +113,8 @@ pub fn wrap_store(
                 config.semantic_weight,
             )
             .with_context_window(config.context_window)
-            .with_next_context(config.context_next),
+            .with_next_context(config.context_next)
+            .with_ranking(config.ranking()),
         ),
         None => store,
     })
@@ -200,6 +211,7 @@ impl MemoryStore for EmbeddingStore {
         let inner = self.inner.clone();
         let batcher = self.batcher.clone();
         let weight = self.semantic_weight;
+        let ranking = self.ranking;
         Box::pin(async move {
             let wants_vector = query.mode != SearchMode::Keyword && query.vector.is_none();
             if let (true, Some(text)) = (wants_vector, query.text.clone()) {
@@ -207,6 +219,7 @@ impl MemoryStore for EmbeddingStore {
                     Ok(vector) => {
                         query.vector = Some(vector);
                         query.semantic_weight = weight;
+                        query.ranking = ranking;
                     }
                     Err(error) if query.mode == SearchMode::Semantic => {
                         return Err(StorageError::Semantic(format!(

@@ -337,6 +337,7 @@ async fn a_memory_is_embedded_with_its_neighbours() {
             mode: SearchMode::Semantic,
             vector: Some(axis),
             semantic_weight: 1.0,
+            ranking: Default::default(),
         })
         .await
         .unwrap();

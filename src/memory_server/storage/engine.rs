@@ -322,6 +322,11 @@ fn configure(conn: &Connection) -> Result<(), StorageError> {
 
 fn configure_reader(conn: &Connection) -> Result<(), StorageError> {
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    // The hybrid ranking's view of the index's postings (TEMP: no schema change); without
+    // it, hybrid search falls back to reciprocal rank fusion.
+    if let Err(error) = conn.execute_batch(super::contextual::CREATE_TERMS_TABLE) {
+        tracing::warn!(%error, "cannot create the fts5vocab view: hybrid search fuses by rank");
+    }
     conn.execute_batch("PRAGMA query_only=ON; PRAGMA cache_size=-8000;")?;
     Ok(())
 }

@@ -34,6 +34,7 @@ pub(super) fn query(owner: &str, text: Option<&str>) -> SearchQuery {
         mode: SearchMode::Hybrid,
         vector: None,
         semantic_weight: 1.0,
+        ranking: Default::default(),
     }
 }
 

@@ -243,10 +243,17 @@ impl VectorIndex {
         }
     }
 
+    /// How many vectors of `user` the cache holds (`None`: not loaded yet).
+    pub(super) fn cached_len(&self, user: &str) -> Option<usize> {
+        let entry = self.entry(user);
+        let guard = lock(&entry);
+        guard.as_ref().map(UserVectors::len)
+    }
+
     /// The `n` best rowids of `user` by approximate cosine, loading the user's vectors on
     /// first use. The entry's lock is held while loading, so a commit's update waits for the
     /// load and then applies on top of it (or finds its row already there).
-    fn top(
+    pub(super) fn top(
         &self,
         conn: &Connection,
         user: &str,
@@ -394,7 +401,7 @@ pub(crate) fn fuse(keyword: &[i64], semantic: &[i64], semantic_weight: f32) -> V
 }
 
 /// Exact cosine of the candidates (their stored `f32` vectors), best first.
-fn exact_rescore(
+pub(super) fn exact_rescore(
     conn: &Connection,
     rowids: &[i64],
     vector: &[f32],
@@ -420,7 +427,7 @@ fn exact_rescore(
 }
 
 /// Which of `rowids` pass the query's user, time and tag filters.
-fn passing_filters(
+pub(super) fn passing_filters(
     conn: &Connection,
     query: &SearchQuery,
     rowids: &[i64],

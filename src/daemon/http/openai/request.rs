@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -108,18 +108,9 @@ fn read_body(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<CompletionBody, OpenAiError> {
     let body = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            OpenAiError::from_api(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                format!(
-                    "request body is larger than {} bytes",
-                    config.max_body_bytes
-                ),
-            ))
-        } else {
-            OpenAiError::from_api(ApiError::bad_request("invalid_body", rejection.body_text()))
-        }
+        OpenAiError::from_api(ApiError::from_body_rejection(rejection, || {
+            crate::daemon::http::turns::too_large(config.max_body_bytes)
+        }))
     })?;
     serde_json::from_slice(&body).map_err(|e| {
         OpenAiError::from_api(ApiError::bad_request(

@@ -11,9 +11,19 @@ pub(in crate::memory_server::storage) fn search(
     let has_query = query.terms.is_some() || query.text.is_some();
     match (&query.vector, query.mode) {
         (Some(vector), SearchMode::Hybrid | SearchMode::Semantic) if has_query => {
-            let rowids = super::vectors::ranked_rowids(conn, index, query, vector, |depth| {
-                keyword_rowids(conn, query, depth)
-            })?;
+            // Hybrid ranks in context (`storage::contextual`) where it can, else by
+            // reciprocal rank fusion.
+            let in_context = if query.mode == SearchMode::Hybrid {
+                super::contextual::ranked_rowids(conn, index, query, vector)?
+            } else {
+                None
+            };
+            let rowids = match in_context {
+                Some(rowids) => rowids,
+                None => super::vectors::ranked_rowids(conn, index, query, vector, |depth| {
+                    keyword_rowids(conn, query, depth)
+                })?,
+            };
             summaries_by_rowid(conn, &rowids)
         }
         (None, SearchMode::Semantic) if has_query => Err(super::vectors::no_provider()),
