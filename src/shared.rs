@@ -14,6 +14,7 @@
 //!   directory's 0600 secrets: `mcp-token`, `trace-key`).
 //! - [`ready_file`]: the `--ready-file` object servers write once they listen.
 //! - [`group_commit`]: the batching SQLite writer thread (memory store and history).
+//! - [`splitmix`]: the deterministic 64-bit mixer (offline model, test mock, fuzz checks).
 
 pub mod api;
 pub mod config;
@@ -25,6 +26,7 @@ pub mod pg;
 pub mod ready_file;
 pub mod retry;
 pub mod secret_file;
+pub mod splitmix;
 pub mod sse;
 pub mod telemetry;
 pub mod tokens;

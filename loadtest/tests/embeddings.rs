@@ -107,17 +107,7 @@ async fn openai_provider_and_retries_through_injected_failures() {
 }
 
 fn memory(user: &UserId, content: &str) -> NewMemory {
-    NewMemory {
-        user: user.clone(),
-        content: content.into(),
-        filename: "note.txt".into(),
-        description: String::new(),
-        tags: Vec::new(),
-        idempotency_key: None,
-        created_at: None,
-        embedding: None,
-        embedding_model: None,
-    }
+    NewMemory::new(user.clone(), content, "note.txt")
 }
 
 fn query(user: &UserId, text: &str, mode: SearchMode) -> SearchQuery {

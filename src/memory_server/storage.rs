@@ -162,6 +162,24 @@ pub struct NewMemory {
     pub embedding_model: Option<String>,
 }
 
+impl NewMemory {
+    /// A plain memory: `content` under `filename` for `user`, with no description, tags,
+    /// idempotency key, import time or vector (the tool layer fills those when given).
+    pub fn new(user: UserId, content: impl Into<String>, filename: impl Into<String>) -> NewMemory {
+        NewMemory {
+            user,
+            content: content.into(),
+            filename: filename.into(),
+            description: String::new(),
+            tags: Vec::new(),
+            idempotency_key: None,
+            created_at: None,
+            embedding: None,
+            embedding_model: None,
+        }
+    }
+}
+
 /// What a store returns: the memory's metadata (not its content).
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct StoredMemory {

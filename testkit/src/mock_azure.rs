@@ -85,6 +85,7 @@ use wire::{Flavor, Limit};
 
 #[cfg(test)]
 use chat::completion_id;
+use memento::shared::splitmix::splitmix64;
 pub use server::MockServer;
 use state::{Counters, Fault, Flight, Mock};
 
@@ -268,13 +269,6 @@ fn unix_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
-}
-
-fn splitmix64(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 #[cfg(test)]

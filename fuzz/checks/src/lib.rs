@@ -29,12 +29,7 @@ pub use search::search_terms;
 pub use sse::{messages_body, sse_parser};
 pub use tools::convert_tools;
 
-fn splitmix64(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
+use memento::shared::splitmix::splitmix64;
 
 #[cfg(test)]
 mod tests;

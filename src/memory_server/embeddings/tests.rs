@@ -290,17 +290,7 @@ async fn a_memory_is_embedded_with_its_neighbours() {
         .with_context_window(Duration::from_secs(600))
         .with_next_context(true);
     let user = UserId::parse("nia").unwrap();
-    let new = |content: &str| NewMemory {
-        user: user.clone(),
-        content: content.into(),
-        filename: "t.txt".into(),
-        description: String::new(),
-        tags: Vec::new(),
-        idempotency_key: None,
-        created_at: None,
-        embedding: None,
-        embedding_model: None,
-    };
+    let new = |content: &str| NewMemory::new(user.clone(), content, "t.txt");
     let question = store
         .store(new("what did you do on sunday?"))
         .await

@@ -5,6 +5,7 @@ use serde_json::{Map, Value, json};
 
 use super::*;
 use crate::shared::domain::tool;
+pub(super) use crate::shared::splitmix::splitmix64;
 
 pub(super) fn answer(content: &str, offered: &dyn Fn(&str) -> bool, seed: u64) -> ChatMessage {
     let intent = classify(content);
@@ -204,11 +205,4 @@ pub(super) fn conversation_hash(messages: &[ChatMessage]) -> u64 {
         }
     }
     hash
-}
-
-pub(super) fn splitmix64(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
