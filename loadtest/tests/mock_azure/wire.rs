@@ -4,16 +4,21 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use memento_loadtest::mock_azure::MockServer;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use testkit::eventually;
 
 use super::support::*;
 
+/// The mock with its default settings, and a client to talk to it.
+async fn default_mock() -> (MockServer, reqwest::Client) {
+    (start(|_| {}).await, reqwest::Client::new())
+}
+
 #[tokio::test]
 async fn keys_versions_deployments_and_paths_are_checked_as_azure_does() {
-    let server = start(|_| {}).await;
-    let http = reqwest::Client::new();
+    let (server, http) = default_mock().await;
     let body = chat("hello").to_string();
 
     let no_key = send(&http, &server, &azure_path(), None, &body).await;
@@ -75,8 +80,7 @@ async fn keys_versions_deployments_and_paths_are_checked_as_azure_does() {
 
 #[tokio::test]
 async fn bad_bodies_get_azure_shaped_400s() {
-    let server = start(|_| {}).await;
-    let http = reqwest::Client::new();
+    let (server, http) = default_mock().await;
     for (body, param) in [
         ("{\"messages\": [", Value::Null),
         ("{}", json!("messages")),
@@ -104,8 +108,7 @@ async fn bad_bodies_get_azure_shaped_400s() {
 
 #[tokio::test]
 async fn a_store_request_gets_tool_calls_and_the_tool_result_gets_an_answer() {
-    let server = start(|_| {}).await;
-    let http = reqwest::Client::new();
+    let (server, http) = default_mock().await;
     let mut request = chat("Hey memento, store this recipe: chocolate cake with 2 cups flour");
     // Fields real clients send are accepted.
     for (key, value) in [
@@ -183,8 +186,7 @@ async fn a_store_request_gets_tool_calls_and_the_tool_result_gets_an_answer() {
 
 #[tokio::test]
 async fn openai_compatible_paths_take_the_model_from_the_body() {
-    let server = start(|_| {}).await;
-    let http = reqwest::Client::new();
+    let (server, http) = default_mock().await;
     let mut body = chat("what did I store about the Q4 plan?");
     body["model"] = json!("llama3");
     let bearer = Some(("authorization", "Bearer mock-key"));
@@ -261,8 +263,7 @@ fn sse_events(text: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn streamed_chunks_reassemble_into_the_same_answer() {
-    let server = start(|_| {}).await;
-    let http = reqwest::Client::new();
+    let (server, http) = default_mock().await;
     let request = chat("remember that the wifi password is hunter2 and the router is in the hall");
     let whole = azure(&http, &server, &request).await;
     let expected = &whole.body["choices"][0]["message"]["tool_calls"][0];
