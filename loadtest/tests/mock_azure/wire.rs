@@ -11,6 +11,18 @@ use testkit::eventually;
 
 use super::support::*;
 
+/// `body` sent to Azure's v1 path (the model names the deployment) with the key.
+async fn azure_v1(http: &reqwest::Client, server: &MockServer, body: &Value) -> Reply {
+    send(
+        http,
+        server,
+        "/openai/v1/chat/completions",
+        Some(("api-key", KEY)),
+        &body.to_string(),
+    )
+    .await
+}
+
 /// The mock with its default settings, and a client to talk to it.
 async fn default_mock() -> (MockServer, reqwest::Client) {
     (start(|_| {}).await, reqwest::Client::new())
@@ -229,25 +241,11 @@ async fn openai_compatible_paths_take_the_model_from_the_body() {
 
     // Azure's v1 API: the model is the deployment.
     body["model"] = json!(DEPLOYMENT);
-    let v1 = send(
-        &http,
-        &server,
-        "/openai/v1/chat/completions",
-        Some(("api-key", KEY)),
-        &body.to_string(),
-    )
-    .await;
+    let v1 = azure_v1(&http, &server, &body).await;
     assert_eq!(v1.status, StatusCode::OK, "{}", v1.text);
     assert_eq!(v1.body["model"], DEPLOYMENT);
     body["model"] = json!("llama3");
-    let other = send(
-        &http,
-        &server,
-        "/openai/v1/chat/completions",
-        Some(("api-key", KEY)),
-        &body.to_string(),
-    )
-    .await;
+    let other = azure_v1(&http, &server, &body).await;
     assert_eq!(other.status, StatusCode::NOT_FOUND);
     assert_eq!(other.body["error"]["code"], "DeploymentNotFound");
     server.shutdown().await;

@@ -1,9 +1,9 @@
 use super::*;
-use crate::memory_server::storage::tests::{new_memory, query, user};
+use crate::memory_server::storage::tests::{hit_ids, new_memory, query, user};
 use crate::memory_server::storage::{
     MemoryStore, NewMemory, SearchMode, SqliteOptions, SqliteStore,
 };
-use crate::shared::domain::{MemoryId, SearchTerms};
+use crate::shared::domain::SearchTerms;
 
 #[test]
 fn bm25_follows_the_formula_with_column_weights() {
@@ -104,17 +104,6 @@ fn turn(owner: &str, content: &str, minutes: i64, vector: Vec<f32>) -> NewMemory
         embedding_model: Some("test-model".into()),
         ..new_memory(owner, content, "note.txt", &[])
     }
-}
-
-/// The ids `store` answers `q` with, best first.
-async fn hit_ids(store: &SqliteStore, q: SearchQuery) -> Vec<MemoryId> {
-    store
-        .search(q)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|h| h.id)
-        .collect()
 }
 
 fn axis(i: usize) -> Vec<f32> {
