@@ -4,16 +4,33 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use memento_loadtest::mock_azure::MockServer;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use testkit::eventually;
 
 use super::support::*;
 
+/// `body` sent to Azure's v1 path (the model names the deployment) with the key.
+async fn azure_v1(http: &reqwest::Client, server: &MockServer, body: &Value) -> Reply {
+    send(
+        http,
+        server,
+        "/openai/v1/chat/completions",
+        Some(("api-key", KEY)),
+        &body.to_string(),
+    )
+    .await
+}
+
+/// The mock with its default settings, and a client to talk to it.
+async fn default_mock() -> (MockServer, reqwest::Client) {
+    (start(|_| {}).await, reqwest::Client::new())
+}
+
 #[tokio::test]
 async fn keys_versions_deployments_and_paths_are_checked_as_azure_does() {
-    let server = start(|_| {}).await;
-    let http = reqwest::Client::new();
+    let (server, http) = default_mock().await;
     let body = chat("hello").to_string();
 
     let no_key = send(&http, &server, &azure_path(), None, &body).await;
@@ -75,8 +92,7 @@ async fn keys_versions_deployments_and_paths_are_checked_as_azure_does() {
 
 #[tokio::test]
 async fn bad_bodies_get_azure_shaped_400s() {
-    let server = start(|_| {}).await;
-    let http = reqwest::Client::new();
+    let (server, http) = default_mock().await;
     for (body, param) in [
         ("{\"messages\": [", Value::Null),
         ("{}", json!("messages")),
@@ -104,8 +120,7 @@ async fn bad_bodies_get_azure_shaped_400s() {
 
 #[tokio::test]
 async fn a_store_request_gets_tool_calls_and_the_tool_result_gets_an_answer() {
-    let server = start(|_| {}).await;
-    let http = reqwest::Client::new();
+    let (server, http) = default_mock().await;
     let mut request = chat("Hey memento, store this recipe: chocolate cake with 2 cups flour");
     // Fields real clients send are accepted.
     for (key, value) in [
@@ -183,8 +198,7 @@ async fn a_store_request_gets_tool_calls_and_the_tool_result_gets_an_answer() {
 
 #[tokio::test]
 async fn openai_compatible_paths_take_the_model_from_the_body() {
-    let server = start(|_| {}).await;
-    let http = reqwest::Client::new();
+    let (server, http) = default_mock().await;
     let mut body = chat("what did I store about the Q4 plan?");
     body["model"] = json!("llama3");
     let bearer = Some(("authorization", "Bearer mock-key"));
@@ -227,25 +241,11 @@ async fn openai_compatible_paths_take_the_model_from_the_body() {
 
     // Azure's v1 API: the model is the deployment.
     body["model"] = json!(DEPLOYMENT);
-    let v1 = send(
-        &http,
-        &server,
-        "/openai/v1/chat/completions",
-        Some(("api-key", KEY)),
-        &body.to_string(),
-    )
-    .await;
+    let v1 = azure_v1(&http, &server, &body).await;
     assert_eq!(v1.status, StatusCode::OK, "{}", v1.text);
     assert_eq!(v1.body["model"], DEPLOYMENT);
     body["model"] = json!("llama3");
-    let other = send(
-        &http,
-        &server,
-        "/openai/v1/chat/completions",
-        Some(("api-key", KEY)),
-        &body.to_string(),
-    )
-    .await;
+    let other = azure_v1(&http, &server, &body).await;
     assert_eq!(other.status, StatusCode::NOT_FOUND);
     assert_eq!(other.body["error"]["code"], "DeploymentNotFound");
     server.shutdown().await;
@@ -261,8 +261,7 @@ fn sse_events(text: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn streamed_chunks_reassemble_into_the_same_answer() {
-    let server = start(|_| {}).await;
-    let http = reqwest::Client::new();
+    let (server, http) = default_mock().await;
     let request = chat("remember that the wifi password is hunter2 and the router is in the hall");
     let whole = azure(&http, &server, &request).await;
     let expected = &whole.body["choices"][0]["message"]["tool_calls"][0];

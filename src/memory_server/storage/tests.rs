@@ -21,6 +21,17 @@ pub(super) fn new_memory(owner: &str, content: &str, filename: &str, tags: &[&st
     }
 }
 
+/// The ids `store` answers `q` with, best first.
+pub(super) async fn hit_ids(store: &dyn MemoryStore, q: SearchQuery) -> Vec<MemoryId> {
+    store
+        .search(q)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|h| h.id)
+        .collect()
+}
+
 pub(super) fn query(owner: &str, text: Option<&str>) -> SearchQuery {
     SearchQuery {
         user: user(owner),
@@ -388,13 +399,7 @@ async fn postgres_vector_caches_follow_other_writers() {
             mode: SearchMode::Semantic,
             ..query("zed", Some("anything"))
         };
-        store
-            .search(q)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|h| h.id)
-            .collect::<Vec<_>>()
+        hit_ids(&*store, q).await
     };
     let first = a.store(with("first", 0)).await.unwrap();
     assert_eq!(search(a.clone(), 0).await[0], first.id);

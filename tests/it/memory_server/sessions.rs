@@ -10,6 +10,21 @@ use crate::support::{
     try_connect,
 };
 
+/// A raw SSE session on the server at `base`: its byte stream and a parser for it.
+async fn open_raw_sse(
+    http: &reqwest::Client,
+    base: &str,
+) -> (
+    impl futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin + use<>,
+    memento::shared::sse::SseParser,
+) {
+    let response = http.get(format!("{base}/sse")).send().await.expect("open");
+    (
+        response.bytes_stream(),
+        memento::shared::sse::SseParser::new(1 << 20),
+    )
+}
+
 #[tokio::test]
 async fn token_is_checked_on_both_transports() {
     let token = "integration-token-1";
@@ -95,13 +110,7 @@ async fn bad_messages_do_not_close_the_sse_session() {
     }
     // A raw session: read the endpoint, send garbage, then a real initialize on the same
     // session and see its answer arrive on the stream.
-    let response = http
-        .get(format!("{}/sse", fixture.url()))
-        .send()
-        .await
-        .expect("open");
-    let mut body = response.bytes_stream();
-    let mut parser = memento::shared::sse::SseParser::new(1 << 20);
+    let (mut body, mut parser) = open_raw_sse(&http, &fixture.url()).await;
     let mut next_event = async || loop {
         if let Some(event) = parser_pending(&mut parser, &mut body).await {
             return event;
@@ -257,13 +266,7 @@ async fn idle_initialised_sse_sessions_expire_and_active_ones_stay() {
     .await;
     let http = reqwest::Client::new();
     // The idle one: a raw session, initialised, then silent (keep-alives still flow).
-    let response = http
-        .get(format!("{}/sse", fixture.url()))
-        .send()
-        .await
-        .expect("open");
-    let mut body = response.bytes_stream();
-    let mut parser = memento::shared::sse::SseParser::new(1 << 20);
+    let (mut body, mut parser) = open_raw_sse(&http, &fixture.url()).await;
     let mut events = Vec::new();
     while events.is_empty() {
         let chunk = tokio::time::timeout(Duration::from_secs(10), body.next())

@@ -21,6 +21,16 @@ fn binned(times: &[Duration], width: f64, horizon_s: f64) -> Vec<u64> {
     bins
 }
 
+/// The arrivals of 1000 users at `RATE` over `SECONDS`, drawn with `seed`.
+fn standard_run(seed: u64) -> Vec<(Duration, usize)> {
+    arrivals(
+        RATE,
+        1000,
+        seed,
+        Horizon::Until(Duration::from_secs(SECONDS)),
+    )
+}
+
 fn mean_and_variance(values: impl Iterator<Item = f64> + Clone) -> (f64, f64) {
     let n = values.clone().count() as f64;
     let mean = values.clone().sum::<f64>() / n;
@@ -31,12 +41,7 @@ fn mean_and_variance(values: impl Iterator<Item = f64> + Clone) -> (f64, f64) {
 #[test]
 fn the_aggregate_rate_is_what_was_asked() {
     for seed in 1..=5 {
-        let all = arrivals(
-            RATE,
-            1000,
-            seed,
-            Horizon::Until(Duration::from_secs(SECONDS)),
-        );
+        let all = standard_run(seed);
         let achieved = all.len() as f64 / SECONDS as f64;
         // 60,000 expected arrivals: one standard deviation is 0.4 %.
         assert!(
@@ -54,12 +59,7 @@ fn the_aggregate_rate_is_what_was_asked() {
 #[test]
 fn gaps_are_exponential_with_a_coefficient_of_variation_of_one() {
     for seed in 1..=5 {
-        let all = arrivals(
-            RATE,
-            1000,
-            seed,
-            Horizon::Until(Duration::from_secs(SECONDS)),
-        );
+        let all = standard_run(seed);
         let gaps: Vec<f64> = all
             .windows(2)
             .map(|w| seconds(w[1].0) - seconds(w[0].0))
@@ -82,15 +82,7 @@ fn gaps_are_exponential_with_a_coefficient_of_variation_of_one() {
 #[test]
 fn counts_per_interval_are_poisson_without_bursts() {
     for seed in 1..=5 {
-        let times: Vec<Duration> = arrivals(
-            RATE,
-            1000,
-            seed,
-            Horizon::Until(Duration::from_secs(SECONDS)),
-        )
-        .into_iter()
-        .map(|(t, _)| t)
-        .collect();
+        let times: Vec<Duration> = standard_run(seed).into_iter().map(|(t, _)| t).collect();
         // 100 ms bins: Poisson with mean 30, so variance / mean (the dispersion index) is 1.
         let bins = binned(&times, 0.1, SECONDS as f64);
         let (mean, variance) = mean_and_variance(bins.iter().map(|c| *c as f64));

@@ -1,5 +1,5 @@
 use super::*;
-use crate::memory_server::storage::tests::{new_memory, query, user};
+use crate::memory_server::storage::tests::{hit_ids, new_memory, query, user};
 use crate::memory_server::storage::{
     MemoryStore, NewMemory, SearchMode, SqliteOptions, SqliteStore,
 };
@@ -202,13 +202,7 @@ async fn hybrid_search_lifts_the_answer_beside_the_match() {
     q.vector = Some(axis(0));
     q.semantic_weight = 0.3;
     q.limit = 3;
-    let hits: Vec<_> = store
-        .search(q.clone())
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|h| h.id)
-        .collect();
+    let hits = hit_ids(&store, q.clone()).await;
     // The answer (no keyword in common, a vector far from the query's) ranks with the
     // question; the day-later mention of "holidays" does not crowd it out.
     assert!(
@@ -217,35 +211,17 @@ async fn hybrid_search_lifts_the_answer_beside_the_match() {
     );
     // Without context (window 0) the answer has nothing to rank it.
     q.ranking.window = Duration::ZERO;
-    let plain: Vec<_> = store
-        .search(q.clone())
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|h| h.id)
-        .collect();
+    let plain = hit_ids(&store, q.clone()).await;
     assert!(!plain[..2].contains(&ids[1]), "{plain:?}");
     // Filters still apply to every memory the context brings in.
     q.ranking.window = Duration::from_secs(600);
     q.until = at(1);
-    let filtered: Vec<_> = store
-        .search(q.clone())
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|h| h.id)
-        .collect();
+    let filtered = hit_ids(&store, q.clone()).await;
     assert_eq!(filtered, vec![ids[0]]);
     // Paging follows the same order.
     q.until = None;
     q.limit = 1;
     q.offset = 1;
-    let second: Vec<_> = store
-        .search(q)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|h| h.id)
-        .collect();
+    let second = hit_ids(&store, q).await;
     assert_eq!(second, vec![hits[1]]);
 }
