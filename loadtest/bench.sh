@@ -46,7 +46,7 @@ for step in "${steps[@]}"; do
         --scenario loadtest/scenarios/think1s.toml --out "$OUT/bench-users10k"
       ;;
     idle)
-      "$LT" idle-actors --users 10000 --warmup 1000 --out "$OUT/bench-idle"
+      "$LT" idle-actors --users 10000 --warmup 1000 --after-release --out "$OUT/bench-idle"
       ;;
     soak)
       "$LT" run --quiet --users 200 --rate 200 --duration 10m --out "$OUT/bench-soak"

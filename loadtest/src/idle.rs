@@ -6,6 +6,15 @@
 //! each send one small-talk turn. Every one of them leaves a live, idle conversation actor
 //! holding a one-turn history. The daemon's RSS growth divided by the growth in live actors
 //! (from its `/metrics`) is the memory per idle actor.
+//!
+//! With `--after-release` it measures what a user idle for longer costs: the warm-up users
+//! are first left idle until the daemon's sweep has dealt with every one of them (stopped
+//! after `conversation.idle_timeout`, or its history released after
+//! `conversation.history_cache_idle` when the actor is kept longer), so the baseline holds
+//! none of them; then, after the new users, it waits the same way and measures again. Last,
+//! `--returning` of those users send a second turn one at a time (each starts a new actor
+//! that reloads the history from disk, when it was stopped) and then a third one (the actor
+//! is live): the price of coming back after a pause.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -15,7 +24,9 @@ use futures::StreamExt;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::run::{RunArgs, metric, rss_mib, spawn_stack};
+use hdrhistogram::Histogram;
+
+use crate::run::{Latency, RunArgs, metric, rss_mib, spawn_stack};
 
 /// Flags of `idle-actors`.
 #[derive(Debug, Clone, clap::Args)]
@@ -35,11 +46,15 @@ pub struct IdleArgs {
     /// The `memento` binary (default: next to this one).
     #[arg(long, env = "MEMENTO_BIN")]
     pub memento_bin: Option<PathBuf>,
-    /// Then wait until every conversation has released its cached history (after
-    /// `conversation.history_cache_idle`, 1 min by default, and the next idle sweep; at most
-    /// 5 min) and measure again: what an actor idle for longer costs.
+    /// Also measure users idle for longer: wait until the daemon's idle sweep has stopped
+    /// every conversation (`conversation.idle_timeout`, 1 min by default) or released its
+    /// cached history (`history_cache_idle`, when the actor is kept longer), before the
+    /// baseline and again after the new users (at most 5 min each), then time returning turns.
     #[arg(long)]
     pub after_release: bool,
+    /// With `--after-release`: users who come back after the pause, one turn at a time.
+    #[arg(long, default_value_t = 500)]
+    pub returning: usize,
 }
 
 /// The measurement (`idle.json`).
@@ -57,13 +72,24 @@ pub struct IdleReport {
     pub bytes_per_idle_actor: f64,
     /// Seconds spent creating the users.
     pub create_s: f64,
-    /// With `--after-release`: daemon RSS once every history cache was released, MiB.
+    /// With `--after-release`: daemon RSS once the sweep had stopped every idle
+    /// conversation (or released its history), MiB.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rss_released_mib: Option<f64>,
-    /// With `--after-release`: (released - before) / (actors added), bytes. The warm-up
-    /// users' caches are released too, so this is a slight underestimate.
+    /// With `--after-release`: (released - before) / (users added), bytes: what a user idle
+    /// past the timeouts costs the daemon.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bytes_per_released_actor: Option<f64>,
+    /// With `--after-release`: live conversation actors once the sweep was done.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actors_released: Option<u64>,
+    /// With `--after-release`: latency of a returning user's first turn after the pause
+    /// (a new actor reloads the history when the old one was stopped), ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub returning_turn_ms: Option<Latency>,
+    /// With `--after-release`: the same users' next turn, on their live actor, ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub live_turn_ms: Option<Latency>,
 }
 
 /// Runs the measurement and writes `idle.json`.
@@ -102,8 +128,14 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<IdleReport> {
     let base = stack.daemon_url.clone();
 
     create_users(&http, &base, "warm", args.warmup, args.concurrency).await?;
+    let rss_before_mib = if args.after_release {
+        let warm = live_actors(&http, &base).await?;
+        wait_until_idle_handled(&http, &base, warm).await?;
+        slowly_settled_rss(pid).await
+    } else {
+        settled_rss(pid).await
+    };
     let actors_before = live_actors(&http, &base).await?;
-    let rss_before_mib = settled_rss(pid).await;
     eprintln!("baseline: {actors_before} actors, {rss_before_mib:.1} MiB");
 
     let started = Instant::now();
@@ -115,13 +147,17 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<IdleReport> {
     if added == 0 {
         bail!("no conversation actor was added (is the daemon's max_actors too low?)");
     }
-    let rss_released_mib = if args.after_release {
-        wait_for_releases(&http, &base, actors_after).await?;
-        Some(slowly_settled_rss(pid).await)
-    } else {
-        None
-    };
+    let mut released = None;
+    if args.after_release {
+        wait_until_idle_handled(&http, &base, added).await?;
+        let rss = slowly_settled_rss(pid).await;
+        let actors = live_actors(&http, &base).await?;
+        let (returning, live) =
+            returning_turns(&http, &base, args.returning.min(args.users)).await?;
+        released = Some((rss, actors, returning, live));
+    }
     let per_actor = |rss: f64| (rss - rss_before_mib) * 1024.0 * 1024.0 / added as f64;
+    let rss_released_mib = released.as_ref().map(|r| r.0);
     let report = IdleReport {
         actors_before,
         actors_after,
@@ -131,6 +167,9 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<IdleReport> {
         create_s,
         rss_released_mib,
         bytes_per_released_actor: rss_released_mib.map(per_actor),
+        actors_released: released.as_ref().map(|r| r.1),
+        returning_turn_ms: released.as_ref().map(|r| r.2.clone()),
+        live_turn_ms: released.map(|r| r.3),
     };
     std::fs::create_dir_all(&args.out).with_context(|| format!("create {}", args.out.display()))?;
     std::fs::write(
@@ -191,21 +230,64 @@ async fn live_actors(http: &reqwest::Client, base: &str) -> anyhow::Result<u64> 
     metric(&text, "memento_live_conversations").context("no memento_live_conversations metric")
 }
 
-/// Polls `/metrics` until `memento_history_cache_releases_total` reaches `actors`.
-async fn wait_for_releases(http: &reqwest::Client, base: &str, actors: u64) -> anyhow::Result<()> {
+/// The sweep's work so far: conversations stopped plus history caches released.
+async fn idle_handled(http: &reqwest::Client, base: &str) -> anyhow::Result<u64> {
+    let text = metrics_text(http, base).await?;
+    let stopped = metric(&text, "memento_conversation_stops_total").unwrap_or(0);
+    let released = metric(&text, "memento_history_cache_releases_total").unwrap_or(0);
+    Ok(stopped + released)
+}
+
+/// Polls `/metrics` until the idle sweep has stopped or released `count` more conversations
+/// than when called (at most 5 min).
+async fn wait_until_idle_handled(
+    http: &reqwest::Client,
+    base: &str,
+    count: u64,
+) -> anyhow::Result<()> {
+    let start = idle_handled(http, base).await?;
     let deadline = Instant::now() + Duration::from_secs(300);
+    eprintln!("waiting for the idle sweep to stop or release {count} conversations");
     loop {
-        let text = metrics_text(http, base).await?;
-        let released = metric(&text, "memento_history_cache_releases_total").unwrap_or(0);
-        if released >= actors {
-            eprintln!("{released} history caches released");
+        let done = idle_handled(http, base).await?.saturating_sub(start);
+        if done >= count {
+            eprintln!("{done} idle conversations stopped or released");
             return Ok(());
         }
         if Instant::now() > deadline {
-            bail!("only {released} of {actors} history caches released within 5 min");
+            bail!(
+                "the idle sweep stopped or released only {done} of {count} conversations within 5 min"
+            );
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+}
+
+/// `count` of the idle users come back, one turn at a time: their first turn after the
+/// pause, then their next one (on the now live actor). Latency of each, ms.
+async fn returning_turns(
+    http: &reqwest::Client,
+    base: &str,
+    count: usize,
+) -> anyhow::Result<(Latency, Latency)> {
+    let mut first = Histogram::<u64>::new(3)?;
+    let mut next = Histogram::<u64>::new(3)?;
+    for n in 0..count {
+        for histogram in [&mut first, &mut next] {
+            let started = Instant::now();
+            let status = http
+                .post(format!("{base}/v1/users/idle-{n:06}/messages"))
+                .json(&json!({"message": "hello again"}))
+                .send()
+                .await?
+                .status();
+            if !status.is_success() {
+                bail!("a returning user's turn failed with {status}");
+            }
+            histogram.record(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX))?;
+        }
+    }
+    Ok((Latency::of(&first), Latency::of(&next)))
 }
 
 /// RSS once freed memory has gone back to the system (jemalloc returns dirty pages over

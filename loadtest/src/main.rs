@@ -203,6 +203,21 @@ async fn main() -> anyhow::Result<()> {
                 report.bytes_per_idle_actor,
                 report.create_s
             );
+            if let (Some(rss), Some(bytes), Some(actors)) = (
+                report.rss_released_mib,
+                report.bytes_per_released_actor,
+                report.actors_released,
+            ) {
+                println!(
+                    "after the idle sweep: {actors} live actors, daemon RSS {rss:.1} MiB, {bytes:.0} bytes per idle user"
+                );
+            }
+            if let (Some(back), Some(live)) = (&report.returning_turn_ms, &report.live_turn_ms) {
+                println!(
+                    "returning user's first turn p50 / p99 {:.2} / {:.2} ms; next turn on the live actor {:.2} / {:.2} ms",
+                    back.p50, back.p99, live.p50, live.p99
+                );
+            }
             println!("written to {}", out.join("idle.json").display());
         }
         Command::Recall(args) => {

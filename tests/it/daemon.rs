@@ -361,12 +361,17 @@ async fn idle_conversations_stop_and_the_actor_cap_evicts_the_least_recent() {
     )
     .await;
     assert!(supervisor.metrics().actor_stops.get() >= 8);
-    // A stopped conversation comes back with its history.
+    // A stopped conversation comes back with its history, and the next turn goes on top
+    // of it (a new actor reloads it from disk).
     let history = fixture.history("cap0").await;
     assert_eq!(
         history.first().map(|m| m["content"].clone()),
         Some(json!("remember that the cap test works"))
     );
+    fixture.turn("cap0", "hello again").await;
+    let after = fixture.history("cap0").await;
+    assert!(after.len() > history.len(), "{after:?}");
+    assert_eq!(&after[..history.len()], &history[..]);
 }
 
 /// POSTs `{"message":"hi"}` to `path` over a plain TCP connection, the path exactly as given.

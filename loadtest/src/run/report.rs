@@ -139,7 +139,7 @@ pub struct Latency {
 
 impl Latency {
     /// The percentiles of a histogram of microseconds, in milliseconds.
-    fn of(histogram: &Histogram<u64>) -> Latency {
+    pub(crate) fn of(histogram: &Histogram<u64>) -> Latency {
         let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
         Latency {
             p50: ms(0.5),

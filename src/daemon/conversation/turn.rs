@@ -15,8 +15,8 @@ use super::tools::{refused_delete, run_tool};
 use super::{
     ConversationState, TurnContext, TurnError, TurnEvent, TurnOutcome, TurnRequest, TurnTimings,
 };
+use crate::daemon::history::CachedHistory;
 use crate::daemon::history::lease::LeaseGuard;
-use crate::daemon::history::{CachedHistory, HistoryError};
 use crate::daemon::llm::LlmError;
 use crate::daemon::llm::types::{ChatMessage, Prompt, SharedMessage, Usage};
 
@@ -187,10 +187,10 @@ impl ConversationState {
             // Committed before any of the answer is sent (RELIABILITY.md, "Histories").
             let budget = args.config.history_token_budget;
             let new_messages = turn.iter().map(|m| m.message().clone()).collect();
-            let (mut append, next) =
-                self.loaded()
-                    .await?
-                    .with_turn(new_messages, budget, &args.user);
+            self.loaded().await?;
+            // Taken, not copied: if the append fails, the next turn reloads the history.
+            let current = self.history.take().unwrap_or_default();
+            let (mut append, next) = current.with_turn(new_messages, budget, &args.user);
             if let Some(lease) = &lease {
                 append.fence = Some(lease.token());
                 append.release = true;
@@ -206,10 +206,9 @@ impl ConversationState {
                     }
                 }
                 Err(error) => {
-                    if matches!(error, HistoryError::Stale | HistoryError::Fenced) {
-                        // Another writer: the next turn reloads.
-                        self.set_history(None);
-                    }
+                    // The cached copy was taken: the next turn reloads what the store has
+                    // (another writer's turns, after `Stale` or `Fenced`).
+                    self.set_history(None);
                     return Err(error.into());
                 }
             }

@@ -268,22 +268,24 @@ impl CachedHistory {
     }
 
     /// The append that adds `turn` (a whole turn, the person's message first), and the
-    /// history as it is once that append is committed.
+    /// history as it is once that append is committed. Takes the history by value (no copy
+    /// per turn): a writer whose append fails drops it and reloads from the store.
     pub fn with_turn(
-        &self,
+        self,
         turn: Vec<ChatMessage>,
         budget: usize,
         user: &UserId,
     ) -> (Append, CachedHistory) {
-        let mut next = self.clone();
-        next.version = self.version + 1;
+        let expected_version = self.version;
+        let mut next = self;
+        next.version = expected_version + 1;
         next.rows.push_back((next.version, turn.len()));
         next.messages.extend(turn.iter().cloned());
         next.trim(budget);
         let keep_from = next.rows.front().map_or(next.version, |(seq, _)| *seq);
         let append = Append {
             user: user.clone(),
-            expected_version: self.version,
+            expected_version,
             messages: turn,
             keep_from,
             fence: None,

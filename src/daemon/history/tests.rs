@@ -13,7 +13,9 @@ async fn turn(
     text: &str,
     budget: usize,
 ) -> CachedHistory {
-    let (append, next) = cached.with_turn(vec![user(text), answer(text)], budget, &alice());
+    let (append, next) = cached
+        .clone()
+        .with_turn(vec![user(text), answer(text)], budget, &alice());
     let version = store.backend().append(append).await.unwrap();
     assert_eq!(version, next.version());
     next
@@ -307,7 +309,9 @@ async fn backend_contract(one: Arc<dyn HistoryBackend>, two: Arc<dyn HistoryBack
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(second.token > first.token);
-    let (mut old, _) = cached.with_turn(vec![user("old holder")], budget, &bob);
+    let (mut old, _) = cached
+        .clone()
+        .with_turn(vec![user("old holder")], budget, &bob);
     old.fence = Some(first.token);
     assert!(matches!(one.append(old).await, Err(HistoryError::Fenced)));
     assert!(!one.renew_lease(&bob, first.token, ttl).await.unwrap());

@@ -37,6 +37,8 @@ pub struct SqliteOptions {
     /// Jobs queued for the writer, and for the readers, before callers get
     /// [`StorageError::Busy`].
     pub queue_capacity: usize,
+    /// What a commit survives (`storage.sync`).
+    pub sync: crate::shared::config::StorageSync,
 }
 
 impl Default for SqliteOptions {
@@ -52,6 +54,7 @@ impl From<&crate::shared::config::StorageConfig> for SqliteOptions {
             max_batch: config.max_batch,
             idempotency_window: config.idempotency_window,
             queue_capacity: config.queue_capacity,
+            sync: config.sync,
         }
     }
 }
@@ -106,7 +109,7 @@ impl SqliteStore {
         })?;
         let path = data_dir.join("memento.db");
         let writer_conn = Connection::open(&path)?;
-        configure(&writer_conn)?;
+        configure(&writer_conn, options.sync)?;
         migrations::run(&writer_conn)?;
 
         let counters = Arc::new(Counters::default());
@@ -305,7 +308,10 @@ fn queue_error<T>(error: crossbeam_channel::TrySendError<T>) -> StorageError {
     }
 }
 
-fn configure(conn: &Connection) -> Result<(), StorageError> {
+fn configure(
+    conn: &Connection,
+    sync: crate::shared::config::StorageSync,
+) -> Result<(), StorageError> {
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |row| row.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
@@ -313,10 +319,17 @@ fn configure(conn: &Connection) -> Result<(), StorageError> {
             "could not switch to WAL (journal_mode={mode})"
         )));
     }
-    // FULL: every commit fsyncs the WAL, so an acknowledged store survives a power cut.
-    conn.execute_batch(
-        "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA temp_store=MEMORY;",
-    )?;
+    // FULL (the default): every commit fsyncs the WAL, so an acknowledged store survives a
+    // power cut. NORMAL: the commit is written to the WAL file (it survives the process
+    // dying) and fsynced at the next checkpoint.
+    conn.execute_batch(match sync {
+        crate::shared::config::StorageSync::Full => {
+            "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA temp_store=MEMORY;"
+        }
+        crate::shared::config::StorageSync::Normal => {
+            "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON; PRAGMA temp_store=MEMORY;"
+        }
+    })?;
     Ok(())
 }
 

@@ -101,7 +101,9 @@ pub struct ConversationConfig {
     pub max_tool_rounds: u32,
     /// Token budget of the history sent with each turn (oldest turns dropped first).
     pub history_token_budget: usize,
-    /// A conversation idle longer than this is stopped (its history stays on disk).
+    /// A conversation idle longer than this is stopped (its history stays on disk and the
+    /// next turn starts a new actor that reloads it). One minute by default, so an idle user
+    /// holds no actor at all.
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
     /// Most live conversation actors; the least recently used idle ones are evicted.
@@ -111,7 +113,8 @@ pub struct ConversationConfig {
     /// Record message and reply text on traces, for debugging only (it is personal data).
     pub record_content: bool,
     /// A conversation idle this long releases its cached history (it stays on disk and is
-    /// reloaded on the next turn), so an idle actor costs little memory.
+    /// reloaded on the next turn). Matters when `idle_timeout` is longer: a kept idle actor
+    /// then holds no history.
     #[serde(with = "humantime_serde")]
     pub history_cache_idle: Duration,
     /// Most turns of one user waiting or running at once; more get 429 with `Retry-After`.
@@ -129,7 +132,7 @@ impl Default for ConversationConfig {
         ConversationConfig {
             max_tool_rounds: 4,
             history_token_budget: 3000,
-            idle_timeout: Duration::from_secs(600),
+            idle_timeout: Duration::from_secs(60),
             max_actors: 100_000,
             record_user_id: false,
             record_content: false,

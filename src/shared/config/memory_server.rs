@@ -125,6 +125,22 @@ pub struct StorageConfig {
     pub postgres_url: SecretUrl,
     /// Most connections in the PostgreSQL pool.
     pub postgres_max_connections: usize,
+    /// What an acknowledged store survives, with SQLite: `full` (the default: every commit
+    /// is fsynced, so it survives a power cut) or `normal` (the commit is in the WAL file
+    /// when acknowledged: it survives the process being killed, and the last commits may be
+    /// lost if the machine loses power; no fsync on the commit path).
+    pub sync: StorageSync,
+}
+
+/// SQLite's `synchronous` setting for the memory store (`storage.sync`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageSync {
+    /// `PRAGMA synchronous=FULL`: every commit is fsynced before it is acknowledged.
+    #[default]
+    Full,
+    /// `PRAGMA synchronous=NORMAL` (in WAL mode): commits are written, fsynced at checkpoints.
+    Normal,
 }
 
 /// The memory store's engine (`storage.backend`).
@@ -176,6 +192,7 @@ impl Default for StorageConfig {
             postgres_url: SecretUrl::default(),
             postgres_max_connections: 16,
             queue_capacity: 4096,
+            sync: StorageSync::Full,
         }
     }
 }

@@ -56,6 +56,22 @@ fn unknown_keys_and_bad_types_are_errors() {
 }
 
 #[test]
+fn storage_sync_is_full_unless_set_to_normal() {
+    assert_eq!(
+        load(None, &env(&[])).unwrap().storage.sync,
+        StorageSync::Full
+    );
+    let config = load(None, &env(&[("MEMENTO_STORAGE__SYNC", "normal")])).unwrap();
+    assert_eq!(config.storage.sync, StorageSync::Normal);
+    let err = load(None, &env(&[("MEMENTO_STORAGE__SYNC", "fast")])).unwrap_err();
+    let message = err.to_string();
+    assert!(
+        message.contains("full") && message.contains("normal"),
+        "{message}"
+    );
+}
+
+#[test]
 fn missing_named_file_is_an_error() {
     let err = load(Some(Path::new("/nonexistent/memento.toml")), &env(&[])).unwrap_err();
     assert!(matches!(err, ConfigError::Read { .. }));

@@ -89,38 +89,39 @@ async fn bench_history_saves() {
     // open loop); with `leased`, each save takes the user's lease first and releases it with
     // a fenced append (a PostgreSQL turn). The saves' latencies.
     let saves = move |store: Arc<dyn HistoryBackend>, leased: bool| {
-        let tasks: Vec<_> = (0..workers)
-            .map(|w| {
-                let store = store.clone();
-                tokio::spawn(async move {
-                    let mut histories = vec![CachedHistory::default(); users / workers];
-                    let ids: Vec<UserId> = (0..histories.len())
-                        .map(|slot| UserId::parse(&format!("u{w}x{slot}")).unwrap())
-                        .collect();
-                    let mut latencies = Vec::new();
-                    let mut pace = pace(w);
-                    while let Some(i) = pace.next().await {
-                        let slot = i % histories.len();
-                        let t = Instant::now();
-                        let (mut append, next) =
-                            histories[slot].with_turn(turn_messages(i), budget, &ids[slot]);
-                        if leased {
-                            let lease = store
-                                .try_lease(&ids[slot], LEASE_TTL)
-                                .await
-                                .unwrap()
-                                .expect("free");
-                            append.fence = Some(lease.token);
-                            append.release = true;
+        let tasks: Vec<_> =
+            (0..workers)
+                .map(|w| {
+                    let store = store.clone();
+                    tokio::spawn(async move {
+                        let mut histories = vec![CachedHistory::default(); users / workers];
+                        let ids: Vec<UserId> = (0..histories.len())
+                            .map(|slot| UserId::parse(&format!("u{w}x{slot}")).unwrap())
+                            .collect();
+                        let mut latencies = Vec::new();
+                        let mut pace = pace(w);
+                        while let Some(i) = pace.next().await {
+                            let slot = i % histories.len();
+                            let t = Instant::now();
+                            let (mut append, next) = std::mem::take(&mut histories[slot])
+                                .with_turn(turn_messages(i), budget, &ids[slot]);
+                            if leased {
+                                let lease = store
+                                    .try_lease(&ids[slot], LEASE_TTL)
+                                    .await
+                                    .unwrap()
+                                    .expect("free");
+                                append.fence = Some(lease.token);
+                                append.release = true;
+                            }
+                            store.append(append).await.unwrap();
+                            latencies.push(t.elapsed());
+                            histories[slot] = next;
                         }
-                        store.append(append).await.unwrap();
-                        latencies.push(t.elapsed());
-                        histories[slot] = next;
-                    }
-                    latencies
+                        latencies
+                    })
                 })
-            })
-            .collect();
+                .collect();
         async move {
             let mut latencies = Vec::new();
             for task in futures::future::join_all(tasks).await {
