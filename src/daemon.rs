@@ -165,7 +165,7 @@ impl Daemon {
             &config.server.allowed_origins,
             auth.is_open(),
         );
-        let state = ApiState {
+        let state = ApiState::new(http::ApiShared {
             root: root.clone(),
             supervisor: supervisor.clone(),
             llm: llm.clone(),
@@ -175,7 +175,7 @@ impl Daemon {
             turn_deadline: config.llm.turn_deadline,
             export_stats: export_stats.clone(),
             policy: Arc::new(policy),
-        };
+        });
         let addr = SocketAddr::new(config.server.host, config.server.port);
         let listener = TcpListener::bind(addr)
             .await

@@ -291,7 +291,12 @@ impl Caller {
                     .is_ok_and(|result| result.is_error != Some(true))
             }
             Caller::Json(caller) => caller
-                .call_tool(tool, &arguments, &JsonObject::new())
+                .call_tool(
+                    tool,
+                    &arguments,
+                    &JsonObject::new(),
+                    memento::daemon::mcp::Structured::Keep,
+                )
                 .await
                 .is_ok_and(|(output, _)| !output.is_error),
         }

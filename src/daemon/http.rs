@@ -40,9 +40,28 @@ mod turns;
 use auth::Auth;
 use error::ApiError;
 
-/// What the handlers share.
+/// What the handlers share: one reference count per request (axum clones the state for
+/// every request), not one per handle inside.
 #[derive(Clone)]
-pub struct ApiState {
+pub struct ApiState(Arc<ApiShared>);
+
+impl ApiState {
+    /// Shares `shared` with the handlers.
+    pub fn new(shared: ApiShared) -> ApiState {
+        ApiState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for ApiState {
+    type Target = ApiShared;
+
+    fn deref(&self) -> &ApiShared {
+        &self.0
+    }
+}
+
+/// The handles and settings behind [`ApiState`].
+pub struct ApiShared {
     /// The root supervisor: false health once a shared actor ended.
     pub root: crate::daemon::supervisor::root::RootHandle,
     /// Conversations.

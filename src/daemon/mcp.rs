@@ -90,6 +90,15 @@ pub struct ToolOutput {
     pub is_error: bool,
 }
 
+/// Whether a call's caller reads the structured content of the answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Structured {
+    /// Parse it into [`ToolOutput::structured`].
+    Keep,
+    /// Skip it (the model reads only the text).
+    Skip,
+}
+
 /// Counters for `/metrics`.
 #[derive(Debug, Default)]
 pub struct McpMetrics {
@@ -203,11 +212,37 @@ impl McpHandle {
         arguments: JsonObject,
         meta: JsonObject,
     ) -> Result<ToolOutput, McpError> {
+        self.call(user, name, arguments, meta, Structured::Keep)
+            .await
+    }
+
+    /// [`McpHandle::call_tool`] for a conversation turn, which reads only the text the
+    /// model sees: a direct JSON answer's structured content is skipped, not parsed
+    /// ([`ToolOutput::structured`] is `None`).
+    pub async fn call_tool_for_model(
+        &self,
+        user: &UserId,
+        name: &str,
+        arguments: JsonObject,
+        meta: JsonObject,
+    ) -> Result<ToolOutput, McpError> {
+        self.call(user, name, arguments, meta, Structured::Skip)
+            .await
+    }
+
+    async fn call(
+        &self,
+        user: &UserId,
+        name: &str,
+        arguments: JsonObject,
+        meta: JsonObject,
+        structured: Structured,
+    ) -> Result<ToolOutput, McpError> {
         if self.calls.is_closed() {
             return Err(McpError::Closed);
         }
         self.calls
-            .track_future(self.call_tracked(user, name, arguments, meta))
+            .track_future(self.call_tracked(user, name, arguments, meta, structured))
             .await
     }
 
@@ -217,6 +252,7 @@ impl McpHandle {
         name: &str,
         mut arguments: JsonObject,
         meta: JsonObject,
+        structured: Structured,
     ) -> Result<ToolOutput, McpError> {
         let session = self
             .session
@@ -260,7 +296,7 @@ impl McpHandle {
                 let outcome = tracing::Instrument::instrument(
                     tokio::time::timeout(
                         self.call_timeout,
-                        direct.call_tool(name, &arguments, &meta),
+                        direct.call_tool(name, &arguments, &meta, structured),
                     ),
                     span.clone(),
                 )

@@ -49,7 +49,11 @@ pub(super) async fn run_tool(
                 crate::shared::domain::IDEMPOTENCY_META_KEY.into(),
                 Value::String(idempotency_key),
             );
-            match args.mcp.call_tool(&args.user, &name, object, meta).await {
+            match args
+                .mcp
+                .call_tool_for_model(&args.user, &name, object, meta)
+                .await
+            {
                 // The MCP result's `isError` travels as the record's flag (and the frame's),
                 // the text as the server wrote it.
                 Ok(output) => (output.text, output.is_error),

@@ -100,10 +100,12 @@ impl UserPseudonyms {
     /// The pseudonym of `user`: `u` and 32 hex digits.
     pub fn of(&self, user: &str) -> String {
         let tag = hmac::sign(&self.key, user.as_bytes());
+        const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut out = String::with_capacity(33);
         out.push('u');
         for byte in &tag.as_ref()[..16] {
-            out.push_str(&format!("{byte:02x}"));
+            out.push(char::from(HEX[usize::from(byte >> 4)]));
+            out.push(char::from(HEX[usize::from(byte & 0x0f)]));
         }
         out
     }

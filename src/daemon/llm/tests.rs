@@ -285,6 +285,8 @@ fn user_pseudonyms_are_keyed_and_stable_per_data_directory() {
         "another key, another pseudonym"
     );
     assert_eq!(a.of("alice").len(), 33);
+    // HMAC-SHA256("alice"), first 16 bytes in lowercase hex: stable across releases.
+    assert_eq!(a.of("alice"), "ub9ac4ee7242bea2f07e6764f068b5e8f");
     assert!(!a.of("alice").contains("alice"));
 
     let dir = tempfile::tempdir().unwrap();

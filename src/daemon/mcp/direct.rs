@@ -144,6 +144,7 @@ impl DirectCaller {
         name: &str,
         arguments: &JsonObject,
         meta: &JsonObject,
+        structured: super::Structured,
     ) -> Result<(ToolOutput, AnswerFormat), DirectError> {
         let mut headers = self.headers.clone();
         headers.insert(MCP_NAME, header_name_value(name)?);
@@ -155,9 +156,19 @@ impl DirectCaller {
                 extra: meta,
             },
         };
-        let (result, format) = self
-            .post::<CallResult>("tools/call", headers, &params)
-            .await?;
+        let (result, format) = match structured {
+            super::Structured::Keep => {
+                self.post::<CallResult<Value>>("tools/call", headers, &params)
+                    .await?
+            }
+            // Skipped by the parser: no tree of the memories is built.
+            super::Structured::Skip => {
+                let (result, format) = self
+                    .post::<CallResult<IgnoredAny>>("tools/call", headers, &params)
+                    .await?;
+                (result.without_structured(), format)
+            }
+        };
         let text = super::joined_text(result.content.iter().filter_map(|b| b.text.as_deref()));
         Ok((
             ToolOutput {
@@ -365,13 +376,23 @@ struct RpcError {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct CallResult {
+struct CallResult<S> {
     #[serde(default)]
     content: Vec<Block>,
-    #[serde(default)]
-    structured_content: Option<Value>,
+    #[serde(default = "none")]
+    structured_content: Option<S>,
     #[serde(default)]
     is_error: Option<bool>,
+}
+
+impl CallResult<IgnoredAny> {
+    fn without_structured(self) -> CallResult<Value> {
+        CallResult {
+            content: self.content,
+            structured_content: None,
+            is_error: self.is_error,
+        }
+    }
 }
 
 /// A content block; only text blocks have a top-level `text`.

@@ -81,7 +81,7 @@ fn answers_parse_into_text_structured_content_and_the_error_flag() {
             "isError": true
         }
     });
-    let envelope: Envelope<CallResult> = serde_json::from_value(answer).unwrap();
+    let envelope: Envelope<CallResult<Value>> = serde_json::from_value(answer).unwrap();
     assert_eq!(envelope.id, Some(json!(3)));
     let result = envelope.into_result().ok().unwrap();
     let texts: Vec<_> = result
@@ -93,7 +93,18 @@ fn answers_parse_into_text_structured_content_and_the_error_flag() {
     assert_eq!(result.structured_content, Some(json!({"id": "m1"})));
     assert_eq!(result.is_error, Some(true));
 
-    let rejected: Envelope<CallResult> = serde_json::from_value(json!({
+    // For the model: the same answer, its structured content skipped, not parsed.
+    let skipped: Envelope<CallResult<IgnoredAny>> = serde_json::from_slice(
+        br#"{"jsonrpc":"2.0","id":6,"result":{"structuredContent":{"memories":[{"id":"m1","tags":["a"]}],"total":1},"content":[{"type":"text","text":"one memory"}],"isError":false}}"#,
+    )
+    .unwrap();
+    let skipped = skipped.into_result().ok().unwrap().without_structured();
+    assert_eq!(skipped.content.len(), 1);
+    assert_eq!(skipped.content[0].text.as_deref(), Some("one memory"));
+    assert_eq!(skipped.structured_content, None);
+    assert_eq!(skipped.is_error, Some(false));
+
+    let rejected: Envelope<CallResult<Value>> = serde_json::from_value(json!({
         "jsonrpc": "2.0", "id": 4, "error": {"code": -32602, "message": "unknown tool"}
     }))
     .unwrap();
@@ -101,7 +112,7 @@ fn answers_parse_into_text_structured_content_and_the_error_flag() {
         Err(DirectError::Rejected(message)) => assert_eq!(message, "unknown tool"),
         _ => panic!("a JSON-RPC error is a rejection"),
     }
-    let empty: Envelope<CallResult> =
+    let empty: Envelope<CallResult<Value>> =
         serde_json::from_value(json!({"jsonrpc": "2.0", "id": 5})).unwrap();
     assert!(matches!(
         empty.into_result(),
