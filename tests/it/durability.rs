@@ -1,10 +1,23 @@
-//! Durability: an acknowledged store survives `kill -9` of the server process.
+//! Durability: an acknowledged store survives `kill -9` of the server process, with either
+//! `storage.sync` (`full`, the default, fsyncs every commit; `normal` leaves the fsync to the
+//! checkpoints, which only a power cut or kernel crash can tell apart).
 
-use crate::support::{BOTH, connect, retrieve_ids, spawn_mcp_server, store};
+use crate::support::{BOTH, connect, retrieve_ids, spawn_mcp_server_with_env, store};
 use serde_json::json;
 
 #[tokio::test]
 async fn acknowledged_stores_survive_kill_9() {
+    stores_survive_kill_9("full").await;
+}
+
+#[tokio::test]
+async fn with_sync_normal_acknowledged_stores_survive_kill_9() {
+    stores_survive_kill_9("normal").await;
+}
+
+async fn stores_survive_kill_9(sync: &str) {
+    let envs = [("MEMENTO_STORAGE__SYNC", sync)];
+    let spawn_mcp_server = |dir: &std::path::Path| spawn_mcp_server_with_env(dir, &envs);
     let dir = tempfile::tempdir().expect("tempdir");
     let mut stored = Vec::new();
     {
@@ -43,7 +56,7 @@ async fn acknowledged_stores_survive_kill_9() {
     found.sort();
     assert_eq!(
         found, stored,
-        "every acknowledged store is there after kill -9"
+        "every acknowledged store is there after kill -9 (sync = {sync})"
     );
 }
 

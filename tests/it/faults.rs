@@ -2,7 +2,6 @@
 //! (SIGTERM) in the middle of real HTTP and MCP traffic, and clients that abandon their
 //! MCP sessions by the thousand (`sessions`). Every wait is a condition with a deadline.
 
-mod durability;
 mod sessions;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
