@@ -205,32 +205,10 @@ impl McpHandle {
     /// Calls `name` for `user`. `arguments` come from the model; their `user_id`, if any,
     /// is dropped, and `user` bound instead for the tools that take one.
     /// `meta` goes into the request's `_meta` (idempotency key, trace context).
+    /// With [`Structured::Skip`] (a conversation turn: the model reads only the text) a
+    /// direct JSON answer's structured content is skipped, not parsed, and
+    /// [`ToolOutput::structured`] is `None`.
     pub async fn call_tool(
-        &self,
-        user: &UserId,
-        name: &str,
-        arguments: JsonObject,
-        meta: JsonObject,
-    ) -> Result<ToolOutput, McpError> {
-        self.call(user, name, arguments, meta, Structured::Keep)
-            .await
-    }
-
-    /// [`McpHandle::call_tool`] for a conversation turn, which reads only the text the
-    /// model sees: a direct JSON answer's structured content is skipped, not parsed
-    /// ([`ToolOutput::structured`] is `None`).
-    pub async fn call_tool_for_model(
-        &self,
-        user: &UserId,
-        name: &str,
-        arguments: JsonObject,
-        meta: JsonObject,
-    ) -> Result<ToolOutput, McpError> {
-        self.call(user, name, arguments, meta, Structured::Skip)
-            .await
-    }
-
-    async fn call(
         &self,
         user: &UserId,
         name: &str,

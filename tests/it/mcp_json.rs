@@ -51,6 +51,7 @@ async fn store(handle: &McpHandle, who: &str, content: &str) -> memento::daemon:
             "store_memory",
             object(json!({ "content": content, "filename": "note.txt" })),
             object(json!({ "io.memento/idempotency-key": uuid::Uuid::new_v4().to_string() })),
+            memento::daemon::mcp::Structured::Keep,
         )
         .await
         .expect("store_memory")
@@ -167,6 +168,7 @@ async fn the_daemon_calls_tools_with_json_answers() {
             "get_memory",
             object(json!({ "id": id, "user_id": "alice" })),
             Default::default(),
+            memento::daemon::mcp::Structured::Keep,
         )
         .await
         .expect("get_memory");
@@ -177,10 +179,25 @@ async fn the_daemon_calls_tools_with_json_answers() {
             "get_memory",
             object(json!({ "id": id })),
             Default::default(),
+            memento::daemon::mcp::Structured::Keep,
         )
         .await
         .expect("get_memory");
     assert!(!got.is_error, "{}", got.text);
+    assert!(got.structured.is_some());
+    // For the model (a conversation turn): the same text, the structured content skipped.
+    let for_model = handle
+        .call_tool(
+            &user("alice"),
+            "get_memory",
+            object(json!({ "id": id })),
+            Default::default(),
+            memento::daemon::mcp::Structured::Skip,
+        )
+        .await
+        .expect("get_memory");
+    assert_eq!(for_model.text, got.text);
+    assert!(!for_model.is_error && for_model.structured.is_none());
     // A JSON-RPC error (bad arguments) is a rejection, not a broken connection.
     let rejected = handle
         .call_tool(
@@ -188,6 +205,7 @@ async fn the_daemon_calls_tools_with_json_answers() {
             "get_memory",
             object(json!({ "id": 17 })),
             Default::default(),
+            memento::daemon::mcp::Structured::Keep,
         )
         .await;
     assert!(
@@ -320,6 +338,7 @@ async fn stop_refuses_new_calls_and_waits_for_those_in_flight() {
                 "wait",
                 Default::default(),
                 Default::default(),
+                memento::daemon::mcp::Structured::Keep,
             )
             .await
     });
@@ -339,7 +358,8 @@ async fn stop_refuses_new_calls_and_waits_for_those_in_flight() {
                         &user("erin"),
                         "list_tags",
                         Default::default(),
-                        Default::default()
+                        Default::default(),
+                        memento::daemon::mcp::Structured::Keep,
                     )
                     .await,
                 Err(McpError::Closed)

@@ -6,7 +6,7 @@ use tokio::sync::mpsc;
 
 use super::{ConversationArgs, ToolCallRecord, TurnEvent};
 use crate::daemon::llm::types::ToolCall;
-use crate::daemon::mcp::McpError;
+use crate::daemon::mcp::{McpError, Structured};
 
 /// Runs one tool call and turns every failure into a result the model can read.
 pub(super) async fn run_tool(
@@ -51,7 +51,7 @@ pub(super) async fn run_tool(
             );
             match args
                 .mcp
-                .call_tool_for_model(&args.user, &name, object, meta)
+                .call_tool(&args.user, &name, object, meta, Structured::Skip)
                 .await
             {
                 // The MCP result's `isError` travels as the record's flag (and the frame's),

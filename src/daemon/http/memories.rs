@@ -20,7 +20,7 @@ use serde_json::json;
 
 use super::error::ApiError;
 use super::{Admitted, ApiState};
-use crate::daemon::mcp::ToolOutput;
+use crate::daemon::mcp::{Structured, ToolOutput};
 use crate::shared::api::memories::{DeletedMemory, MemoryDetail, MemoryList, MemoryQuery, TagList};
 use crate::shared::domain::tool;
 use crate::shared::domain::{self, MemoryId, SearchTerms, UserId};
@@ -168,7 +168,7 @@ async fn call<T: DeserializeOwned>(
 ) -> Result<T, ApiError> {
     let output = state
         .mcp
-        .call_tool(user, tool, arguments, JsonObject::new())
+        .call_tool(user, tool, arguments, JsonObject::new(), Structured::Keep)
         .await
         .map_err(ApiError::from)?;
     tool_output(tool, output)

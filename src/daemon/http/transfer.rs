@@ -23,7 +23,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::error::ApiError;
 use super::{Admitted, ApiState};
-use crate::daemon::mcp::{McpError, McpHandle};
+use crate::daemon::mcp::{McpError, McpHandle, Structured};
 use crate::memory_server::transfer::record::Record;
 use crate::shared::api::memories::{ImportReport, MemoryDetail, MemoryList, SkippedLine};
 use crate::shared::domain::tool;
@@ -183,7 +183,13 @@ async fn export_line(mcp: &McpHandle, user: &UserId, id: &str) -> Result<Option<
     let mut arguments = serde_json::Map::new();
     arguments.insert("id".into(), json!(id));
     let output = mcp
-        .call_tool(user, tool::GET_MEMORY, arguments, serde_json::Map::new())
+        .call_tool(
+            user,
+            tool::GET_MEMORY,
+            arguments,
+            serde_json::Map::new(),
+            Structured::Keep,
+        )
         .await
         .map_err(mcp_error)?;
     if output.is_error {
@@ -312,7 +318,7 @@ async fn import_line(
         json!(record.created_at.to_rfc3339()),
     );
     let output = match mcp
-        .call_tool(user, tool::STORE_MEMORY, arguments, meta)
+        .call_tool(user, tool::STORE_MEMORY, arguments, meta, Structured::Keep)
         .await
     {
         Ok(output) => output,
@@ -343,7 +349,7 @@ async fn call(
     meta: serde_json::Map<String, Value>,
 ) -> Result<Value, ApiError> {
     let output = mcp
-        .call_tool(user, tool, arguments, meta)
+        .call_tool(user, tool, arguments, meta, Structured::Keep)
         .await
         .map_err(mcp_error)?;
     if output.is_error {
