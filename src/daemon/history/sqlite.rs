@@ -53,7 +53,7 @@ const SCHEMA: &str = "
         seq INTEGER NOT NULL,
         messages TEXT NOT NULL,
         PRIMARY KEY (user_id, seq)
-    ) WITHOUT ROWID;
+    );
     CREATE TABLE IF NOT EXISTS history_heads (
         user_id TEXT PRIMARY KEY,
         version INTEGER NOT NULL
@@ -121,6 +121,7 @@ impl SqliteHistory {
         conn.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(()))?;
         conn.execute_batch("PRAGMA synchronous=NORMAL; PRAGMA wal_autocheckpoint=0;")?;
         conn.execute_batch(SCHEMA)?;
+        migrate_to_rowid_turns(&conn)?;
         migrate_whole_rows(&conn)?;
         let counters = Arc::new(Counters::default());
         let (jobs, rx) = crossbeam_channel::unbounded::<Msg>();
@@ -355,6 +356,49 @@ impl HistoryBackend for SqliteHistory {
                 let _ = tokio::task::spawn_blocking(move || writer.join()).await;
             }
         })
+    }
+}
+
+/// Moves turn rows out of the first layout's `WITHOUT ROWID` table into a rowid table.
+/// A turn row is 1-3 KB; in a `WITHOUT ROWID` table a row over about 1 KB (on 4 KB pages)
+/// spills into an overflow page, and each append paid for it. In a rowid table rows up to
+/// about 4 KB stay in their leaf, and appends of many users share the last leaf
+/// (BENCHMARKS.md, "The history write path").
+fn migrate_to_rowid_turns(conn: &Connection) -> Result<(), HistoryError> {
+    let sql: Option<String> = conn
+        .query_row(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'history_turns'",
+            [],
+            |row| row.get(0),
+        )
+        .optional()?;
+    if !sql.is_some_and(|sql| sql.to_ascii_uppercase().contains("WITHOUT ROWID")) {
+        return Ok(());
+    }
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let result = conn.execute_batch(
+        "ALTER TABLE history_turns RENAME TO history_turns_without_rowid;
+         CREATE TABLE history_turns (
+             user_id TEXT NOT NULL,
+             seq INTEGER NOT NULL,
+             messages TEXT NOT NULL,
+             PRIMARY KEY (user_id, seq)
+         );
+         INSERT INTO history_turns (user_id, seq, messages)
+             SELECT user_id, seq, messages FROM history_turns_without_rowid
+             ORDER BY user_id, seq;
+         DROP TABLE history_turns_without_rowid;",
+    );
+    match result {
+        Ok(()) => {
+            conn.execute_batch("COMMIT")?;
+            tracing::info!("history turn rows moved to a rowid table");
+            Ok(())
+        }
+        Err(error) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(error.into())
+        }
     }
 }
 

@@ -259,6 +259,69 @@ fn legacy_whole_rows_become_turn_rows() {
     });
 }
 
+#[test]
+fn turn_rows_of_the_without_rowid_layout_move_to_a_rowid_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("conversations.db");
+    let turns = [
+        vec![user("first"), answer("one")],
+        vec![user("second"), answer("two")],
+    ];
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE history_turns (user_id TEXT NOT NULL, seq INTEGER NOT NULL, \
+             messages TEXT NOT NULL, PRIMARY KEY (user_id, seq)) WITHOUT ROWID;
+             CREATE TABLE history_heads (user_id TEXT PRIMARY KEY, version INTEGER NOT NULL) \
+             WITHOUT ROWID;
+             INSERT INTO history_heads VALUES ('alice', 2);",
+        )
+        .unwrap();
+        for (seq, turn) in turns.iter().enumerate() {
+            conn.execute(
+                "INSERT INTO history_turns VALUES ('alice', ?1, ?2)",
+                (seq as i64 + 1, serde_json::to_string(turn).unwrap()),
+            )
+            .unwrap();
+        }
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let store = HistoryStore::open(dir.path()).unwrap();
+        let cached = store.load(&alice(), 10_000).await.unwrap();
+        assert_eq!(cached.version(), 2);
+        assert_eq!(cached.messages(), &turns.concat()[..]);
+        // Appends go on from where the old table was.
+        let next = turn(&store, &cached, "third", 10_000).await;
+        assert_eq!(next.version(), 3);
+        assert_eq!(
+            store.load(&alice(), 10_000).await.unwrap().messages(),
+            next.messages()
+        );
+        store.close().await;
+    });
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let sql: String = conn
+        .query_row(
+            "SELECT sql FROM sqlite_master WHERE name = 'history_turns'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert!(!sql.to_ascii_uppercase().contains("WITHOUT ROWID"), "{sql}");
+    let tables: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE name = 'history_turns_without_rowid'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(tables, 0);
+}
+
 /// The behaviour every backend shares, on two handles to one store (two daemons).
 async fn backend_contract(one: Arc<dyn HistoryBackend>, two: Arc<dyn HistoryBackend>) {
     let bob = UserId::parse("bob").unwrap();
