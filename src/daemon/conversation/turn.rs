@@ -186,11 +186,11 @@ impl ConversationState {
         if stored {
             // Committed before any of the answer is sent (RELIABILITY.md, "Histories").
             let budget = args.config.history_token_budget;
-            let new_messages = turn.iter().map(|m| m.message().clone()).collect();
             self.loaded().await?;
             // Taken, not copied: if the append fails, the next turn reloads the history.
+            // The turn's messages go in as serialised for the LLM (not serialised again).
             let current = self.history.take().unwrap_or_default();
-            let (mut append, next) = current.with_turn(new_messages, budget, &args.user);
+            let (mut append, next) = current.with_turn(turn.iter().cloned(), budget, &args.user);
             if let Some(lease) = &lease {
                 append.fence = Some(lease.token());
                 append.release = true;

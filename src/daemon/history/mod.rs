@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 
-use crate::daemon::llm::types::ChatMessage;
+use crate::daemon::llm::types::{ChatMessage, SharedMessage};
 use crate::shared::domain::UserId;
 
 pub mod lease;
@@ -95,14 +95,37 @@ pub struct Append {
     pub user: UserId,
     /// The version the writer's copy is at; the store refuses the append if it moved on.
     pub expected_version: i64,
-    /// The turn's messages (the first is the person's message).
-    pub messages: Vec<ChatMessage>,
+    /// The turn's messages (the first is the person's message), each already serialised.
+    pub messages: Vec<SharedMessage>,
     /// Rows older than this sequence number are deleted (no longer within the budget).
     pub keep_from: i64,
     /// The lease token the write is made under (checked when given).
     pub fence: Option<i64>,
     /// Release the lease in the same transaction.
     pub release: bool,
+}
+
+impl Append {
+    /// The row's text: the messages as one JSON array, joined from the JSON each message
+    /// was serialised to for the LLM (the same bytes `serde_json` writes for the array).
+    pub fn messages_json(&self) -> String {
+        let mut text = String::with_capacity(
+            2 + self
+                .messages
+                .iter()
+                .map(|m| m.json().len() + 1)
+                .sum::<usize>(),
+        );
+        text.push('[');
+        for (index, message) in self.messages.iter().enumerate() {
+            if index > 0 {
+                text.push(',');
+            }
+            text.push_str(message.json());
+        }
+        text.push(']');
+        text
+    }
 }
 
 /// A held lease.
@@ -272,15 +295,17 @@ impl CachedHistory {
     /// per turn): a writer whose append fails drops it and reloads from the store.
     pub fn with_turn(
         self,
-        turn: Vec<ChatMessage>,
+        turn: impl IntoIterator<Item = impl Into<SharedMessage>>,
         budget: usize,
         user: &UserId,
     ) -> (Append, CachedHistory) {
+        let turn: Vec<SharedMessage> = turn.into_iter().map(Into::into).collect();
         let expected_version = self.version;
         let mut next = self;
         next.version = expected_version + 1;
         next.rows.push_back((next.version, turn.len()));
-        next.messages.extend(turn.iter().cloned());
+        next.messages
+            .extend(turn.iter().map(|message| message.message().clone()));
         next.trim(budget);
         let keep_from = next.rows.front().map_or(next.version, |(seq, _)| *seq);
         let append = Append {

@@ -330,7 +330,7 @@ impl HistoryBackend for PgHistory {
     fn append(&self, append: Append) -> BoxFuture<'static, Result<i64, HistoryError>> {
         let inner = self.inner.clone();
         Box::pin(async move {
-            let text = serde_json::to_string(&append.messages)?;
+            let text = append.messages_json();
             inner.append(append, text).await
         })
     }

@@ -116,13 +116,13 @@ impl SqliteHistory {
     pub fn open(data_dir: &Path) -> Result<SqliteHistory, HistoryError> {
         std::fs::create_dir_all(data_dir)?;
         let path = data_dir.join("conversations.db");
-        let conn = Connection::open(&path)?;
+        let mut conn = Connection::open(&path)?;
         conn.busy_timeout(Duration::from_secs(10))?;
         conn.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(()))?;
         conn.execute_batch("PRAGMA synchronous=NORMAL; PRAGMA wal_autocheckpoint=0;")?;
         conn.execute_batch(SCHEMA)?;
-        migrate_to_rowid_turns(&conn)?;
-        migrate_whole_rows(&conn)?;
+        migrate_to_rowid_turns(&mut conn)?;
+        migrate_whole_rows(&mut conn)?;
         let counters = Arc::new(Counters::default());
         let (jobs, rx) = crossbeam_channel::unbounded::<Msg>();
         let checkpoint_conn = Connection::open(&path)?;
@@ -210,10 +210,7 @@ impl HistoryBackend for SqliteHistory {
     }
 
     fn append(&self, append: Append) -> BoxFuture<'static, Result<i64, HistoryError>> {
-        let text = match serde_json::to_string(&append.messages) {
-            Ok(text) => text,
-            Err(error) => return Box::pin(async move { Err(HistoryError::Corrupt(error)) }),
-        };
+        let text = append.messages_json();
         self.run(move |conn| {
             let user = append.user.as_str();
             // Checks first: a refusal writes nothing.
@@ -359,24 +356,30 @@ impl HistoryBackend for SqliteHistory {
     }
 }
 
+/// The `CREATE` statement of table `name`, when it exists.
+fn table_sql(conn: &Connection, name: &str) -> Result<Option<String>, HistoryError> {
+    Ok(conn
+        .query_row(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?1",
+            [name],
+            |row| row.get(0),
+        )
+        .optional()?)
+}
+
 /// Moves turn rows out of the first layout's `WITHOUT ROWID` table into a rowid table.
 /// A turn row is 1-3 KB; in a `WITHOUT ROWID` table a row over about 1 KB (on 4 KB pages)
 /// spills into an overflow page, and each append paid for it. In a rowid table rows up to
 /// about 4 KB stay in their leaf, and appends of many users share the last leaf
 /// (BENCHMARKS.md, "The history write path").
-fn migrate_to_rowid_turns(conn: &Connection) -> Result<(), HistoryError> {
-    let sql: Option<String> = conn
-        .query_row(
-            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'history_turns'",
-            [],
-            |row| row.get(0),
-        )
-        .optional()?;
+fn migrate_to_rowid_turns(conn: &mut Connection) -> Result<(), HistoryError> {
+    let sql = table_sql(conn, "history_turns")?;
     if !sql.is_some_and(|sql| sql.to_ascii_uppercase().contains("WITHOUT ROWID")) {
         return Ok(());
     }
-    conn.execute_batch("BEGIN IMMEDIATE")?;
-    let result = conn.execute_batch(
+    // Rolled back when dropped uncommitted.
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    tx.execute_batch(
         "ALTER TABLE history_turns RENAME TO history_turns_without_rowid;
          CREATE TABLE history_turns (
              user_id TEXT NOT NULL,
@@ -388,67 +391,42 @@ fn migrate_to_rowid_turns(conn: &Connection) -> Result<(), HistoryError> {
              SELECT user_id, seq, messages FROM history_turns_without_rowid
              ORDER BY user_id, seq;
          DROP TABLE history_turns_without_rowid;",
-    );
-    match result {
-        Ok(()) => {
-            conn.execute_batch("COMMIT")?;
-            tracing::info!("history turn rows moved to a rowid table");
-            Ok(())
-        }
-        Err(error) => {
-            let _ = conn.execute_batch("ROLLBACK");
-            Err(error.into())
-        }
-    }
+    )?;
+    tx.commit()?;
+    tracing::info!("history turn rows moved to a rowid table");
+    Ok(())
 }
 
 /// Converts histories stored as one JSON row per user (before turn rows) into turn rows.
-fn migrate_whole_rows(conn: &Connection) -> Result<(), HistoryError> {
-    let exists: Option<String> = conn
-        .query_row(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'histories'",
-            [],
-            |row| row.get(0),
-        )
-        .optional()?;
-    if exists.is_none() {
+fn migrate_whole_rows(conn: &mut Connection) -> Result<(), HistoryError> {
+    if table_sql(conn, "histories")?.is_none() {
         return Ok(());
     }
-    conn.execute_batch("BEGIN IMMEDIATE")?;
-    let result = (|| -> Result<usize, HistoryError> {
-        let rows: Vec<(String, String)> = conn
-            .prepare("SELECT user_id, messages FROM histories")?
-            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
-            .collect::<Result<_, _>>()?;
-        for (user, text) in &rows {
-            let messages: Vec<ChatMessage> = serde_json::from_str(text)?;
-            let mut version = 0i64;
-            for turn in split_turns(messages) {
-                version += 1;
-                conn.execute(
-                    "INSERT OR REPLACE INTO history_turns (user_id, seq, messages) VALUES (?1, ?2, ?3)",
-                    (user, version, serde_json::to_string(&turn)?),
-                )?;
-            }
-            conn.execute(
-                "INSERT OR REPLACE INTO history_heads (user_id, version) VALUES (?1, ?2)",
-                (user, version),
+    // Rolled back when dropped uncommitted.
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let rows: Vec<(String, String)> = tx
+        .prepare("SELECT user_id, messages FROM histories")?
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    for (user, text) in &rows {
+        let messages: Vec<ChatMessage> = serde_json::from_str(text)?;
+        let mut version = 0i64;
+        for turn in split_turns(messages) {
+            version += 1;
+            tx.execute(
+                "INSERT OR REPLACE INTO history_turns (user_id, seq, messages) VALUES (?1, ?2, ?3)",
+                (user, version, serde_json::to_string(&turn)?),
             )?;
         }
-        conn.execute_batch("DROP TABLE histories")?;
-        Ok(rows.len())
-    })();
-    match result {
-        Ok(users) => {
-            conn.execute_batch("COMMIT")?;
-            tracing::info!(users, "histories converted to turn rows");
-            Ok(())
-        }
-        Err(error) => {
-            let _ = conn.execute_batch("ROLLBACK");
-            Err(error)
-        }
+        tx.execute(
+            "INSERT OR REPLACE INTO history_heads (user_id, version) VALUES (?1, ?2)",
+            (user, version),
+        )?;
     }
+    tx.execute_batch("DROP TABLE histories")?;
+    tx.commit()?;
+    tracing::info!(users = rows.len(), "histories converted to turn rows");
+    Ok(())
 }
 
 fn writer_loop(

@@ -221,7 +221,20 @@ async fn a_waiting_turn_gets_the_lease_when_the_holder_releases() {
 }
 
 #[test]
-fn legacy_whole_rows_become_turn_rows() {
+fn an_appended_row_is_the_json_serde_writes_for_the_turn() {
+    let turn = vec![user("a \"quoted\" note"), answer("é ✓ done")];
+    let (append, _) = CachedHistory::default().with_turn(turn.clone(), 10_000, &alice());
+    assert_eq!(
+        append.messages_json(),
+        serde_json::to_string(&turn).unwrap()
+    );
+    let (empty, _) =
+        CachedHistory::default().with_turn(Vec::<ChatMessage>::new(), 10_000, &alice());
+    assert_eq!(empty.messages_json(), "[]");
+}
+
+#[tokio::test]
+async fn legacy_whole_rows_become_turn_rows() {
     let dir = tempfile::tempdir().unwrap();
     let messages = vec![
         answer("orphan"),
@@ -243,24 +256,18 @@ fn legacy_whole_rows_become_turn_rows() {
         )
         .unwrap();
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let store = HistoryStore::open(dir.path()).unwrap();
-        let loaded = store.backend().load(&alice()).await.unwrap();
-        assert_eq!(loaded.turns.len(), 3);
-        assert_eq!(loaded.version, 3);
-        assert_eq!(
-            store.load(&alice(), 10_000).await.unwrap().messages(),
-            &messages[..]
-        );
-    });
+    let store = HistoryStore::open(dir.path()).unwrap();
+    let loaded = store.backend().load(&alice()).await.unwrap();
+    assert_eq!(loaded.turns.len(), 3);
+    assert_eq!(loaded.version, 3);
+    assert_eq!(
+        store.load(&alice(), 10_000).await.unwrap().messages(),
+        &messages[..]
+    );
 }
 
-#[test]
-fn turn_rows_of_the_without_rowid_layout_move_to_a_rowid_table() {
+#[tokio::test]
+async fn turn_rows_of_the_without_rowid_layout_move_to_a_rowid_table() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("conversations.db");
     let turns = [
@@ -285,24 +292,18 @@ fn turn_rows_of_the_without_rowid_layout_move_to_a_rowid_table() {
             .unwrap();
         }
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let store = HistoryStore::open(dir.path()).unwrap();
-        let cached = store.load(&alice(), 10_000).await.unwrap();
-        assert_eq!(cached.version(), 2);
-        assert_eq!(cached.messages(), &turns.concat()[..]);
-        // Appends go on from where the old table was.
-        let next = turn(&store, &cached, "third", 10_000).await;
-        assert_eq!(next.version(), 3);
-        assert_eq!(
-            store.load(&alice(), 10_000).await.unwrap().messages(),
-            next.messages()
-        );
-        store.close().await;
-    });
+    let store = HistoryStore::open(dir.path()).unwrap();
+    let cached = store.load(&alice(), 10_000).await.unwrap();
+    assert_eq!(cached.version(), 2);
+    assert_eq!(cached.messages(), &turns.concat()[..]);
+    // Appends go on from where the old table was.
+    let next = turn(&store, &cached, "third", 10_000).await;
+    assert_eq!(next.version(), 3);
+    assert_eq!(
+        store.load(&alice(), 10_000).await.unwrap().messages(),
+        next.messages()
+    );
+    store.close().await;
     let conn = rusqlite::Connection::open(&path).unwrap();
     let sql: String = conn
         .query_row(

@@ -322,14 +322,13 @@ fn configure(
     // FULL (the default): every commit fsyncs the WAL, so an acknowledged store survives a
     // power cut. NORMAL: the commit is written to the WAL file (it survives the process
     // dying) and fsynced at the next checkpoint.
-    conn.execute_batch(match sync {
-        crate::shared::config::StorageSync::Full => {
-            "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA temp_store=MEMORY;"
-        }
-        crate::shared::config::StorageSync::Normal => {
-            "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON; PRAGMA temp_store=MEMORY;"
-        }
-    })?;
+    let synchronous = match sync {
+        crate::shared::config::StorageSync::Full => "FULL",
+        crate::shared::config::StorageSync::Normal => "NORMAL",
+    };
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous={synchronous}; PRAGMA foreign_keys=ON; PRAGMA temp_store=MEMORY;"
+    ))?;
     Ok(())
 }
 
